@@ -1,0 +1,1 @@
+from . import detectors, pseudo_labels, utils  # noqa: F401

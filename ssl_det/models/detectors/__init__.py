@@ -1,0 +1,3 @@
+from .teacher_student import TeacherStudent
+
+__all__ = ['TeacherStudent']

@@ -1,0 +1,228 @@
+"""Teacher–student training for any mmdet detector (one-stage, two-stage, with masks)."""
+import copy
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmdet.models.detectors import BaseDetector
+from mmdet.models.utils import rename_loss_dict, reweight_loss_dict
+from mmdet.structures import SampleList
+from mmengine.logging import print_log
+from mmengine.structures import InstanceData
+from torch import Tensor
+
+from ssl_det.models.utils.pseudo_instances import (masks_to_bitmap, project_instances,
+                                                   split_predictions)
+from ssl_det.registry import MODELS, TASK_UTILS
+
+
+@MODELS.register_module()
+class TeacherStudent(BaseDetector):
+    """A student trained by gradient descent and a teacher that labels unlabeled images.
+
+    A batch holds three branches (mmdet's ``MultiBranch`` names): ``sup`` (labeled
+    images), ``unsup_teacher`` (the weak view of unlabeled images) and ``unsup_student``
+    (their strong view). The teacher (eval mode, no gradients; an EMA of the student kept
+    by ``MeanTeacherHook``) predicts on the weak view; ``pseudo_label`` splits its
+    predictions into pseudo ground truth and an ignored band; both are mapped into the
+    strong view with the views' ``homography_matrix``; the student's loss on them is
+    weighted by ``unsup_weight``.
+
+    Args:
+        detector (dict): config of the mmdet detector used as student and teacher.
+        pseudo_label (dict): a pseudo-label policy from TASK_UTILS. Default:
+            ``dict(type='DualThreshold', high=0.9, low=0.5)``.
+        unsup_weight (float): weight of the unlabeled losses. Default: 2.0.
+        sup_weight (float): weight of the labeled losses. Default: 1.0.
+        unsup_loss_keys (list[str], optional): keep only unlabeled losses whose name
+            contains one of these strings (e.g. ``['loss_cls']`` trains the student's
+            classification alone on pseudo labels); None keeps all. Default: None.
+        min_pseudo_size (float): pseudo boxes narrower or shorter than this (pixels, in the
+            strong view after projection and clipping) are dropped and counted. Default: 2.
+        predict_on (str): 'teacher' or 'student', the network used by ``predict``.
+            Default: 'teacher'.
+        data_preprocessor (dict): usually ``MultiBranchDataPreprocessor``.
+        init_cfg (dict, optional): initialisation config.
+    """
+
+    def __init__(self,
+                 detector: dict,
+                 pseudo_label: Optional[dict] = None,
+                 unsup_weight: float = 2.0,
+                 sup_weight: float = 1.0,
+                 unsup_loss_keys: Optional[List[str]] = None,
+                 min_pseudo_size: float = 2.0,
+                 predict_on: str = 'teacher',
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.student = MODELS.build(copy.deepcopy(detector))
+        self.teacher = MODELS.build(copy.deepcopy(detector))
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.freeze(self.teacher)
+        self.pseudo_label = TASK_UTILS.build(
+            pseudo_label or dict(type='DualThreshold', high=0.9, low=0.5))
+        if predict_on not in ('teacher', 'student'):
+            raise ValueError(f"predict_on must be 'teacher' or 'student', got {predict_on!r}")
+        self.predict_on = predict_on
+        self.unsup_weight = float(unsup_weight)
+        self.sup_weight = float(sup_weight)
+        self.unsup_loss_keys = list(unsup_loss_keys) if unsup_loss_keys else None
+        self.min_pseudo_size = float(min_pseudo_size)
+        self.with_pseudo_masks = bool(getattr(self.student, 'with_mask', False))
+        # Set by MeanTeacherHook: False during burn-in (supervised loss only).
+        self.unsup_active = True
+        # The last strong-view batch with its pseudo instances, for PseudoLabelVisHook.
+        self.latest_pseudo: Optional[dict] = None
+
+    @staticmethod
+    def freeze(model: nn.Module) -> None:
+        model.eval()
+        for param in model.parameters():
+            param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'TeacherStudent':
+        super().train(mode)
+        self.teacher.eval()  # the teacher never trains: BN statistics come from the EMA
+        return self
+
+    # ------------------------------------------------------------------ training
+    def loss(self, multi_batch_inputs: Dict[str, Tensor],
+             multi_batch_data_samples: Dict[str, SampleList]) -> dict:
+        losses = {}
+        if multi_batch_inputs.get('sup') is not None:
+            sup = self.student.loss(multi_batch_inputs['sup'], multi_batch_data_samples['sup'])
+            losses.update(rename_loss_dict('sup_', reweight_loss_dict(sup, self.sup_weight)))
+        if self.unsup_active and multi_batch_inputs.get('unsup_teacher') is not None:
+            strong_samples, stats = self.pseudo_instances(
+                multi_batch_inputs['unsup_teacher'],
+                multi_batch_data_samples['unsup_teacher'],
+                multi_batch_data_samples['unsup_student'])
+            losses.update(self.loss_by_pseudo_instances(
+                multi_batch_inputs['unsup_student'], strong_samples, stats))
+            self.latest_pseudo = dict(inputs=multi_batch_inputs['unsup_student'].detach(),
+                                      data_samples=strong_samples)
+        return losses
+
+    @torch.no_grad()
+    def teacher_predict(self, inputs: Tensor, data_samples: SampleList) -> List[InstanceData]:
+        """Teacher predictions in the weak view's pixel frame (no rescaling)."""
+        self.teacher.eval()
+        results = self.teacher.predict(inputs, copy.deepcopy(data_samples), rescale=False)
+        return [r.pred_instances for r in results]
+
+    @torch.no_grad()
+    def pseudo_instances(self, weak_inputs: Tensor, weak_samples: SampleList,
+                         strong_samples: SampleList) -> Tuple[SampleList, dict]:
+        """Teacher predictions on the weak view → pseudo and ignored instances on the strong
+        view, written into ``strong_samples`` (``gt_instances``, ``ignored_instances``)."""
+        predictions = self.teacher_predict(weak_inputs, weak_samples)
+        all_scores = torch.cat([p.scores for p in predictions])
+        all_labels = torch.cat([p.labels for p in predictions])
+        self.pseudo_label.update(all_scores, all_labels)
+        num_dropped = 0
+        confident_labels, ignored_labels = [], []
+        for pred, weak, strong in zip(predictions, weak_samples, strong_samples):
+            if self.with_pseudo_masks and 'masks' in pred:
+                pred.masks = masks_to_bitmap(pred.masks)
+            confident, ignored = split_predictions(pred, self.pseudo_label)
+            args = (weak.homography_matrix, strong.homography_matrix, strong.img_shape,
+                    self.min_pseudo_size)
+            confident, dropped_c = project_instances(confident, *args,
+                                                     with_masks=self.with_pseudo_masks)
+            ignored, dropped_i = project_instances(ignored, *args, with_masks=False)
+            num_dropped += dropped_c + dropped_i
+            strong.gt_instances = self._as_ground_truth(confident, strong)
+            strong.ignored_instances = self._as_ground_truth(ignored, strong, masks=False)
+            confident_labels.append(confident.labels)
+            ignored_labels.append(ignored.labels)
+        stats = dict(num_predictions=len(all_scores), num_dropped=num_dropped,
+                     confident_labels=torch.cat(confident_labels),
+                     ignored_labels=torch.cat(ignored_labels))
+        return strong_samples, stats
+
+    def _as_ground_truth(self, instances: InstanceData, sample,
+                         masks: bool = True) -> InstanceData:
+        """Keep the fields a detector's loss reads (boxes, labels, masks when trained)."""
+        gt = InstanceData(metainfo=dict(img_shape=sample.img_shape))
+        gt.bboxes = instances.bboxes if len(instances) else instances.bboxes.new_zeros((0, 4))
+        gt.labels = instances.labels
+        if masks and self.with_pseudo_masks:
+            if 'masks' in instances:
+                gt.masks = instances.masks
+            else:
+                from mmdet.structures.mask import BitmapMasks
+                h, w = sample.img_shape[:2]
+                gt.masks = BitmapMasks(torch.zeros((0, h, w), dtype=torch.uint8).numpy(), h, w)
+        return gt
+
+    def loss_by_pseudo_instances(self, strong_inputs: Tensor, strong_samples: SampleList,
+                                 stats: dict) -> dict:
+        num_pseudo = sum(len(s.gt_instances) for s in strong_samples)
+        losses = self.student.loss(strong_inputs, strong_samples)
+        if self.unsup_loss_keys is not None:
+            losses = {k: v for k, v in losses.items()
+                      if 'loss' not in k or any(key in k for key in self.unsup_loss_keys)}
+        # A batch without a single pseudo box would only teach "background everywhere",
+        # which is how an under-confident teacher makes the student collapse.
+        weight = self.unsup_weight if num_pseudo > 0 else 0.0
+        losses = rename_loss_dict('unsup_', reweight_loss_dict(losses, weight))
+        device = strong_inputs.device
+        losses.update(self._pseudo_log_vars(stats, num_pseudo, len(strong_samples), device))
+        return losses
+
+    def _pseudo_log_vars(self, stats: dict, num_pseudo: int, num_images: int,
+                         device) -> Dict[str, Tensor]:
+        """Pseudo-label statistics, logged with the losses (their names hold no 'loss')."""
+        as_tensor = lambda v: torch.tensor(float(v), device=device)  # noqa: E731
+        log_vars = dict(
+            pseudo_per_img=as_tensor(num_pseudo / max(num_images, 1)),
+            ignored_per_img=as_tensor(len(stats['ignored_labels']) / max(num_images, 1)),
+            pseudo_dropped=as_tensor(stats['num_dropped']))
+        for key, value in self.pseudo_label.log_stats(
+                stats['confident_labels'], stats['ignored_labels']).items():
+            log_vars[key] = as_tensor(value)
+        return log_vars
+
+    # ------------------------------------------------------------------ inference
+    def _active(self) -> nn.Module:
+        return self.teacher if self.predict_on == 'teacher' else self.student
+
+    def predict(self, batch_inputs: Tensor, batch_data_samples: SampleList,
+                rescale: bool = True) -> SampleList:
+        return self._active().predict(batch_inputs, batch_data_samples, rescale=rescale)
+
+    def _forward(self, batch_inputs: Tensor, batch_data_samples: SampleList = None):
+        return self._active()._forward(batch_inputs, batch_data_samples)
+
+    def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor]:
+        return self._active().extract_feat(batch_inputs)
+
+    # ------------------------------------------------------------------ checkpoints
+    def get_extra_state(self) -> dict:
+        """The pseudo-label policy's state (e.g. adapted per-class thresholds)."""
+        return dict(pseudo_label=self.pseudo_label.state_dict())
+
+    def set_extra_state(self, state: dict) -> None:
+        self.pseudo_label.load_state_dict(state['pseudo_label'])
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict,
+                              strict: bool, missing_keys: list, unexpected_keys: list,
+                              error_msgs: list) -> None:
+        """A plain detector checkpoint (``load_from``) fills both teacher and student."""
+        own = [k for k in state_dict if k.startswith(prefix)]
+        if own and not any(k[len(prefix):].startswith(('teacher.', 'student.')) for k in own):
+            print_log('loading a plain detector checkpoint into both teacher and student',
+                      logger='current')
+            for key in own:
+                value = state_dict.pop(key)
+                name = key[len(prefix):]
+                if name == '_extra_state':
+                    continue
+                state_dict[f'{prefix}teacher.{name}'] = value
+                state_dict[f'{prefix}student.{name}'] = value
+        if f'{prefix}_extra_state' not in state_dict:
+            # Older or plain checkpoints: keep the policy's current state.
+            state_dict[f'{prefix}_extra_state'] = self.get_extra_state()
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)

@@ -1,0 +1,57 @@
+"""What tools/train.py and tools/test.py do to a config before building the Runner."""
+import os
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+
+from .checkpoint import trust_checkpoints
+
+# Hooks every ssl_det run needs, whatever the config: checkpoints loadable with
+# weights_only=True, and the start-up checks of the data (missing files, empty splits,
+# category mismatches between labeled and unlabeled files).
+REQUIRED_HOOKS = ('SafeCheckpointHook', 'DataCheckHook')
+
+
+def add_required_hooks(cfg: Config) -> None:
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    present = {str(h.get('type', '')).split('.')[-1] for h in hooks}
+    for name in REQUIRED_HOOKS:
+        if name not in present:
+            hooks.append(dict(type=f'ssl_det.{name}'))
+    cfg.custom_hooks = hooks
+
+
+def init_cpu_distributed(cfg: Config, launcher: str) -> None:
+    """Distributed training without CUDA: a gloo process group and CPU-friendly DDP.
+
+    mmengine 0.10's ``init_dist('pytorch')`` calls ``torch.cuda.set_device`` and fails on CPU
+    torch; the Runner skips its own initialisation when a process group exists, and its
+    default DDP wrapper passes ``device_ids=[LOCAL_RANK]``, which DDP rejects for CPU modules.
+    """
+    if launcher == 'none' or torch.cuda.is_available() or dist.is_initialized():
+        return
+    if launcher != 'pytorch':
+        raise ValueError(f'CPU distributed training supports --launcher pytorch (torchrun), '
+                         f'got {launcher!r}')
+    dist.init_process_group(backend='gloo')
+    wrapper = dict(cfg.get('model_wrapper_cfg', None) or {})
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper.update(device_ids=None)
+    wrapper.setdefault('broadcast_buffers', False)
+    wrapper.setdefault('find_unused_parameters', True)
+    cfg.model_wrapper_cfg = wrapper
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+
+
+def prepare_config(cfg: Config, launcher: str = 'none',
+                   trust_checkpoint: Optional[bool] = None) -> Config:
+    """Apply ssl_det's run-time requirements to ``cfg`` (in place) and return it."""
+    cfg.launcher = launcher
+    if trust_checkpoint or cfg.get('trust_checkpoint', False):
+        trust_checkpoints(True)
+    add_required_hooks(cfg)
+    init_cpu_distributed(cfg, launcher)
+    os.environ.setdefault('LOCAL_RANK', '0')
+    return cfg
