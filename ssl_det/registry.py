@@ -38,7 +38,6 @@ TASK_UTILS = _child('task util', mmdet_registry.TASK_UTILS, 'ssl_det.models')
 VISUALIZERS = _child('visualizer', mmdet_registry.VISUALIZERS, 'ssl_det.engine')
 VISBACKENDS = _child('vis_backend', mmdet_registry.VISBACKENDS, 'ssl_det.engine')
 LOG_PROCESSORS = _child('log_processor', mmdet_registry.LOG_PROCESSORS, 'ssl_det.engine')
-INFERENCERS = _child('inferencer', mmdet_registry.INFERENCERS, 'ssl_det.apis')
 
 ALL_REGISTRIES = {
     name: reg for name, reg in globals().items()

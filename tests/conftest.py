@@ -1,12 +1,12 @@
-"""Shared fixtures: tiny generated demo data and config overrides pointing at it."""
+"""Shared fixtures: tiny generated demo data."""
 import os
 import os.path as osp
 import sys
 
 import pytest
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
+TESTS = osp.dirname(osp.abspath(__file__))
+sys.path[:0] = [osp.dirname(TESTS), TESTS]
 os.environ.setdefault('OMP_NUM_THREADS', '2')
 
 
@@ -21,25 +21,9 @@ def tiny_demo(tmp_path_factory):
     return root
 
 
-def data_overrides(root: str, semi: bool = False) -> dict:
-    """``--cfg-options`` that point a demo config at ``root`` and keep loading in-process."""
-    root = root.rstrip('/') + '/'
-    opts = {
-        'val_dataloader.dataset.data_root': root,
-        'test_dataloader.dataset.data_root': root,
-        'val_evaluator.ann_file': root + 'annotations/instances_val.json',
-        'test_evaluator.ann_file': root + 'annotations/instances_val.json',
-    }
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        opts[f'{loader}.num_workers'] = 0
-        opts[f'{loader}.persistent_workers'] = False
-    if semi:
-        for i in range(2):
-            opts[f'train_dataloader.dataset.datasets.{i}.data_root'] = root
-    else:
-        opts['train_dataloader.dataset.data_root'] = root
-    return opts
-
-
-def as_cli(opts: dict) -> list:
-    return [f'{k}={v}' for k, v in opts.items()]
+@pytest.fixture(autouse=True, scope='session')
+def ssl_det_scope():
+    """Build registered modules as ssl_det's configs do (``default_scope='ssl_det'``)."""
+    from mmengine.registry import init_default_scope
+    import ssl_det  # noqa: F401
+    init_default_scope('ssl_det')

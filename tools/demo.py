@@ -2,85 +2,60 @@
 
     python tools/demo.py [--work-dir work_dirs/demo] [--iters N]
 
-The data live in data/demo (the demo configs' data_root).
-
-Each run is a `tools/train.py` subprocess with its own work dir (logs, checkpoints,
-pictures); the summary table at the end reads the evaluation from each work dir.
+The data live in data/demo (the demo configs' data_root); each run is a tools/train.py
+subprocess with its own work dir (logs, checkpoints, pseudo-label pictures in vis_data/).
 """
 import argparse
-import glob
-import json
-import os
 import os.path as osp
-import subprocess
 import sys
-import time
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from ssl_det.utils import experiment  # noqa: E402
 
+DATA_ROOT = osp.join(experiment.ROOT, 'data', 'demo')
 # (name, config, what it shows)
 RUNS = [
-    ('supervised 10%', 'configs/demo/faster-rcnn_r18_fpn_demo_sup-10pct.py',
-     'labeled 10% only'),
-    ('supervised 100%', 'configs/demo/faster-rcnn_r18_fpn_demo_sup-all.py',
-     'all labels (oracle)'),
+    ('supervised', 'configs/demo/faster-rcnn_r18_fpn_demo_sup-10pct.py',
+     '10% labeled only'),
+    ('mean teacher', 'configs/demo/mean-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py',
+     '10% labeled + 90% unlabeled'),
 ]
 
 
-def ensure_data(data_root: str) -> None:
+def ensure_data(data_root: str = DATA_ROOT) -> None:
+    """Generate the demo data and its 10% split unless present."""
     from ssl_det.datasets.coco_split import split_coco
     from ssl_det.datasets.demo_data import make_demo_data
     ann = osp.join(data_root, 'annotations', 'instances_train.json')
     if not osp.isfile(ann):
-        print(f'[demo] generating demo data in {data_root}')
+        print(f'[demo] generating demo data in {data_root}', flush=True)
         make_demo_data(data_root)
     split_dir = osp.join(data_root, 'semi_anns')
-    if not osp.isfile(osp.join(split_dir, 'instances_train.1@10.json')):
-        print('[demo] making the 10% labeled / 90% unlabeled split')
+    if not osp.isfile(osp.join(split_dir, 'instances_train.1@10-unlabeled.json')):
+        print('[demo] making the 10% labeled / 90% unlabeled split', flush=True)
         split_coco(ann, [10], folds=1, out_dir=split_dir)
-
-
-def last_metrics(work_dir: str) -> dict:
-    """The last evaluation logged in the newest run of ``work_dir``."""
-    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
-    if not files:
-        return {}
-    metrics = {}
-    with open(files[-1]) as f:
-        for line in f:
-            record = json.loads(line)
-            if any('bbox_mAP' in k for k in record):
-                metrics = record
-    return metrics
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
-    parser.add_argument('--iters', type=int, help='override every run\'s max_iters')
+    parser.add_argument('--iters', type=int, help="override every run's iterations")
     args = parser.parse_args(argv)
-    os.chdir(ROOT)
-    ensure_data('data/demo')
-    results = []
+    ensure_data()
+    rows = []
     for name, config, what in RUNS:
         work_dir = osp.join(args.work_dir, osp.splitext(osp.basename(config))[0])
-        cmd = [sys.executable, 'tools/train.py', config, '--work-dir', work_dir]
-        if args.iters:
-            cmd += ['--cfg-options', f'train_cfg.max_iters={args.iters}',
-                    f'train_cfg.val_interval={args.iters}']
-        print(f'[demo] {name}: {" ".join(cmd)}', flush=True)
-        start = time.time()
-        subprocess.run(cmd, check=True)
-        results.append((name, what, last_metrics(work_dir), time.time() - start))
-    print('\n| run | data | bbox mAP | mAP@50 | time |')
-    print('| --- | --- | --- | --- | --- |')
-    for name, what, metrics, seconds in results:
+        opts = experiment.iteration_options(args.iters) if args.iters else None
+        metrics, seconds = experiment.train(config, work_dir, opts)
         for key in sorted(k for k in metrics if k.endswith('bbox_mAP')):
             prefix = key[:-len('bbox_mAP')]
-            print(f'| {name} {prefix.rstrip("/")} | {what} | {metrics[key]:.3f} | '
-                  f'{metrics.get(prefix + "bbox_mAP_50", float("nan")):.3f} | '
-                  f'{seconds / 60:.1f} min |')
+            network = prefix.split('/')[0] if prefix.count('/') > 1 else ''
+            rows.append((f'{name} {network}'.strip(), what, metrics[key],
+                         metrics.get(prefix + 'bbox_mAP_50', float('nan')), seconds, work_dir))
+    print('\n| run | data | bbox mAP | mAP@50 | train+eval time | work dir |')
+    print('| --- | --- | --- | --- | --- | --- |')
+    for name, what, m, m50, seconds, work_dir in rows:
+        print(f'| {name} | {what} | {m:.3f} | {m50:.3f} | {seconds / 60:.1f} min | {work_dir} |')
 
 
 if __name__ == '__main__':

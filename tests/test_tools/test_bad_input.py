@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, as_cli, data_overrides
+from demo_helpers import ROOT, as_cli, data_overrides
 from tools import train as train_tool
 
 SUP_CFG = osp.join(ROOT, 'configs/demo/faster-rcnn_r18_fpn_demo_sup-all.py')

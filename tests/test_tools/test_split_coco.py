@@ -34,7 +34,7 @@ def test_exact_counts_disjoint_cover_and_names(tmp_path):
     assert len(written) == 8
     all_ids = {img['id'] for img in data['images']}
     for (labeled, unlabeled), (fold, pct) in zip(
-            written, [(f, p) for f in (1, 2) for p in (1, 10, 50, 5)]):
+            written, [(f, p) for f in (1, 2) for p in (10, 25, 50, 5.5)]):
         assert labeled == str(out / f'instances_train.{fold}@{pct:g}.json')
         assert unlabeled == str(out / f'instances_train.{fold}@{pct:g}-unlabeled.json')
         lab, unl = json.load(open(labeled)), json.load(open(unlabeled))

@@ -8,7 +8,7 @@ import uuid
 import pytest
 import torch
 
-from conftest import ROOT, as_cli, data_overrides
+from demo_helpers import ROOT, as_cli, data_overrides
 from ssl_det.utils.checkpoint import UntrustedCheckpointError, trust_checkpoints
 from tools import test as test_tool
 from tools import train as train_tool

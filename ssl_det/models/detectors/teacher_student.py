@@ -7,12 +7,11 @@ import torch.nn as nn
 from mmdet.models.detectors import BaseDetector
 from mmdet.models.utils import rename_loss_dict, reweight_loss_dict
 from mmdet.structures import SampleList
-from mmengine.logging import print_log
+from mmengine.logging import MessageHub, print_log
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from ssl_det.models.utils.pseudo_instances import (masks_to_bitmap, project_instances,
-                                                   split_predictions)
+from ssl_det.models.utils.pseudo_instances import masks_to_bitmap, project_instances
 from ssl_det.registry import MODELS, TASK_UTILS
 
 
@@ -41,6 +40,8 @@ class TeacherStudent(BaseDetector):
             strong view after projection and clipping) are dropped and counted. Default: 2.
         predict_on (str): 'teacher' or 'student', the network used by ``predict``.
             Default: 'teacher'.
+        log_per_class (bool): log per-class pseudo-label counts and thresholds to the
+            message hub (``train/pseudo/...``) every iteration. Default: True.
         data_preprocessor (dict): usually ``MultiBranchDataPreprocessor``.
         init_cfg (dict, optional): initialisation config.
     """
@@ -53,6 +54,7 @@ class TeacherStudent(BaseDetector):
                  unsup_loss_keys: Optional[List[str]] = None,
                  min_pseudo_size: float = 2.0,
                  predict_on: str = 'teacher',
+                 log_per_class: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -69,6 +71,7 @@ class TeacherStudent(BaseDetector):
         self.sup_weight = float(sup_weight)
         self.unsup_loss_keys = list(unsup_loss_keys) if unsup_loss_keys else None
         self.min_pseudo_size = float(min_pseudo_size)
+        self.log_per_class = log_per_class
         self.with_pseudo_masks = bool(getattr(self.student, 'with_mask', False))
         # Set by MeanTeacherHook: False during burn-in (supervised loss only).
         self.unsup_active = True
@@ -117,28 +120,31 @@ class TeacherStudent(BaseDetector):
         """Teacher predictions on the weak view → pseudo and ignored instances on the strong
         view, written into ``strong_samples`` (``gt_instances``, ``ignored_instances``)."""
         predictions = self.teacher_predict(weak_inputs, weak_samples)
-        all_scores = torch.cat([p.scores for p in predictions])
-        all_labels = torch.cat([p.labels for p in predictions])
-        self.pseudo_label.update(all_scores, all_labels)
+        scores = torch.cat([p.scores for p in predictions])
+        labels = torch.cat([p.labels for p in predictions])
+        self.pseudo_label.update(scores, labels)
+        split = self.pseudo_label(scores, labels)
+        sizes = [len(p) for p in predictions]
         num_dropped = 0
-        confident_labels, ignored_labels = [], []
-        for pred, weak, strong in zip(predictions, weak_samples, strong_samples):
+        for pred, confident, ignored, weak, strong in zip(
+                predictions, split.confident.split(sizes), split.ignored.split(sizes),
+                weak_samples, strong_samples):
             if self.with_pseudo_masks and 'masks' in pred:
                 pred.masks = masks_to_bitmap(pred.masks)
-            confident, ignored = split_predictions(pred, self.pseudo_label)
             args = (weak.homography_matrix, strong.homography_matrix, strong.img_shape,
                     self.min_pseudo_size)
-            confident, dropped_c = project_instances(confident, *args,
-                                                     with_masks=self.with_pseudo_masks)
-            ignored, dropped_i = project_instances(ignored, *args, with_masks=False)
+            pseudo, dropped_c = project_instances(pred[confident], *args,
+                                                  with_masks=self.with_pseudo_masks)
+            ignore, dropped_i = project_instances(pred[ignored], *args)
             num_dropped += dropped_c + dropped_i
-            strong.gt_instances = self._as_ground_truth(confident, strong)
-            strong.ignored_instances = self._as_ground_truth(ignored, strong, masks=False)
-            confident_labels.append(confident.labels)
-            ignored_labels.append(ignored.labels)
-        stats = dict(num_predictions=len(all_scores), num_dropped=num_dropped,
-                     confident_labels=torch.cat(confident_labels),
-                     ignored_labels=torch.cat(ignored_labels))
+            strong.gt_instances = self._as_ground_truth(pseudo, strong)
+            strong.ignored_instances = self._as_ground_truth(ignore, strong, masks=False)
+        stats = self.pseudo_label.log_stats(split, labels, per_class=False)
+        stats['pseudo/num_dropped_degenerate'] = float(num_dropped)
+        if self.log_per_class:
+            hub = MessageHub.get_current_instance()
+            for key, value in self.pseudo_label.log_stats(split, labels).items():
+                hub.update_scalar(f'train/{key}', value)
         return strong_samples, stats
 
     def _as_ground_truth(self, instances: InstanceData, sample,
@@ -171,17 +177,14 @@ class TeacherStudent(BaseDetector):
         losses.update(self._pseudo_log_vars(stats, num_pseudo, len(strong_samples), device))
         return losses
 
-    def _pseudo_log_vars(self, stats: dict, num_pseudo: int, num_images: int,
+    @staticmethod
+    def _pseudo_log_vars(stats: dict, num_pseudo: int, num_images: int,
                          device) -> Dict[str, Tensor]:
         """Pseudo-label statistics, logged with the losses (their names hold no 'loss')."""
-        as_tensor = lambda v: torch.tensor(float(v), device=device)  # noqa: E731
-        log_vars = dict(
-            pseudo_per_img=as_tensor(num_pseudo / max(num_images, 1)),
-            ignored_per_img=as_tensor(len(stats['ignored_labels']) / max(num_images, 1)),
-            pseudo_dropped=as_tensor(stats['num_dropped']))
-        for key, value in self.pseudo_label.log_stats(
-                stats['confident_labels'], stats['ignored_labels']).items():
-            log_vars[key] = as_tensor(value)
+        log_vars = {key.replace('pseudo/', 'pseudo_'): torch.tensor(value, device=device)
+                    for key, value in stats.items()}
+        log_vars['pseudo_per_img'] = torch.tensor(num_pseudo / max(num_images, 1),
+                                                  device=device)
         return log_vars
 
     # ------------------------------------------------------------------ inference
@@ -199,13 +202,6 @@ class TeacherStudent(BaseDetector):
         return self._active().extract_feat(batch_inputs)
 
     # ------------------------------------------------------------------ checkpoints
-    def get_extra_state(self) -> dict:
-        """The pseudo-label policy's state (e.g. adapted per-class thresholds)."""
-        return dict(pseudo_label=self.pseudo_label.state_dict())
-
-    def set_extra_state(self, state: dict) -> None:
-        self.pseudo_label.load_state_dict(state['pseudo_label'])
-
     def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict,
                               strict: bool, missing_keys: list, unexpected_keys: list,
                               error_msgs: list) -> None:
@@ -217,12 +213,7 @@ class TeacherStudent(BaseDetector):
             for key in own:
                 value = state_dict.pop(key)
                 name = key[len(prefix):]
-                if name == '_extra_state':
-                    continue
                 state_dict[f'{prefix}teacher.{name}'] = value
                 state_dict[f'{prefix}student.{name}'] = value
-        if f'{prefix}_extra_state' not in state_dict:
-            # Older or plain checkpoints: keep the policy's current state.
-            state_dict[f'{prefix}_extra_state'] = self.get_extra_state()
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
                                       missing_keys, unexpected_keys, error_msgs)

@@ -1,3 +1,3 @@
-from .pseudo_instances import project_instances, split_predictions
+from .pseudo_instances import masks_to_bitmap, project_instances
 
-__all__ = ['split_predictions', 'project_instances']
+__all__ = ['project_instances', 'masks_to_bitmap']

@@ -10,17 +10,6 @@ from ssl_det.structures import (filter_degenerate, project_boxes, project_masks,
                                 weak_to_strong_homography)
 
 
-def split_predictions(pred: InstanceData, policy) -> Tuple[InstanceData, InstanceData]:
-    """Split teacher predictions with a pseudo-label ``policy``.
-
-    Returns:
-        ``(confident, ignored)``: confident predictions become pseudo ground truth, the
-        ambiguous band becomes ``ignored_instances``; the rest is dropped.
-    """
-    split = policy(pred.scores, pred.labels)
-    return pred[split.confident], pred[split.ignored]
-
-
 def _as_tensor(matrix, device) -> Tensor:
     if isinstance(matrix, np.ndarray):
         matrix = torch.from_numpy(matrix)

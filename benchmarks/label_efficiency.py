@@ -1,0 +1,77 @@
+"""Label efficiency on the demo data: supervised 10% vs semi-supervised vs oracle (100%).
+
+Trains three runs of the same detector with the same number of iterations and batch size,
+evaluates each on the held-out val split, and prints bbox mAP with the gap closed:
+``(semi - sup) / (oracle - sup)``. Writes ``benchmarks/results/{name}.json``.
+
+    python benchmarks/label_efficiency.py [--method mean_teacher|soft_teacher] [--iters N]
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import platform
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from ssl_det.utils import experiment  # noqa: E402
+from tools.demo import ensure_data  # noqa: E402
+
+CONFIGS = {
+    'sup': 'configs/demo/faster-rcnn_r18_fpn_demo_sup-10pct.py',
+    'oracle': 'configs/demo/faster-rcnn_r18_fpn_demo_sup-all.py',
+    'mean_teacher': 'configs/demo/mean-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py',
+    'soft_teacher': 'configs/demo/soft-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py',
+}
+RESULT_NAMES = {'mean_teacher': 'label_efficiency',
+                'soft_teacher': 'label_efficiency_soft_teacher'}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--method', choices=sorted(RESULT_NAMES), default='mean_teacher')
+    parser.add_argument('--iters', type=int, help="override the configs' iterations")
+    parser.add_argument('--work-dir', default='work_dirs/label_efficiency')
+    parser.add_argument('--reuse', action='store_true',
+                        help='reuse finished sup/oracle runs found in the work dir')
+    args = parser.parse_args(argv)
+    ensure_data()
+    opts = experiment.iteration_options(args.iters) if args.iters else None
+    maps, minutes = {}, {}
+    for key in ('sup', args.method, 'oracle'):
+        work_dir = osp.join(args.work_dir, key)
+        done = experiment.last_metrics(work_dir) if args.reuse and key != args.method else {}
+        if done:
+            metrics, seconds = done, float('nan')
+        else:
+            metrics, seconds = experiment.train(CONFIGS[key], work_dir, opts)
+        maps[key] = metrics
+        minutes[key] = seconds / 60
+    sup = experiment.bbox_map(maps['sup'])
+    oracle = experiment.bbox_map(maps['oracle'])
+    semi = experiment.bbox_map(maps[args.method], 'teacher')
+    semi_student = experiment.bbox_map(maps[args.method], 'student')
+    gap = oracle - sup
+    result = dict(sup=sup, semi=semi, semi_student=semi_student, oracle=oracle,
+                  gap_closed=(semi - sup) / gap if gap > 0 else float('nan'),
+                  method=args.method, iters=args.iters, device='cpu',
+                  machine=f'{platform.machine()} {os.cpu_count()} cores',
+                  minutes={k: round(v, 1) for k, v in minutes.items()})
+    print(f'\n| run | bbox mAP | minutes |\n| --- | --- | --- |')
+    print(f'| supervised, 10% labels | {sup:.3f} | {minutes["sup"]:.1f} |')
+    print(f'| {args.method} teacher, 10% + unlabeled | {semi:.3f} | '
+          f'{minutes[args.method]:.1f} |')
+    print(f'| {args.method} student | {semi_student:.3f} | |')
+    print(f'| oracle, 100% labels | {oracle:.3f} | {minutes["oracle"]:.1f} |')
+    print(f'\ngap closed (semi - sup) / (oracle - sup) = {result["gap_closed"]:.2f}'
+          f'  (oracle - sup = {gap:.3f})')
+    out = osp.join(experiment.ROOT, 'benchmarks', 'results',
+                   f'{RESULT_NAMES[args.method]}.json')
+    os.makedirs(osp.dirname(out), exist_ok=True)
+    with open(out, 'w') as f:
+        json.dump(result, f, indent=2)
+    print(f'wrote {out}')
+
+
+if __name__ == '__main__':
+    main()

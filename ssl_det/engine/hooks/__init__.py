@@ -1,0 +1,8 @@
+"""Training hooks: the teacher's EMA, pseudo-label logging/visualisation, data and
+checkpoint safety."""
+from .data_check_hook import DataCheckHook
+from .mean_teacher_hook import MeanTeacherHook
+from .pseudo_label_vis_hook import PseudoLabelVisHook
+from .safe_checkpoint_hook import SafeCheckpointHook
+
+__all__ = ['DataCheckHook', 'MeanTeacherHook', 'PseudoLabelVisHook', 'SafeCheckpointHook']

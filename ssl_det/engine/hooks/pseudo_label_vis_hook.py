@@ -1,0 +1,199 @@
+"""Show the pseudo labels the student trains on: counts in the log, drawings in the vis backends."""
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+from mmdet.structures.mask import BitmapMasks, PolygonMasks
+from mmdet.visualization import DetLocalVisualizer
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.structures import InstanceData
+from mmengine.visualization import Visualizer
+
+from ssl_det.registry import HOOKS
+
+Color = Union[str, Tuple[int, int, int]]
+
+
+@HOOKS.register_module()
+class PseudoLabelVisHook(Hook):
+    """Log pseudo-label counts every iteration and draw them every ``interval``.
+
+    After each training iteration the hook reads ``model.latest_pseudo`` (the
+    strong-view batch and its data samples, whose ``gt_instances`` are the pseudo
+    instances and whose ``ignored_instances`` are the ignored band). It logs the
+    mean number of pseudo and ignored boxes per image as
+    ``train/pseudo_boxes_per_img`` and ``train/ignored_boxes_per_img``. Every
+    ``interval`` iterations (main process only) it de-normalises the first
+    ``max_images`` strong-view images with the data preprocessor's mean/std,
+    draws the pseudo boxes (and masks) in the class palette with
+    :class:`DetLocalVisualizer` and the ignored boxes dashed in
+    ``ignored_color``, puts the images side by side and calls
+    ``visualizer.add_image('pseudo_labels', image, step=runner.iter + 1)``;
+    ``LocalVisBackend`` writes it to
+    ``<work_dir>/<timestamp>/vis_data/vis_image/pseudo_labels_<step>.png``.
+
+    Args:
+        interval (int): Draw every ``interval`` training iterations; 0 disables
+            drawing (the counts are still logged). Defaults to 50.
+        max_images (int): How many images of the batch to draw. Defaults to 4.
+        ignored_color (str or tuple[int]): Edge colour of the ignored boxes
+            (RGB). Defaults to (160, 160, 160), grey.
+        channel_order (str, optional): Channel order of the model's input
+            tensor, ``'rgb'`` or ``'bgr'``. None infers it from the data
+            preprocessor: RGB if it converts channels (``bgr_to_rgb=True`` on
+            BGR-loaded images, mmdet's default), else BGR. Defaults to None.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self,
+                 interval: int = 50,
+                 max_images: int = 4,
+                 ignored_color: Color = (160, 160, 160),
+                 channel_order: Optional[str] = None) -> None:
+        if interval < 0:
+            raise ValueError(f'PseudoLabelVisHook: interval must be >= 0 (0 disables '
+                             f'drawing), got {interval}.')
+        if max_images < 1:
+            raise ValueError(f'PseudoLabelVisHook: max_images must be >= 1, got {max_images}.')
+        if channel_order not in (None, 'rgb', 'bgr'):
+            raise ValueError(f"PseudoLabelVisHook: channel_order must be None, 'rgb' or "
+                             f"'bgr', got {channel_order!r}.")
+        self.interval = interval
+        self.max_images = max_images
+        self.ignored_color = ignored_color
+        self.channel_order = channel_order
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
+                         outputs: Optional[dict] = None) -> None:
+        """Log the counts of this iteration's pseudo labels; draw them every
+        ``interval`` iterations."""
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        pseudo = getattr(model, 'latest_pseudo', None)
+        if pseudo is None:  # burn-in, or a model that does not expose its pseudo labels
+            return
+        data_samples = pseudo['data_samples']
+        num_images = max(len(data_samples), 1)
+        num_pseudo = sum(len(s.gt_instances) for s in data_samples)
+        num_ignored = sum(_num_ignored(s) for s in data_samples)
+        runner.message_hub.update_scalar('train/pseudo_boxes_per_img', num_pseudo / num_images)
+        runner.message_hub.update_scalar('train/ignored_boxes_per_img',
+                                         num_ignored / num_images)
+
+        if self.interval and self.every_n_train_iters(runner, self.interval) \
+                and is_main_process():
+            visualizer = getattr(runner, 'visualizer', None) or \
+                Visualizer.get_current_instance()
+            image = self.draw(visualizer, model.data_preprocessor, pseudo['inputs'],
+                              data_samples)
+            visualizer.add_image('pseudo_labels', image, step=runner.iter + 1)
+
+    def draw(self, visualizer: Visualizer, data_preprocessor: nn.Module, inputs: torch.Tensor,
+             data_samples: Sequence) -> np.ndarray:
+        """Draw the first ``max_images`` images with their pseudo and ignored boxes.
+
+        Args:
+            visualizer (Visualizer): Draws; a :class:`DetLocalVisualizer` labels the
+                pseudo boxes with class names and the dataset palette.
+            data_preprocessor (nn.Module): Gives ``mean``/``std`` to undo the
+                normalisation (absent: the inputs are not normalised).
+            inputs (Tensor): The strong-view batch, N x 3 x H x W.
+            data_samples (Sequence[DetDataSample]): The strong-view samples.
+
+        Returns:
+            np.ndarray: The drawn images side by side, H x W x 3 uint8 RGB.
+        """
+        images = self.denormalize(inputs[:self.max_images], data_preprocessor)
+        drawn = []
+        for image, sample in zip(images, data_samples):
+            height, width = sample.metainfo.get('img_shape', image.shape[:2])[:2]
+            # Crop the batch padding: the boxes live in the image, not in the pad.
+            image = np.ascontiguousarray(image[:height, :width])
+            drawn.append(self._draw_one(visualizer, image, sample))
+        return _side_by_side(drawn)
+
+    def denormalize(self, inputs: torch.Tensor, data_preprocessor: nn.Module) -> np.ndarray:
+        """Undo the data preprocessor: N x 3 x H x W normalised -> N x H x W x 3 uint8 RGB."""
+        images = inputs.detach().float().cpu()
+        mean = getattr(data_preprocessor, 'mean', None)
+        std = getattr(data_preprocessor, 'std', None)
+        if std is not None:
+            images = images * std.detach().float().cpu().view(1, -1, 1, 1)
+        if mean is not None:
+            images = images + mean.detach().float().cpu().view(1, -1, 1, 1)
+        images = images.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        channel_order = self.channel_order
+        if channel_order is None:
+            converts = getattr(data_preprocessor, '_channel_conversion', False)
+            channel_order = 'rgb' if converts else 'bgr'
+        if channel_order == 'bgr':
+            images = images[..., ::-1]
+        return np.ascontiguousarray(images)
+
+    def _draw_one(self, visualizer: Visualizer, image: np.ndarray, sample) -> np.ndarray:
+        pseudo = _for_drawing(sample.gt_instances, image.shape[:2])
+        if len(pseudo) == 0:
+            visualizer.set_image(image)
+        elif isinstance(visualizer, DetLocalVisualizer):
+            meta = visualizer.dataset_meta or {}
+            # _draw_instances is what DetLocalVisualizer.add_datasample uses for
+            # ground truth: boxes, class names, palette and masks in one place.
+            visualizer._draw_instances(image, pseudo, meta.get('classes'), meta.get('palette'))
+        else:
+            visualizer.set_image(image)
+            if 'bboxes' in pseudo:
+                visualizer.draw_bboxes(pseudo.bboxes, edge_colors='g')
+        if 'ignored_instances' in sample and len(sample.ignored_instances):
+            visualizer.draw_bboxes(
+                _as_numpy(sample.ignored_instances.bboxes),
+                edge_colors=self.ignored_color,
+                line_styles='--',
+                line_widths=getattr(visualizer, 'line_width', 2))
+        return visualizer.get_image()
+
+
+def _num_ignored(sample) -> int:
+    return len(sample.ignored_instances) if 'ignored_instances' in sample else 0
+
+
+def _as_numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _for_drawing(instances: InstanceData, shape: Tuple[int, int]) -> InstanceData:
+    """CPU numpy copy of ``instances`` with masks cropped or padded to ``shape``."""
+    out = InstanceData()
+    if 'bboxes' in instances:
+        bboxes = instances.bboxes
+        out.bboxes = _as_numpy(getattr(bboxes, 'tensor', bboxes)).reshape(-1, 4)
+        out.labels = _as_numpy(instances.labels).astype(np.int64)
+    if 'masks' in instances:
+        masks = instances.masks
+        if isinstance(masks, (BitmapMasks, PolygonMasks)):
+            masks = masks.to_ndarray()
+        masks = _as_numpy(masks).astype(bool)
+        fitted = np.zeros((masks.shape[0], *shape), dtype=bool)
+        h, w = min(shape[0], masks.shape[1]), min(shape[1], masks.shape[2])
+        fitted[:, :h, :w] = masks[:, :h, :w]
+        out.masks = fitted
+        if 'labels' not in out:
+            out.labels = _as_numpy(instances.labels).astype(np.int64)
+    return out
+
+
+def _side_by_side(images: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
+    """Place images left to right on a white canvas, top-aligned."""
+    height = max(image.shape[0] for image in images)
+    width = sum(image.shape[1] for image in images) + gap * (len(images) - 1)
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    x = 0
+    for image in images:
+        canvas[:image.shape[0], x:x + image.shape[1]] = image
+        x += image.shape[1] + gap
+    return canvas

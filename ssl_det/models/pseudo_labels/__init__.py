@@ -1,0 +1,10 @@
+"""Pseudo-label policies: turn teacher detections into confident, ignored and dropped ones."""
+from .base import BaseThresholdPolicy, PseudoLabelSplit
+from .dual_threshold import DualThreshold
+from .dynamic_threshold import DynamicThreshold, otsu_split
+from .fixed_threshold import FixedThreshold
+
+__all__ = [
+    'PseudoLabelSplit', 'BaseThresholdPolicy', 'FixedThreshold', 'DualThreshold',
+    'DynamicThreshold', 'otsu_split'
+]

@@ -1,0 +1,194 @@
+"""Per-class thresholds that follow the teacher's own score distribution during training."""
+from typing import Tuple
+
+import torch
+from mmengine.dist import all_reduce, is_distributed
+from torch import Tensor
+
+from ssl_det.registry import TASK_UTILS
+from .base import BaseThresholdPolicy, Thresholds, check_ordered, thresholds_tensor
+
+
+def otsu_split(hist: Tensor, rel_tol: float = 1e-9) -> Tuple[Tensor, Tensor, Tensor]:
+    """Split each row of a score histogram on [0, 1] into two clusters (Otsu's method).
+
+    Otsu's split maximises the between-cluster variance, which for 1-D data is the same as
+    2-means. When several splits tie (empty bins between two clusters) the boundary is the
+    middle of the tied range, so two separated clusters are cut half-way between them.
+
+    Args:
+        hist (Tensor): (C, B) non-negative (possibly decayed) counts; bin ``k`` covers
+            ``[k / B, (k + 1) / B)``.
+        rel_tol (float): Relative tolerance for ties. Defaults to 1e-9.
+
+    Returns:
+        tuple[Tensor, Tensor, Tensor]: ``(boundary, upper_mean, valid)``, each (C,):
+        the score that separates the clusters, the mean score of the upper cluster (from bin
+        centres), and whether the row has mass in at least two bins (otherwise the other two
+        are meaningless).
+    """
+    num_bins = hist.shape[-1]
+    hist = hist.to(torch.float64)
+    centres = (torch.arange(num_bins, dtype=torch.float64, device=hist.device) + 0.5) / num_bins
+    total = hist.sum(-1, keepdim=True).clamp_min(1e-12)
+    prob = hist / total
+    # Splitting after bin k puts bins 0..k in the lower cluster: k = 0 .. B-2.
+    weight_low = prob.cumsum(-1)[:, :-1]
+    moment_low = (prob * centres).cumsum(-1)[:, :-1]
+    mean_total = (prob * centres).sum(-1, keepdim=True)
+    weight_high = 1 - weight_low
+    valid_split = (weight_low > 1e-12) & (weight_high > 1e-12)
+    between_var = (mean_total * weight_low - moment_low)**2 / (weight_low * weight_high).clamp_min(
+        1e-24)
+    between_var = torch.where(valid_split, between_var, torch.full_like(between_var, -1.0))
+    best = between_var.amax(-1, keepdim=True)
+    tied = valid_split & (between_var >= best * (1 - rel_tol))
+    positions = torch.arange(num_bins - 1, device=hist.device).expand_as(tied)
+    first = torch.where(tied, positions, num_bins).amin(-1)
+    last = torch.where(tied, positions, -1).amax(-1)
+    valid = valid_split.any(-1)
+    first, last = first.clamp(max=num_bins - 2), last.clamp(min=0)
+    # The boundary after bin k is the edge (k + 1) / B.
+    boundary = ((first + last).to(torch.float64) / 2 + 1) / num_bins
+    upper_weight = weight_high.gather(-1, last[:, None]).squeeze(-1).clamp_min(1e-12)
+    upper_moment = (mean_total.squeeze(-1) - moment_low.gather(-1, last[:, None]).squeeze(-1))
+    upper_mean = upper_moment / upper_weight
+    return boundary, upper_mean, valid
+
+
+@TASK_UTILS.register_module()
+class DynamicThreshold(BaseThresholdPolicy):
+    """Per-class high/low thresholds adapted to the teacher's score distribution.
+
+    The rule (in the spirit of HSSDA's dynamic dual thresholds):
+
+    1. Every :meth:`update` adds a per-class histogram (``num_bins`` bins on [0, 1]) of ALL the
+       teacher's detections of that iteration to a decayed histogram:
+       ``hist = momentum * hist + batch_hist``. The histogram thus weighs a score by
+       ``momentum ** age``; its window is about ``1 / (1 - momentum)`` updates. Under
+       distributed training ``batch_hist`` is summed over ranks first (so every rank must call
+       :meth:`update` every iteration), which keeps thresholds identical on all ranks.
+    2. For each class whose decayed count ``hist.sum()`` is at least ``min_count`` and whose
+       scores occupy at least two bins, Otsu's method splits the histogram into a lower
+       (background-like) and an upper (object-like) cluster. Then
+       ``low = clamp(boundary, low_floor, low_ceil)``,
+       ``high = clamp(mean of the upper cluster, high_floor, high_ceil)`` and
+       ``low = min(low, high)``.
+    3. Other classes (rare, unseen lately, or all scores in one bin) keep their thresholds,
+       which start at ``init_high`` / ``init_low``.
+
+    The whole state (decayed histogram, thresholds, update count) is buffers, so it lives in
+    ``state_dict`` and loads with ``torch.load(weights_only=True)``.
+
+    Args:
+        num_classes (int): Number of classes.
+        init_high (float | Sequence[float]): Starting high thresholds. Defaults to 0.9.
+        init_low (float | Sequence[float]): Starting low thresholds. Defaults to 0.5.
+        momentum (float): Decay of the score histogram per update, in [0, 1).
+            Defaults to 0.99.
+        high_floor (float): Lowest high threshold. Defaults to 0.5.
+        high_ceil (float): Highest high threshold. Defaults to 0.95.
+        low_floor (float): Lowest low threshold; at most ``high_floor``. Defaults to 0.2.
+        low_ceil (float): Highest low threshold. Defaults to 0.8.
+        min_count (float): Decayed number of scores a class needs before its thresholds move.
+            Defaults to 100.0.
+        num_bins (int): Histogram bins on [0, 1]; thresholds move in steps of
+            ``1 / num_bins``. Defaults to 100.
+        sync_across_ranks (bool): Sum each update's histogram over ranks. Defaults to True.
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 init_high: Thresholds = 0.9,
+                 init_low: Thresholds = 0.5,
+                 momentum: float = 0.99,
+                 high_floor: float = 0.5,
+                 high_ceil: float = 0.95,
+                 low_floor: float = 0.2,
+                 low_ceil: float = 0.8,
+                 min_count: float = 100.0,
+                 num_bins: int = 100,
+                 sync_across_ranks: bool = True) -> None:
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f'num_classes must be a positive int, got {num_classes!r}.')
+        if not 0 <= momentum < 1:
+            raise ValueError(f'momentum must lie in [0, 1), got {momentum}.')
+        if not isinstance(num_bins, int) or num_bins < 2:
+            raise ValueError(f'num_bins must be an int >= 2, got {num_bins!r}.')
+        if min_count < 0:
+            raise ValueError(f'min_count must be >= 0, got {min_count}.')
+        self._check_bounds(high_floor, high_ceil, low_floor, low_ceil)
+        high = thresholds_tensor(init_high, num_classes, 'init_high')
+        low = thresholds_tensor(init_low, num_classes, 'init_low')
+        check_ordered(low, high, 'init_low', 'init_high')
+        super().__init__(high=high, low=low, persistent=True)
+        self.momentum = momentum
+        self.high_floor, self.high_ceil = high_floor, high_ceil
+        self.low_floor, self.low_ceil = low_floor, low_ceil
+        self.min_count = min_count
+        self.num_bins = num_bins
+        self.sync_across_ranks = sync_across_ranks
+        self.register_buffer('score_hist', torch.zeros(num_classes, num_bins,
+                                                       dtype=torch.float64))
+        self.register_buffer('num_updates', torch.zeros((), dtype=torch.long))
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (always known here, even when it is 1)."""
+        return self.score_hist.shape[0]
+
+    @staticmethod
+    def _check_bounds(high_floor: float, high_ceil: float, low_floor: float,
+                      low_ceil: float) -> None:
+        named = dict(high_floor=high_floor, high_ceil=high_ceil, low_floor=low_floor,
+                     low_ceil=low_ceil)
+        outside = {k: v for k, v in named.items() if not 0 <= v <= 1}
+        if outside:
+            raise ValueError(f'Threshold bounds must lie in [0, 1], got {outside}.')
+        if high_floor > high_ceil or low_floor > low_ceil:
+            raise ValueError('Need high_floor <= high_ceil and low_floor <= low_ceil, got '
+                             f'{named}.')
+        if low_floor > high_floor:
+            raise ValueError('Need low_floor <= high_floor so that low <= high can always '
+                             f'hold, got {named}.')
+
+    @torch.no_grad()
+    def update(self, scores: Tensor, labels: Tensor) -> None:
+        """Add this iteration's teacher scores to the histogram and refresh the thresholds.
+
+        Args:
+            scores (Tensor): (N,) scores of ALL teacher detections (before thresholding),
+                probabilities in [0, 1] (values outside are clamped).
+            labels (Tensor): (N,) long class indices.
+        """
+        self._check_inputs(scores, labels)
+        batch_hist = self._histogram(scores, labels)
+        if self.sync_across_ranks and is_distributed():
+            all_reduce(batch_hist, op='sum')
+        self.score_hist.mul_(self.momentum).add_(batch_hist)
+        self.num_updates += 1
+        self._refresh_thresholds()
+
+    def _histogram(self, scores: Tensor, labels: Tensor) -> Tensor:
+        """(C, B) float64 counts of this batch's scores per class and bin."""
+        device = self.score_hist.device
+        scores = scores.detach().to(device=device, dtype=torch.float64)
+        bins = (scores.clamp(0, 1) * self.num_bins).long().clamp(max=self.num_bins - 1)
+        flat = labels.to(device).long() * self.num_bins + bins
+        counts = torch.bincount(flat, minlength=self.score_hist.numel())
+        return counts.view_as(self.score_hist).to(torch.float64)
+
+    def _refresh_thresholds(self) -> None:
+        boundary, upper_mean, valid = otsu_split(self.score_hist)
+        ready = valid & (self.score_hist.sum(-1) >= self.min_count)
+        high = upper_mean.clamp(self.high_floor, self.high_ceil)
+        low = torch.minimum(boundary.clamp(self.low_floor, self.low_ceil), high)
+        dtype = self.high_thr.dtype
+        self.high_thr.copy_(torch.where(ready, high.to(dtype), self.high_thr))
+        self.low_thr.copy_(torch.where(ready, low.to(dtype), self.low_thr))
+
+    def extra_repr(self) -> str:
+        return (f'num_classes={self.num_classes}, momentum={self.momentum}, '
+                f'high=[{self.high_floor}, {self.high_ceil}], '
+                f'low=[{self.low_floor}, {self.low_ceil}], min_count={self.min_count}, '
+                f'num_bins={self.num_bins}, updates={int(self.num_updates)}')

@@ -1,0 +1,296 @@
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from engine_fakes import (FakeRunner, FakeTeacherStudent, Recorder, fake_step,
+                          float_tensors, make_runner, run_iters)
+
+from ssl_det.engine.hooks import MeanTeacherHook
+
+
+def one_weight_net() -> nn.Module:
+    return nn.Linear(1, 1, bias=False)
+
+
+def set_all(net: nn.Module, value: float) -> None:
+    with torch.no_grad():
+        for t in float_tensors(net):
+            t.fill_(value)
+
+
+def same(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def history(runner: FakeRunner, key: str) -> list:
+    return runner.message_hub.get_scalar(key).data[0].tolist()
+
+
+def test_keep_rate_ramp():
+    hook = MeanTeacherHook(momentum_decay=0.6, warmup=2)
+    assert [hook.keep_rate(t) for t in range(7)] == pytest.approx(
+        [0.0, 0.25, 0.4, 0.5, 4 / 7, 0.6, 0.6])
+    default = MeanTeacherHook()
+    assert default.keep_rate(0) == 0.0  # the copy
+    assert default.keep_rate(1) == pytest.approx(0.5)
+    assert default.keep_rate(9) == pytest.approx(0.9)
+    assert default.keep_rate(10_000) == pytest.approx(0.999)
+
+
+def test_ema_matches_hand_computation():
+    model = FakeTeacherStudent(make_net=one_weight_net)
+    set_all(model.teacher, -1.0)
+    runner = FakeRunner(model)
+    hook = MeanTeacherHook(momentum_decay=0.6, warmup=2, burn_in_iters=1)
+    hook.before_train(runner)
+
+    # the student's weight after each iteration's optimizer step
+    student_after = {0: 5.0, 1: 3.0, 2: 0.0, 3: 2.0, 4: 1.0, 5: 10.0}
+    # iter 0: burn-in, teacher untouched. iter 1 starts with the copy (5), then
+    # keep .25: .25*5 + .75*3 = 3.5; keep .4: .4*3.5 = 1.4; keep .5: .5*1.4 + .5*2 = 1.7;
+    # keep 4/7: (4*1.7 + 3*1)/7 = 1.4; keep min(.6, .625) = .6: .6*1.4 + .4*10 = 4.84
+    expected_teacher = [-1.0, 3.5, 1.4, 1.7, 1.4, 4.84]
+    got = []
+    for i in range(6):
+        runner.iter = i
+        hook.before_train_iter(runner, batch_idx=i)
+        set_all(model.student, student_after[i])
+        hook.after_train_iter(runner, batch_idx=i)
+        got.append(model.teacher.weight.item())
+    assert got == pytest.approx(expected_teacher, abs=1e-6)
+    assert history(runner, 'train/ema_momentum') == pytest.approx(
+        [0.0, 0.25, 0.4, 0.5, 4 / 7, 0.6])
+    assert history(runner, 'train/unsup_active') == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize('buffers', ['average', 'copy'])
+def test_foreach_update_equals_per_tensor_formula(model, buffers):
+    fake_step(model, 0)  # make student and teacher buffers differ, incl. num_batches_tracked
+    teacher_before = copy.deepcopy(model.teacher.state_dict())
+    student = model.student.state_dict()
+    keep = 0.73
+
+    MeanTeacherHook(buffers=buffers).ema_update(model, keep)
+
+    blended = {n for n, _ in model.teacher.named_parameters()}
+    if buffers == 'average':
+        blended |= {n for n, b in model.teacher.named_buffers() if b.is_floating_point()}
+    teacher_after = model.teacher.state_dict()
+    for name, before in teacher_before.items():
+        if name in blended:
+            expected = before.clone().mul_(keep).add_(student[name], alpha=1 - keep)
+            assert not torch.equal(expected, student[name]), name
+        else:  # copied: num_batches_tracked always, BN running stats with 'copy'
+            expected = student[name]
+        assert torch.equal(teacher_after[name], expected), name
+    assert teacher_after['1.num_batches_tracked'] == student['1.num_batches_tracked'] == 1
+    assert ('1.running_mean' in blended) == (buffers == 'average')
+
+
+def test_burn_in_schedule_and_single_copy(model):
+    runner = FakeRunner(model)
+    hook = MeanTeacherHook(burn_in_iters=3)
+    hook.before_train(runner)
+    assert model.unsup_active is False
+    for i in range(6):
+        runner.iter = i
+        set_all(model.teacher, 7.0)  # a sentinel: only a copy changes it here
+        hook.before_train_iter(runner, batch_idx=i)
+        assert model.unsup_active is (i >= 3)
+        assert same(model.teacher, model.student) is (i == 3), i
+        fake_step(model, i)
+        teacher = copy.deepcopy(model.teacher.state_dict())
+        hook.after_train_iter(runner, batch_idx=i)
+        ema_applied = not all(torch.equal(v, model.teacher.state_dict()[k])
+                              for k, v in teacher.items())
+        assert ema_applied is (i >= 3), i  # no EMA during the burn-in
+
+
+def test_teacher_changes_only_by_ema_under_a_real_optimizer(model):
+    runner = FakeRunner(model)
+    hook = MeanTeacherHook(momentum_decay=0.99)
+    hook.before_train(runner)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=0.01)
+    inputs = torch.randn(2, 3, 8, 8)
+    model.train()
+    for i in range(3):
+        runner.iter = i
+        hook.before_train_iter(runner, batch_idx=i)
+        teacher_before = copy.deepcopy(model.teacher.state_dict())
+        student_before = copy.deepcopy(model.student.state_dict())
+        # the loss also flows through the teacher: frozen, it must get no gradient
+        loss = model.student(inputs).pow(2).mean() + model.teacher(inputs).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        assert all(p.grad is None for p in model.teacher.parameters())
+        teacher_mid = model.teacher.state_dict()
+        assert all(torch.equal(teacher_before[k], teacher_mid[k]) for k in teacher_before)
+        student = model.student.state_dict()
+        assert not torch.equal(student['0.weight'], student_before['0.weight'])
+
+        hook.after_train_iter(runner, batch_idx=i)
+        keep = hook.keep_rate(i + 1)
+        teacher = model.teacher.state_dict()
+        for name, p in model.teacher.named_parameters():
+            expected = teacher_before[name] * keep + student[name] * (1 - keep)
+            torch.testing.assert_close(teacher[name], expected)
+
+
+def test_interval(model):
+    runner = FakeRunner(model)
+    hook = MeanTeacherHook(interval=3, burn_in_iters=1)
+    hook.before_train(runner)
+    updated_at = []
+    for i in range(8):
+        runner.iter = i
+        hook.before_train_iter(runner, batch_idx=i)
+        fake_step(model, i)
+        before = model.teacher[0].weight.detach().clone()
+        hook.after_train_iter(runner, batch_idx=i)
+        if not torch.equal(before, model.teacher[0].weight):
+            updated_at.append(i)
+    # steps since the copy at iteration 1 are i + 1 - 1 = i; every third one updates
+    assert updated_at == [3, 6]
+    assert history(runner, 'train/ema_momentum') == pytest.approx(
+        [0.0, hook.keep_rate(3), hook.keep_rate(6)])
+
+
+@pytest.mark.parametrize('resume_at', [1, 2, 4])
+def test_resume_continues_exactly(resume_at):
+    """A run resumed from a checkpoint taken before iteration `resume_at` ends in the
+    same teacher and student as an uninterrupted run (burn-in 2)."""
+    torch.manual_seed(0)
+    reference = FakeTeacherStudent()
+    runner = FakeRunner(reference)
+    hook = MeanTeacherHook(burn_in_iters=2, momentum_decay=0.9)
+    hook.before_train(runner)
+    run_iters(hook, runner, range(resume_at))
+    checkpoint = copy.deepcopy(reference.state_dict())  # what CheckpointHook saves
+    run_iters(hook, runner, range(resume_at, 7))
+
+    torch.manual_seed(1)  # a fresh model: everything must come from the checkpoint
+    resumed = FakeTeacherStudent()
+    resumed.load_state_dict(checkpoint)
+    resumed_runner = FakeRunner(resumed, iter=resume_at)  # runner.iter restored by resume
+    resumed_hook = MeanTeacherHook(burn_in_iters=2, momentum_decay=0.9)
+    resumed_hook.before_train(resumed_runner)
+    assert resumed.unsup_active is (resume_at >= 2)
+
+    teacher_loaded = copy.deepcopy(resumed.teacher.state_dict())
+    resumed_hook.before_train_iter(resumed_runner, batch_idx=0)
+    copied = same(resumed.teacher, resumed.student)
+    assert copied is (resume_at == 2)  # the burn-in copy happens once, never after it
+    if resume_at > 2:
+        assert all(torch.equal(v, resumed.teacher.state_dict()[k])
+                   for k, v in teacher_loaded.items())
+    fake_step(resumed, resume_at)
+    resumed_hook.after_train_iter(resumed_runner, batch_idx=0)
+    run_iters(resumed_hook, resumed_runner, range(resume_at + 1, 7))
+
+    assert same(resumed, reference)
+    assert resumed.unsup_active is reference.unsup_active is True
+    assert (resumed_runner.message_hub.get_scalar('train/ema_momentum').current() ==
+            runner.message_hub.get_scalar('train/ema_momentum').current() ==
+            pytest.approx(hook.keep_rate(7 - 2)))
+
+
+def test_mismatched_teacher_and_student_raise(model):
+    model.teacher = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5),
+                                  nn.Conv2d(5, 2, 1))
+    with pytest.raises(ValueError, match=r'teacher and student parameters differ.*0\.weight'):
+        MeanTeacherHook().before_train(FakeRunner(model))
+
+
+def test_model_without_teacher_or_unsup_active_raises(model):
+    del model.teacher
+    with pytest.raises(AttributeError, match='no `teacher` module'):
+        MeanTeacherHook().before_train(FakeRunner(model))
+    model = FakeTeacherStudent()
+    del model.unsup_active
+    with pytest.raises(AttributeError, match='burn_in_iters=5 needs .* `unsup_active`'):
+        MeanTeacherHook(burn_in_iters=5).before_train(FakeRunner(model))
+    MeanTeacherHook(burn_in_iters=0).before_train(FakeRunner(model))  # no burn-in: fine
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(momentum_decay=1.0), dict(warmup=-1), dict(interval=0), dict(buffers='ema'),
+    dict(burn_in_iters=-1)])
+def test_bad_arguments_raise(kwargs):
+    with pytest.raises(ValueError, match='MeanTeacherHook'):
+        MeanTeacherHook(**kwargs)
+
+
+@pytest.mark.slow
+def test_train_with_runner(tmp_path, model):
+    """A real mmengine run: burn-in, copy, EMA, logging, and save_best on the teacher."""
+    recorder = Recorder()
+    runner = make_runner(
+        tmp_path, model, train=True,
+        train_cfg=dict(by_epoch=False, max_iters=4, val_interval=2),
+        val_cfg=dict(type='TeacherStudentValLoop'),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=100,
+                                           save_best='teacher/fake/value', rule='greater')),
+        custom_hooks=[dict(type='MeanTeacherHook', burn_in_iters=2,
+                           momentum_decay=0.99), recorder])
+    hook = next(h for h in runner.hooks if isinstance(h, MeanTeacherHook))
+    runner.train()
+
+    assert model.loss_calls == [False, False, True, True]
+    assert recorder.unsup_active == {0: False, 1: False, 2: True, 3: True}
+    teacher_keys = [k for k in recorder.before[2] if k.startswith('teacher.')]
+    for k in teacher_keys:  # the copy at the start of iteration 2
+        student_k = 'student.' + k[len('teacher.'):]
+        assert torch.equal(recorder.before[2][k], recorder.before[2][student_k])
+        if k.endswith(('weight', 'bias')):  # burn-in: the teacher was left alone
+            assert torch.equal(recorder.after[1][k], recorder.before[0][k])
+    for i in (2, 3):  # then one EMA step after each optimizer step
+        keep = hook.keep_rate(i + 1 - 2)
+        previous = recorder.before[2] if i == 2 else recorder.after[i - 1]
+        for k in teacher_keys:
+            student_k = 'student.' + k[len('teacher.'):]
+            if recorder.after[i][k].is_floating_point():
+                expected = previous[k] * keep + recorder.after[i][student_k] * (1 - keep)
+            else:
+                expected = recorder.after[i][student_k]
+            torch.testing.assert_close(recorder.after[i][k], expected)
+    hub = runner.message_hub
+    assert hub.get_scalar('train/ema_momentum').current() == pytest.approx(hook.keep_rate(2))
+    assert hub.get_scalar('train/unsup_active').current() == 1.0
+    assert [sorted(m) for m in recorder.val_metrics] == [
+        ['student/fake/value', 'teacher/fake/value']] * 2
+    best = list(tmp_path.glob('best_teacher_fake_value_iter_*.pth'))
+    assert len(best) == 1, list(tmp_path.iterdir())
+
+
+def test_ddp_wrapped_model(tmp_path, model):
+    """Through MMDistributedDataParallel (gloo, one rank) the hook updates the module."""
+    import torch.distributed as dist
+    from mmengine.model import MMDistributedDataParallel
+    from mmengine.optim import OptimWrapper
+
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/pg', rank=0, world_size=1)
+    try:
+        ddp = MMDistributedDataParallel(module=model)
+        runner = FakeRunner(ddp)
+        hook = MeanTeacherHook(burn_in_iters=1, momentum_decay=0.9)
+        hook.before_train(runner)
+        optim_wrapper = OptimWrapper(torch.optim.SGD(model.student.parameters(), lr=0.1))
+        data = dict(inputs=torch.randn(2, 3, 8, 8))
+        ddp.train()
+        for i in range(3):
+            runner.iter = i
+            hook.before_train_iter(runner, batch_idx=i)
+            teacher_before = copy.deepcopy(model.teacher.state_dict())
+            ddp.train_step(data, optim_wrapper)
+            hook.after_train_iter(runner, batch_idx=i)
+        assert model.loss_calls == [False, True, True]
+        keep = hook.keep_rate(2)
+        student = model.student.state_dict()
+        for name, _ in model.teacher.named_parameters():
+            torch.testing.assert_close(model.teacher.state_dict()[name],
+                                       teacher_before[name] * keep + student[name] * (1 - keep))
+    finally:
+        dist.destroy_process_group()

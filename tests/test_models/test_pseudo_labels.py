@@ -1,0 +1,212 @@
+"""Pseudo-label policies: exact splits, per-class thresholds, dynamic adaptation and state."""
+import pytest
+import torch
+
+from ssl_det.models.pseudo_labels import (DualThreshold, DynamicThreshold, FixedThreshold,
+                                          PseudoLabelSplit, otsu_split)
+from ssl_det.registry import TASK_UTILS
+
+
+def _labels(n, value=0):
+    return torch.full((n, ), value, dtype=torch.long)
+
+
+def test_fixed_threshold_split_and_build():
+    policy = TASK_UTILS.build(dict(type='ssl_det.FixedThreshold', score_thr=0.7))
+    assert isinstance(policy, FixedThreshold)
+    scores = torch.tensor([0.1, 0.69, 0.7, 0.71, 1.0])
+    split = policy(scores, _labels(5))
+    assert split.confident.tolist() == [False, False, True, True, True]
+    assert not split.ignored.any()
+    assert split.dropped.tolist() == [True, True, False, False, False]
+    assert policy.state_dict() == {}  # the config, not a checkpoint, owns static thresholds
+
+
+def test_dual_threshold_exact_split_including_boundaries():
+    policy = DualThreshold(high=0.9, low=0.5)
+    scores = torch.tensor([0.0, 0.49, 0.5, 0.51, 0.89, 0.9, 0.95, 1.0])
+    split = policy(scores, _labels(8))
+    assert isinstance(split, PseudoLabelSplit)
+    assert split.confident.tolist() == [False, False, False, False, False, True, True, True]
+    assert split.ignored.tolist() == [False, False, True, True, True, False, False, False]
+    assert split.dropped.tolist() == [True, True, False, False, False, False, False, False]
+    assert not (split.confident & split.ignored).any()
+    # A score equal to the threshold counts as reaching it in half precision too.
+    split = policy(torch.tensor([0.9, 0.5], dtype=torch.float16), _labels(2))
+    assert split.confident.tolist() == [True, False] and split.ignored.tolist() == [False, True]
+
+
+def test_dual_threshold_per_class():
+    policy = DualThreshold(high=[0.9, 0.6, 0.8], low=[0.5, 0.3, 0.8])
+    assert policy.num_classes == 3
+    scores = torch.tensor([0.7, 0.7, 0.7, 0.8, 0.4, 0.2])
+    labels = torch.tensor([0, 1, 2, 2, 1, 1])
+    split = policy(scores, labels)
+    assert split.confident.tolist() == [False, True, False, True, False, False]
+    assert split.ignored.tolist() == [True, False, False, False, True, False]
+    thr = policy.thresholds()
+    assert torch.allclose(thr['high'], torch.tensor([0.9, 0.6, 0.8]))
+    assert torch.allclose(thr['low'], torch.tensor([0.5, 0.3, 0.8]))
+    # A scalar broadcasts against a per-class list.
+    mixed = DualThreshold(high=0.9, low=[0.1, 0.2])
+    assert mixed.thresholds()['high'].tolist() == pytest.approx([0.9, 0.9])
+    with pytest.raises(ValueError, match=r'labels must lie in \[0, 3\)'):
+        policy(torch.tensor([0.5]), torch.tensor([3]))
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(high=0.5, low=0.9), r'low > high for class indices \[0\]'),
+    (dict(high=1.2, low=0.5), r'high must lie in \[0, 1\]'),
+    (dict(high=0.9, low=-0.1), r'low must lie in \[0, 1\]'),
+    (dict(high=[0.9, 0.4], low=[0.5, 0.5]), r'class indices \[1\]'),
+    (dict(high=[0.9, 0.9], low=[0.5, 0.5, 0.5]), 'different numbers of per-class values'),
+    (dict(high=[0.9, 0.9], low=0.5, num_classes=3), 'has 2 per-class values'),
+])
+def test_dual_threshold_rejects_bad_thresholds(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DualThreshold(**kwargs)
+
+
+def test_empty_inputs():
+    for policy in (FixedThreshold(0.5), DualThreshold(0.9, 0.5, num_classes=2),
+                   DynamicThreshold(num_classes=2)):
+        scores, labels = torch.zeros(0), torch.zeros(0, dtype=torch.long)
+        policy.update(scores, labels)
+        split = policy(scores, labels)
+        assert split.confident.shape == (0, ) and split.ignored.dtype == torch.bool
+        stats = policy.log_stats(split, labels)
+        assert stats['pseudo/num_confident'] == 0.0 and stats['pseudo/num_ignored'] == 0.0
+
+
+def test_bad_inputs():
+    policy = DualThreshold()
+    with pytest.raises(ValueError, match='shape'):
+        policy(torch.zeros(3), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(TypeError, match='integer class indices'):
+        policy(torch.zeros(3), torch.zeros(3))
+
+
+def test_log_stats_keys_and_counts():
+    policy = DualThreshold(high=[0.9, 0.8], low=[0.5, 0.4])
+    scores = torch.tensor([0.95, 0.6, 0.1, 0.85, 0.85, 0.45])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    split = policy(scores, labels)
+    stats = policy.log_stats(split, labels, class_names=['person', 'traffic light'])
+    assert stats['pseudo/num_confident'] == 3.0
+    assert stats['pseudo/num_ignored'] == 2.0 and stats['pseudo/num_dropped'] == 1.0
+    assert stats['pseudo/num_confident_person'] == 1.0
+    assert stats['pseudo/num_confident_traffic_light'] == 2.0
+    assert stats['pseudo/num_ignored_person'] == 1.0
+    assert stats['pseudo/num_ignored_traffic_light'] == 1.0
+    assert stats['pseudo/thr_high_traffic_light'] == pytest.approx(0.8)
+    assert stats['pseudo/thr_low_person'] == pytest.approx(0.5)
+    assert all(isinstance(v, float) for v in stats.values())
+    by_index = policy.log_stats(split, labels)
+    assert by_index['pseudo/num_confident_1'] == 2.0
+    assert len(policy.log_stats(split, labels, per_class=False)) == 3
+    scalar = FixedThreshold(0.9).log_stats(split, labels)
+    assert scalar['pseudo/thr_high'] == pytest.approx(0.9)
+    with pytest.raises(ValueError, match='class_names has 3 names'):
+        policy.log_stats(split, labels, class_names=['a', 'b', 'c'])
+
+
+def test_otsu_split_two_clusters():
+    hist = torch.zeros(2, 10, dtype=torch.float64)
+    hist[0, 1] = 30  # scores around 0.15 ...
+    hist[0, 8] = 10  # ... and 0.85; empty bins between
+    hist[1, 4] = 5  # one bin only: no split
+    boundary, upper_mean, valid = otsu_split(hist)
+    assert valid.tolist() == [True, False]
+    assert boundary[0].item() == pytest.approx(0.5)  # middle of the gap [0.2, 0.8]
+    assert upper_mean[0].item() == pytest.approx(0.85)
+
+
+def _two_clusters(n_low, low_range, n_high, high_range, label=0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n_low, generator=g) * (low_range[1] - low_range[0]) + low_range[0]
+    high = torch.rand(n_high, generator=g) * (high_range[1] - high_range[0]) + high_range[0]
+    return torch.cat([low, high]), _labels(n_low + n_high, label)
+
+
+def test_dynamic_thresholds_move_towards_scores():
+    policy = DynamicThreshold(num_classes=2, momentum=0.9, min_count=50)
+    scores, labels = _two_clusters(300, (0.05, 0.35), 100, (0.65, 0.85))
+    for _ in range(5):
+        policy.update(scores, labels)
+    thr = policy.thresholds()
+    # Class 0: low sits in the gap between the clusters, high at the upper cluster's centre.
+    assert 0.35 <= thr['low'][0].item() <= 0.65
+    assert thr['high'][0].item() == pytest.approx(0.75, abs=0.02)
+    # Class 1 saw nothing and keeps its initial thresholds.
+    assert thr['high'][1].item() == pytest.approx(0.9)
+    assert thr['low'][1].item() == pytest.approx(0.5)
+    assert int(policy.num_updates) == 5
+    # The split follows: a 0.8 detection of class 0 is now confident, 0.5 ignored.
+    split = policy(torch.tensor([0.8, 0.5, 0.8]), torch.tensor([0, 0, 1]))
+    assert split.confident.tolist() == [True, False, False]
+    assert split.ignored.tolist() == [False, True, True]
+
+
+def test_dynamic_thresholds_respect_floors_and_ceilings():
+    policy = DynamicThreshold(num_classes=2, momentum=0.5, min_count=10, high_floor=0.5,
+                              high_ceil=0.95, low_floor=0.2, low_ceil=0.8)
+    high_scores, _ = _two_clusters(100, (0.5, 0.7), 100, (0.97, 1.0), seed=1)
+    low_scores, _ = _two_clusters(100, (0.0, 0.1), 100, (0.25, 0.35), seed=2)
+    scores = torch.cat([high_scores, low_scores])
+    labels = torch.cat([_labels(200, 0), _labels(200, 1)])
+    policy.update(scores, labels)
+    thr = policy.thresholds()
+    assert thr['high'][0].item() == pytest.approx(0.95)  # ceiling (cluster centre ~0.985)
+    assert thr['high'][1].item() == pytest.approx(0.5)  # floor (cluster centre ~0.3)
+    assert thr['low'][1].item() == pytest.approx(0.2)  # floor (boundary ~0.17)
+    assert (thr['low'] <= thr['high']).all()
+
+
+def test_dynamic_min_count_and_decay():
+    policy = DynamicThreshold(num_classes=1, momentum=0.5, min_count=100)
+    scores, labels = _two_clusters(30, (0.1, 0.2), 30, (0.6, 0.7))
+    policy.update(scores, labels)  # 60 scores < 100: thresholds stay
+    assert policy.thresholds()['high'].item() == pytest.approx(0.9)
+    policy.update(scores, labels)  # decayed count 0.5 * 60 + 60 = 90 < 100
+    assert policy.thresholds()['high'].item() == pytest.approx(0.9)
+    assert policy.score_hist.sum().item() == pytest.approx(90.0)
+    policy.update(scores, labels)  # 0.5 * 90 + 60 = 105: now it moves
+    assert policy.thresholds()['high'].item() == pytest.approx(0.65, abs=0.02)
+
+
+def test_dynamic_state_dict_round_trip_and_weights_only_load(tmp_path):
+    policy = DynamicThreshold(num_classes=3, momentum=0.8, min_count=20)
+    scores, labels = _two_clusters(200, (0.05, 0.4), 80, (0.7, 0.9))
+    labels = torch.arange(len(scores)) % 3
+    policy.update(scores, labels)
+    path = tmp_path / 'policy.pth'
+    torch.save(policy.state_dict(), path)
+    state = torch.load(path, weights_only=True)
+    assert set(state) == {'high_thr', 'low_thr', 'score_hist', 'num_updates'}
+    restored = DynamicThreshold(num_classes=3, momentum=0.8, min_count=20)
+    restored.load_state_dict(state)
+    for key, value in policy.state_dict().items():
+        assert torch.equal(restored.state_dict()[key], value), key
+    # Same future: the same update gives identical thresholds and splits.
+    more, more_labels = _two_clusters(50, (0.3, 0.5), 50, (0.8, 0.95), seed=3)
+    more_labels = torch.arange(100) % 3
+    policy.update(more, more_labels)
+    restored.update(more, more_labels)
+    assert torch.equal(policy.high_thr, restored.high_thr)
+    assert torch.equal(policy.low_thr, restored.low_thr)
+    assert torch.equal(policy(more, more_labels).confident, restored(more, more_labels).confident)
+    # A fresh policy really differs, so the equalities above are not vacuous.
+    assert not torch.equal(DynamicThreshold(num_classes=3).high_thr, restored.high_thr)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(high_floor=0.96), 'high_floor <= high_ceil'),
+    (dict(low_floor=0.6), 'low_floor <= high_floor'),
+    (dict(momentum=1.0), r'momentum must lie in \[0, 1\)'),
+    (dict(init_high=0.4), r'init_low > init_high'),
+    (dict(low_ceil=1.5), r'must lie in \[0, 1\]'),
+    (dict(num_bins=1), 'num_bins'),
+])
+def test_dynamic_rejects_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DynamicThreshold(num_classes=2, **kwargs)

@@ -1,0 +1,143 @@
+"""TeacherStudent: pseudo instances mapped weak → strong, ignored band, loading, predict_on."""
+import copy
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmdet.structures import DetDataSample
+from mmengine.config import Config
+from mmengine.structures import InstanceData
+
+from demo_helpers import ROOT
+from ssl_det.registry import MODELS
+
+SEMI_CFG = osp.join(ROOT, 'configs/demo/mean-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py')
+
+
+@pytest.fixture(scope='module')
+def model_cfg():
+    cfg = Config.fromfile(SEMI_CFG)
+    return cfg.model
+
+
+def _build(model_cfg, **overrides):
+    cfg = copy.deepcopy(model_cfg)
+    for key, value in overrides.items():
+        cfg.pop(key, None)  # replace whole entries (ConfigDict.update would merge them)
+        cfg[key] = value
+    return MODELS.build(cfg)
+
+
+def _sample(homography, shape=(64, 64)):
+    sample = DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, scale_factor=(1, 1),
+                                         pad_shape=shape, batch_input_shape=shape,
+                                         homography_matrix=np.asarray(homography, np.float32)))
+    sample.gt_instances = InstanceData(bboxes=torch.zeros(0, 4),
+                                       labels=torch.zeros(0, dtype=torch.long))
+    return sample
+
+
+def test_pseudo_instances_are_projected_and_split(model_cfg, monkeypatch):
+    model = _build(model_cfg, pseudo_label=dict(type='DualThreshold', high=0.8, low=0.4))
+    pred = InstanceData(bboxes=torch.tensor([[4., 8., 20., 30.], [30., 30., 40., 44.],
+                                             [1., 1., 5., 5.], [10., 10., 30., 30.]]),
+                        scores=torch.tensor([0.95, 0.6, 0.3, 0.8]),
+                        labels=torch.tensor([1, 2, 3, 0]))
+    monkeypatch.setattr(model, 'teacher_predict', lambda inputs, samples: [pred.clone()])
+    weak = _sample(np.eye(3))
+    flip = np.array([[-1, 0, 64], [0, 1, 0], [0, 0, 1]], np.float32)  # horizontal flip
+    strong = _sample(flip)
+    out, stats = model.pseudo_instances(None, [weak], [strong])
+    gt = out[0].gt_instances
+    # score >= 0.8 -> pseudo ground truth (0.95, and 0.8 exactly), flipped into the strong view
+    torch.testing.assert_close(gt.bboxes, torch.tensor([[44., 8., 60., 30.],
+                                                        [34., 10., 54., 30.]]))
+    assert gt.labels.tolist() == [1, 0]
+    ignored = out[0].ignored_instances
+    torch.testing.assert_close(ignored.bboxes, torch.tensor([[24., 30., 34., 44.]]))
+    assert ignored.labels.tolist() == [2]
+    assert stats['pseudo/num_confident'] == 2 and stats['pseudo/num_ignored'] == 1
+    assert stats['pseudo/num_dropped'] == 1
+
+
+def test_degenerate_projected_boxes_are_dropped_and_counted(model_cfg, monkeypatch):
+    model = _build(model_cfg, pseudo_label=dict(type='FixedThreshold', score_thr=0.5))
+    pred = InstanceData(bboxes=torch.tensor([[2., 2., 20., 20.], [50., 50., 60., 60.]]),
+                        scores=torch.tensor([0.9, 0.9]), labels=torch.tensor([0, 1]))
+    monkeypatch.setattr(model, 'teacher_predict', lambda inputs, samples: [pred.clone()])
+    shift = np.array([[1, 0, 20], [0, 1, 20], [0, 0, 1]], np.float32)  # second box leaves
+    out, stats = model.pseudo_instances(None, [_sample(np.eye(3))], [_sample(shift)])
+    assert len(out[0].gt_instances) == 1
+    assert stats['pseudo/num_dropped_degenerate'] == 1
+
+
+def test_ignored_instances_reach_the_student(model_cfg, monkeypatch):
+    model = _build(model_cfg, pseudo_label=dict(type='DualThreshold', high=0.9, low=0.5))
+    pred = InstanceData(bboxes=torch.tensor([[4., 4., 30., 30.], [34., 34., 60., 60.]]),
+                        scores=torch.tensor([0.95, 0.7]), labels=torch.tensor([1, 2]))
+    monkeypatch.setattr(model, 'teacher_predict', lambda inputs, samples: [pred.clone()])
+    seen = {}
+    real_loss = model.student.loss
+
+    def spy(inputs, samples):
+        seen['samples'] = samples
+        return real_loss(inputs, samples)
+
+    monkeypatch.setattr(model.student, 'loss', spy)
+    inputs = torch.randn(1, 3, 64, 64)
+    losses = model.loss({'unsup_teacher': inputs, 'unsup_student': inputs},
+                        {'unsup_teacher': [_sample(np.eye(3))],
+                         'unsup_student': [_sample(np.eye(3))]})
+    sample = seen['samples'][0]
+    assert sample.gt_instances.labels.tolist() == [1]
+    assert sample.ignored_instances.labels.tolist() == [2]
+    values = [t for k, v in losses.items() if 'loss' in k
+              for t in (v if isinstance(v, list) else [v])]
+    assert values and all(torch.isfinite(t).all() for t in values)
+    assert losses['pseudo_per_img'] == 1
+
+
+def test_burn_in_trains_supervised_only(model_cfg):
+    model = _build(model_cfg)
+    model.unsup_active = False
+    inputs = torch.randn(1, 3, 64, 64)
+    sample = _sample(np.eye(3))
+    sample.gt_instances = InstanceData(bboxes=torch.tensor([[4., 4., 30., 30.]]),
+                                       labels=torch.tensor([1]))
+    losses = model.loss({'sup': inputs, 'unsup_teacher': inputs, 'unsup_student': inputs},
+                        {'sup': [sample], 'unsup_teacher': [_sample(np.eye(3))],
+                         'unsup_student': [_sample(np.eye(3))]})
+    assert losses and all(k.startswith('sup_') for k in losses)
+
+
+def test_plain_checkpoint_fills_teacher_and_student(model_cfg):
+    model = _build(model_cfg)
+    detector = MODELS.build(copy.deepcopy(model_cfg.detector))
+    state = {k: torch.full_like(v, 0.5) if v.is_floating_point() else v
+             for k, v in detector.state_dict().items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected
+    for name in ('teacher', 'student'):
+        sub = getattr(model, name).state_dict()
+        assert all(torch.equal(sub[k], state[k]) for k in state)
+
+
+def test_predict_on_switches_network(model_cfg, monkeypatch):
+    model = _build(model_cfg, predict_on='student')
+    calls = []
+    monkeypatch.setattr(model.student, 'predict', lambda *a, **k: calls.append('student'))
+    monkeypatch.setattr(model.teacher, 'predict', lambda *a, **k: calls.append('teacher'))
+    model.predict(None, [])
+    model.predict_on = 'teacher'
+    model.predict(None, [])
+    assert calls == ['student', 'teacher']
+    with pytest.raises(ValueError, match='predict_on'):
+        _build(model_cfg, predict_on='both')
+
+
+def test_teacher_is_frozen_and_stays_in_eval(model_cfg):
+    model = _build(model_cfg)
+    model.train()
+    assert not model.teacher.training and model.student.training
+    assert not any(p.requires_grad for p in model.teacher.parameters())
