@@ -5,7 +5,7 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-max_iters = 600
+max_iters = 500
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
@@ -22,4 +22,5 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
                     max_keep_ckpts=1))
-auto_scale_lr = dict(enable=False, base_batch_size=8)
+train_dataloader = dict(batch_size=4)
+auto_scale_lr = dict(enable=False, base_batch_size=4)

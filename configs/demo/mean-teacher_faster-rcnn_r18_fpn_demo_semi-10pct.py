@@ -19,7 +19,7 @@ model = dict(
     unsup_weight=1.0,
     predict_on='teacher')
 
-max_iters = 600
+max_iters = 500
 burn_in_iters = 200
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='TeacherStudentValLoop')

@@ -14,21 +14,14 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from .semi_checks import coco_categories, coco_images, load_coco
+
 
 def load_coco_json(ann_file: str) -> Dict:
-    """Read a COCO annotation file with errors that name the file and what is wrong."""
-    if not osp.isfile(ann_file):
-        raise FileNotFoundError(f'COCO annotation file not found: {ann_file}')
-    try:
-        with open(ann_file) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f'{ann_file} is not valid JSON: {exc}') from exc
-    for key in ('images', 'categories'):
-        if key not in data:
-            raise ValueError(f'{ann_file} has no "{key}" field; is it a COCO annotation file?')
-    if not data['images']:
-        raise ValueError(f'{ann_file} lists zero images: nothing to split or train on')
+    """Read a COCO file to split, with errors that name the file and what is wrong."""
+    data = load_coco(ann_file)
+    coco_images(data, ann_file, 'input')
+    coco_categories(data, ann_file, 'input')
     return data
 
 

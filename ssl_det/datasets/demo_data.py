@@ -19,7 +19,8 @@ CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle', 'cross', 'star')
 
 def _texture(rng: np.random.Generator, size: int, channels: int = 3) -> np.ndarray:
     """Low-frequency colour texture in [0, 255] (float32, HxWxC)."""
-    coarse = rng.uniform(0, 255, size=(rng.integers(3, 9), rng.integers(3, 9), channels))
+    base = rng.uniform(60, 196, size=(1, 1, channels))
+    coarse = base + rng.uniform(-50, 50, size=(rng.integers(3, 9), rng.integers(3, 9), channels))
     tex = cv2.resize(coarse.astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
     return np.clip(tex, 0, 255)
 
@@ -84,14 +85,14 @@ def render_image(rng: np.random.Generator, size: int = 128, max_objects: int = 5
             continue
         # The object's fill: a colour that is sometimes close to the background.
         base = img[shape_mask > 0].mean(0)
-        contrast = rng.uniform(40, 160)
+        contrast = rng.uniform(70, 180)
         direction = rng.normal(size=3)
         colour = np.clip(base + contrast * direction / np.linalg.norm(direction), 0, 255)
-        fill = colour + rng.normal(0, 12, size=(size, size, 3))
+        fill = colour + rng.normal(0, 8, size=(size, size, 3))
         img[shape_mask > 0] = fill[shape_mask > 0]
         occupied[shape_mask > 0] = len(objects)
         objects.append(dict(label=label))
-    img += rng.normal(0, rng.uniform(4, 14), size=img.shape)
+    img += rng.normal(0, rng.uniform(3, 10), size=img.shape)
     img = cv2.GaussianBlur(img, (3, 3), rng.uniform(0.1, 0.8))
     img = np.clip(img, 0, 255).astype(np.uint8)
     kept = []
@@ -144,7 +145,7 @@ def make_split(out_dir: str, split: str, num_images: int, seed: int, size: int =
     return ann_file
 
 
-def make_demo_data(out_dir: str, num_train: int = 600, num_val: int = 150, seed: int = 0,
+def make_demo_data(out_dir: str, num_train: int = 1000, num_val: int = 150, seed: int = 0,
                    size: int = 128, splits: Sequence[str] = ('train', 'val')) -> Dict[str, str]:
     """Write the demo data set; returns ``{split: annotation file}``.
 

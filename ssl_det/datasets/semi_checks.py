@@ -30,7 +30,7 @@ class SemiSplitSummary:
     num_shared_images: int = 0
 
 
-def _load_coco(ann_file: str, backend_args: Optional[dict]) -> dict:
+def load_coco(ann_file: str, backend_args: Optional[dict] = None) -> dict:
     """Load a COCO json, with errors that name the file."""
     if not fileio.exists(ann_file, backend_args=backend_args):
         raise FileNotFoundError(f'COCO annotation file not found: {ann_file}')
@@ -44,7 +44,7 @@ def _load_coco(ann_file: str, backend_args: Optional[dict]) -> dict:
     return coco
 
 
-def _categories(coco: dict, ann_file: str, role: str) -> Dict[int, str]:
+def coco_categories(coco: dict, ann_file: str, role: str) -> Dict[int, str]:
     categories = coco.get('categories')
     if not categories:
         raise ValueError(
@@ -53,7 +53,7 @@ def _categories(coco: dict, ann_file: str, role: str) -> Dict[int, str]:
     return {int(cat['id']): str(cat['name']) for cat in categories}
 
 
-def _images(coco: dict, ann_file: str, role: str) -> list:
+def coco_images(coco: dict, ann_file: str, role: str) -> list:
     images = coco.get('images') or []
     if len(images) == 0:
         raise ValueError(f'The {role} file {ann_file} has no images (`images` is empty or '
@@ -97,18 +97,18 @@ def check_semi_split(labeled_ann_file: str,
             files' categories differ (the message names both files and the differing ids
             and names).
     """
-    labeled = _load_coco(labeled_ann_file, backend_args)
-    unlabeled = _load_coco(unlabeled_ann_file, backend_args)
-    labeled_cats = _categories(labeled, labeled_ann_file, 'labeled')
-    unlabeled_cats = _categories(unlabeled, unlabeled_ann_file, 'unlabeled')
+    labeled = load_coco(labeled_ann_file, backend_args)
+    unlabeled = load_coco(unlabeled_ann_file, backend_args)
+    labeled_cats = coco_categories(labeled, labeled_ann_file, 'labeled')
+    unlabeled_cats = coco_categories(unlabeled, unlabeled_ann_file, 'unlabeled')
     if labeled_cats != unlabeled_cats:
         raise ValueError(
             f'The categories of the labeled file {labeled_ann_file} and the unlabeled file '
             f'{unlabeled_ann_file} differ ({_describe_difference(labeled_cats, unlabeled_cats)}). '
             'Pseudo labels would map to the wrong classes; give both files the same '
             '`categories` list.')
-    labeled_images = _images(labeled, labeled_ann_file, 'labeled')
-    unlabeled_images = _images(unlabeled, unlabeled_ann_file, 'unlabeled')
+    labeled_images = coco_images(labeled, labeled_ann_file, 'labeled')
+    unlabeled_images = coco_images(unlabeled, unlabeled_ann_file, 'unlabeled')
     labeled_names = {img.get('file_name') for img in labeled_images} - {None}
     shared = sum(img.get('file_name') in labeled_names for img in unlabeled_images)
     return SemiSplitSummary(

@@ -95,7 +95,7 @@ def test_ignored_instances_reach_the_student(model_cfg, monkeypatch):
     values = [t for k, v in losses.items() if 'loss' in k
               for t in (v if isinstance(v, list) else [v])]
     assert values and all(torch.isfinite(t).all() for t in values)
-    assert losses['pseudo_per_img'] == 1
+    assert losses['pseudo_num_confident'] == 1 and losses['pseudo_num_ignored'] == 1
 
 
 def test_burn_in_trains_supervised_only(model_cfg):

@@ -100,7 +100,7 @@ def test_missing_and_empty_files(tmp_path):
         split_coco(str(tmp_path / 'nope.json'), [10], folds=1, out_dir=str(tmp_path))
     empty = tmp_path / 'empty.json'
     empty.write_text(json.dumps(dict(images=[], annotations=[], categories=[])))
-    with pytest.raises(ValueError, match='zero images'):
+    with pytest.raises(ValueError, match='empty.json has no images'):
         split_coco(str(empty), [10], folds=1, out_dir=str(tmp_path))
 
 

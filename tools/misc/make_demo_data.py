@@ -14,7 +14,7 @@ from ssl_det.datasets.demo_data import make_demo_data  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out-dir', default='data/demo')
-    parser.add_argument('--num-train', type=int, default=600)
+    parser.add_argument('--num-train', type=int, default=1000)
     parser.add_argument('--num-val', type=int, default=150)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--size', type=int, default=128, help='image side in pixels')

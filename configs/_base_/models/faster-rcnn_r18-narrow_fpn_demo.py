@@ -22,8 +22,8 @@ model = dict(
             out_channels=64),
         bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes=num_classes)),
     train_cfg=dict(
-        rpn_proposal=dict(nms_pre=1000, max_per_img=256),
-        rcnn=dict(sampler=dict(num=128))),
+        rpn_proposal=dict(nms_pre=500, max_per_img=256),
+        rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(
         rpn=dict(nms_pre=500, max_per_img=200),
         rcnn=dict(score_thr=0.05, max_per_img=50)))

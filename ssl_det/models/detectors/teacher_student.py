@@ -144,7 +144,8 @@ class TeacherStudent(BaseDetector):
         if self.log_per_class:
             hub = MessageHub.get_current_instance()
             for key, value in self.pseudo_label.log_stats(split, labels).items():
-                hub.update_scalar(f'train/{key}', value)
+                if key not in stats:  # the totals travel with the losses
+                    hub.update_scalar(f'train/{key}', value)
         return strong_samples, stats
 
     def _as_ground_truth(self, instances: InstanceData, sample,
@@ -174,18 +175,14 @@ class TeacherStudent(BaseDetector):
         weight = self.unsup_weight if num_pseudo > 0 else 0.0
         losses = rename_loss_dict('unsup_', reweight_loss_dict(losses, weight))
         device = strong_inputs.device
-        losses.update(self._pseudo_log_vars(stats, num_pseudo, len(strong_samples), device))
+        losses.update(self._pseudo_log_vars(stats, device))
         return losses
 
     @staticmethod
-    def _pseudo_log_vars(stats: dict, num_pseudo: int, num_images: int,
-                         device) -> Dict[str, Tensor]:
+    def _pseudo_log_vars(stats: dict, device) -> Dict[str, Tensor]:
         """Pseudo-label statistics, logged with the losses (their names hold no 'loss')."""
-        log_vars = {key.replace('pseudo/', 'pseudo_'): torch.tensor(value, device=device)
-                    for key, value in stats.items()}
-        log_vars['pseudo_per_img'] = torch.tensor(num_pseudo / max(num_images, 1),
-                                                  device=device)
-        return log_vars
+        return {key.replace('pseudo/', 'pseudo_'): torch.tensor(value, device=device)
+                for key, value in stats.items()}
 
     # ------------------------------------------------------------------ inference
     def _active(self) -> nn.Module:

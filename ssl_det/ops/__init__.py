@@ -1,0 +1,21 @@
+"""ssl_det's compiled ops: box overlaps (2D, rotated BEV, 3D) and Soft Teacher's box jitter.
+
+Each op validates its arguments and dispatches by device to ``ssl_det._ext`` (C++ on the
+CPU, CUDA kernels on the GPU); ``ssl_det.ops.reference`` holds a pure-torch version of each
+for tests. Importing this package raises ImportError, with the rebuild command, when the
+extension was not built. It imports only torch, so it works with ``SSL_DET_OPS_ONLY=1`` on
+a host without OpenMMLab.
+"""
+from .iou import IOU_MODES, bbox_overlaps, iou_3d, rotated_iou_bev
+from .jitter import box_jitter, box_jitter_with_noise, jitter_noise, jitter_uncertainty
+
+__all__ = [
+    'IOU_MODES', 'bbox_overlaps', 'rotated_iou_bev', 'iou_3d', 'box_jitter',
+    'box_jitter_with_noise', 'jitter_noise', 'jitter_uncertainty', 'cuda_available'
+]
+
+
+def cuda_available() -> bool:
+    """Whether the extension was compiled with its CUDA kernels."""
+    from .iou import _ext
+    return bool(_ext.with_cuda())

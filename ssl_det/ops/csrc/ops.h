@@ -1,0 +1,48 @@
+// Declarations of ssl_det's compiled ops, one CPU and (with WITH_CUDA) one CUDA entry point
+// per op. pybind.cpp picks the device; the Python API in ssl_det/ops validates arguments
+// first, so these only guard against misuse that would read out of bounds.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+namespace ssl_det {
+
+// Integer codes of the 2D overlap modes (kept in sync with ssl_det/ops/iou.py).
+enum IouMode : int64_t { kIoU = 0, kIoF = 1, kGIoU = 2 };
+
+// bbox_overlaps: a (N, 4), b (M, 4) xyxy, same dtype and device; returns (N, M) or (N,).
+at::Tensor bbox_overlaps_cpu(const at::Tensor& a, const at::Tensor& b, int64_t mode,
+                             bool aligned, double eps);
+std::tuple<at::Tensor, at::Tensor> bbox_overlaps_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& a, const at::Tensor& b, int64_t mode,
+    bool aligned, double eps);
+
+// rotated_iou: a (N, 5|7), b (M, 5|7); with_height selects 3D IoU (both 7 columns).
+at::Tensor rotated_iou_cpu(const at::Tensor& a, const at::Tensor& b, bool aligned,
+                           bool with_height, double eps);
+
+// box_jitter: boxes (N, K>=4), noise (times, N, 4) in the boxes' compute dtype;
+// returns (N * times, K), box-major.
+at::Tensor box_jitter_cpu(const at::Tensor& boxes, const at::Tensor& noise, double scale);
+
+// jitter_uncertainty: refined (N * times, 4C) box-major, labels (N,) int64 (ignored when
+// C == 1); returns (N,) in refined's dtype.
+at::Tensor jitter_uncertainty_cpu(const at::Tensor& refined, const at::Tensor& labels,
+                                  int64_t times);
+
+#ifdef WITH_CUDA
+at::Tensor bbox_overlaps_cuda(const at::Tensor& a, const at::Tensor& b, int64_t mode,
+                              bool aligned, double eps);
+std::tuple<at::Tensor, at::Tensor> bbox_overlaps_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& a, const at::Tensor& b, int64_t mode,
+    bool aligned, double eps);
+at::Tensor rotated_iou_cuda(const at::Tensor& a, const at::Tensor& b, bool aligned,
+                            bool with_height, double eps);
+at::Tensor box_jitter_cuda(const at::Tensor& boxes, const at::Tensor& noise, double scale);
+at::Tensor jitter_uncertainty_cuda(const at::Tensor& refined, const at::Tensor& labels,
+                                   int64_t times);
+#endif
+
+}  // namespace ssl_det
