@@ -54,11 +54,11 @@ def _shape_polygon(cls: str, rng: np.random.Generator, radius: float) -> np.ndar
 def _clutter(rng: np.random.Generator, img: np.ndarray) -> None:
     """Lines and small blobs that are not objects: the detector must learn shape, not edges."""
     size = img.shape[0]
-    for _ in range(rng.integers(2, 7)):
+    for _ in range(rng.integers(1, 5)):
         p1, p2 = rng.integers(0, size, 2), rng.integers(0, size, 2)
         colour = tuple(float(c) for c in rng.uniform(0, 255, 3))
         cv2.line(img, tuple(int(v) for v in p1), tuple(int(v) for v in p2), colour,
-                 int(rng.integers(1, 3)), cv2.LINE_AA)
+                 1, cv2.LINE_AA)
     for _ in range(rng.integers(0, 4)):
         centre = tuple(int(v) for v in rng.integers(0, size, 2))
         axes = tuple(int(v) for v in rng.integers(2, 6, 2))
@@ -83,11 +83,12 @@ def render_image(rng: np.random.Generator, size: int = 128, max_objects: int = 5
         cv2.fillPoly(shape_mask, [np.round(poly * 16).astype(np.int32)], 1, cv2.LINE_AA, shift=4)
         if shape_mask.sum() < 20:
             continue
-        # The object's fill: a colour that is sometimes close to the background.
+        # The object's fill: lighter or darker than the background under it, with a hue
+        # of its own, so shape (not colour) tells the classes apart.
         base = img[shape_mask > 0].mean(0)
-        contrast = rng.uniform(70, 180)
-        direction = rng.normal(size=3)
-        colour = np.clip(base + contrast * direction / np.linalg.norm(direction), 0, 255)
+        sign = -1.0 if base.mean() > 128 else 1.0
+        shift = sign * rng.uniform(60, 140) + rng.normal(0, 30, size=3)
+        colour = np.clip(base + shift, 0, 255)
         fill = colour + rng.normal(0, 8, size=(size, size, 3))
         img[shape_mask > 0] = fill[shape_mask > 0]
         occupied[shape_mask > 0] = len(objects)

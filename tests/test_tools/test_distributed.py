@@ -36,7 +36,7 @@ def test_two_process_gloo_training(tiny_demo, tmp_path):
         env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = '\n'.join(open(p).read() for p in glob.glob(str(tmp_path / '*' / '*.log')))
-    assert 'world_size: 2' in log or 'World size: 2' in log or 'distributed: True' in log
+    assert 'Distributed training: True' in log and 'GPU number: 2' in log  # world size 2
     checkpoint = torch.load(str(tmp_path / 'iter_3.pth'), weights_only=True)
     state = checkpoint['state_dict']
     teacher = {k[8:]: v for k, v in state.items() if k.startswith('teacher.')}
