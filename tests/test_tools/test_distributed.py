@@ -26,7 +26,9 @@ def test_two_process_gloo_training(tiny_demo, tmp_path):
         'default_hooks.checkpoint.interval': 3,
         'train_dataloader.batch_size': 2, 'train_dataloader.sampler.batch_size': 2,
         'custom_hooks.2.burn_in_iters': 1,
-        'model.pseudo_label.high': 0.1, 'model.pseudo_label.low': 0.05,
+        # an untrained teacher: thresholds low enough for pseudo labels to flow
+        'model.pseudo_label.init_high': 0.1, 'model.pseudo_label.init_low': 0.05,
+        'model.pseudo_label.high_floor': 0.05, 'model.pseudo_label.low_floor': 0.01,
     })
     env = dict(os.environ, PORT=str(_free_port()), OMP_NUM_THREADS='1',
                PYTHON=sys.executable)
