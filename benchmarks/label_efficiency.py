@@ -4,7 +4,7 @@ Trains three runs of the same detector with the same number of iterations and ba
 evaluates each on the held-out val split, and prints bbox mAP with the gap closed:
 ``(semi - sup) / (oracle - sup)``. Writes ``benchmarks/results/{name}.json``.
 
-    python benchmarks/label_efficiency.py [--method mean_teacher|soft_teacher] [--iters N]
+    python benchmarks/label_efficiency.py [--method mean_teacher] [--iters N] [--reuse]
 """
 import argparse
 import json
@@ -21,10 +21,9 @@ CONFIGS = {
     'sup': 'configs/demo/faster-rcnn_r18_fpn_demo_sup-10pct.py',
     'oracle': 'configs/demo/faster-rcnn_r18_fpn_demo_sup-all.py',
     'mean_teacher': 'configs/demo/mean-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py',
-    'soft_teacher': 'configs/demo/soft-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py',
 }
-RESULT_NAMES = {'mean_teacher': 'label_efficiency',
-                'soft_teacher': 'label_efficiency_soft_teacher'}
+# One result file per semi-supervised method (Soft Teacher joins with its demo config).
+RESULT_NAMES = {'mean_teacher': 'label_efficiency'}
 
 
 def main(argv=None):
@@ -42,29 +41,30 @@ def main(argv=None):
         work_dir = osp.join(args.work_dir, key)
         done = experiment.last_metrics(work_dir) if args.reuse and key != args.method else {}
         if done:
-            metrics, seconds = done, float('nan')
+            metrics, seconds = done, None
         else:
             metrics, seconds = experiment.train(CONFIGS[key], work_dir, opts)
         maps[key] = metrics
-        minutes[key] = seconds / 60
+        minutes[key] = None if seconds is None else round(seconds / 60, 1)
     sup = experiment.bbox_map(maps['sup'])
     oracle = experiment.bbox_map(maps['oracle'])
     semi = experiment.bbox_map(maps[args.method], 'teacher')
     semi_student = experiment.bbox_map(maps[args.method], 'student')
     gap = oracle - sup
     result = dict(sup=sup, semi=semi, semi_student=semi_student, oracle=oracle,
-                  gap_closed=(semi - sup) / gap if gap > 0 else float('nan'),
+                  # undefined where the oracle does not beat supervised-only
+                  gap_closed=(semi - sup) / gap if gap > 0 else None,
                   method=args.method, iters=args.iters, device='cpu',
                   machine=f'{platform.machine()} {os.cpu_count()} cores',
-                  minutes={k: round(v, 1) for k, v in minutes.items()})
+                  minutes=minutes)
     print(f'\n| run | bbox mAP | minutes |\n| --- | --- | --- |')
-    print(f'| supervised, 10% labels | {sup:.3f} | {minutes["sup"]:.1f} |')
-    print(f'| {args.method} teacher, 10% + unlabeled | {semi:.3f} | '
-          f'{minutes[args.method]:.1f} |')
+    print(f'| supervised, 10% labels | {sup:.3f} | {minutes["sup"]} |')
+    print(f'| {args.method} teacher, 10% + unlabeled | {semi:.3f} | {minutes[args.method]} |')
     print(f'| {args.method} student | {semi_student:.3f} | |')
-    print(f'| oracle, 100% labels | {oracle:.3f} | {minutes["oracle"]:.1f} |')
-    print(f'\ngap closed (semi - sup) / (oracle - sup) = {result["gap_closed"]:.2f}'
-          f'  (oracle - sup = {gap:.3f})')
+    print(f'| oracle, 100% labels | {oracle:.3f} | {minutes["oracle"]} |')
+    closed = result['gap_closed']
+    print(f'\ngap closed (semi - sup) / (oracle - sup) = '
+          f'{"undefined" if closed is None else f"{closed:.2f}"}  (oracle - sup = {gap:.3f})')
     out = osp.join(experiment.ROOT, 'benchmarks', 'results',
                    f'{RESULT_NAMES[args.method]}.json')
     os.makedirs(osp.dirname(out), exist_ok=True)

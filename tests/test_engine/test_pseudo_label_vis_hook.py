@@ -160,3 +160,18 @@ def test_crops_batch_padding(tmp_path):
         runner.visualizer, model.data_preprocessor, padded, model.latest_pseudo['data_samples'])
     assert drawn.shape == (H, 2 * W + 4, 3)
     assert (drawn[:, W:W + 4] == 255).all()  # the white gap between images
+
+
+def test_denormalize_through_multi_branch_preprocessor():
+    """Teacher-student models wrap their DetDataPreprocessor in MultiBranchDataPreprocessor;
+    the picture must still come out in the image's colours, not black."""
+    from mmdet.models.data_preprocessors import MultiBranchDataPreprocessor
+    inner = dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
+                 std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
+    preprocessor = MultiBranchDataPreprocessor(data_preprocessor=inner)
+    rgb = np.random.default_rng(0).integers(0, 256, (1, 8, 8, 3)).astype(np.float32)
+    mean = np.array(inner['mean'], np.float32)
+    std = np.array(inner['std'], np.float32)
+    normalised = torch.from_numpy((rgb - mean) / std).permute(0, 3, 1, 2)
+    out = PseudoLabelVisHook().denormalize(normalised, preprocessor)
+    np.testing.assert_allclose(out.astype(np.float32), rgb, atol=1)

@@ -121,6 +121,8 @@ class PseudoLabelVisHook(Hook):
     def denormalize(self, inputs: torch.Tensor, data_preprocessor: nn.Module) -> np.ndarray:
         """Undo the data preprocessor: N x 3 x H x W normalised -> N x H x W x 3 uint8 RGB."""
         images = inputs.detach().float().cpu()
+        # MultiBranchDataPreprocessor (teacher-student models) wraps the one that normalises.
+        data_preprocessor = getattr(data_preprocessor, 'data_preprocessor', data_preprocessor)
         mean = getattr(data_preprocessor, 'mean', None)
         std = getattr(data_preprocessor, 'std', None)
         if std is not None:
