@@ -141,3 +141,23 @@ def test_teacher_is_frozen_and_stays_in_eval(model_cfg):
     model.train()
     assert not model.teacher.training and model.student.training
     assert not any(p.requires_grad for p in model.teacher.parameters())
+
+
+def test_pseudo_masks_follow_their_boxes_into_the_strong_view(model_cfg, monkeypatch):
+    """With a mask head, confident teacher masks become the student's mask targets, warped
+    with the same weak -> strong homography as their boxes (here a horizontal flip)."""
+    model = _build(model_cfg, pseudo_label=dict(type='FixedThreshold', score_thr=0.5))
+    model.with_pseudo_masks = True  # as for a detector with a mask head
+    masks = torch.zeros(1, 64, 64, dtype=torch.bool)
+    masks[0, 8:30, 4:20] = True
+    pred = InstanceData(bboxes=torch.tensor([[4., 8., 20., 30.]]), scores=torch.tensor([0.9]),
+                        labels=torch.tensor([2]), masks=masks)
+    monkeypatch.setattr(model, 'teacher_predict', lambda inputs, samples: [pred.clone()])
+    flip = np.array([[-1, 0, 64], [0, 1, 0], [0, 0, 1]], np.float32)
+    out, _ = model.pseudo_instances(None, [_sample(np.eye(3))], [_sample(flip)])
+    gt = out[0].gt_instances
+    torch.testing.assert_close(gt.bboxes, torch.tensor([[44., 8., 60., 30.]]))
+    mask = gt.masks.masks[0]
+    ys, xs = np.nonzero(mask)
+    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (44, 8, 60, 30)
+    assert out[0].ignored_instances.get('masks') is None
