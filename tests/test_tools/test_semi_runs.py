@@ -1,0 +1,64 @@
+"""Teacher-student runs through tools/train.py: resume and start-up checks."""
+import json
+import os.path as osp
+import shutil
+import uuid
+
+import pytest
+import torch
+
+from demo_helpers import ROOT, as_cli, data_overrides
+from tools import train as train_tool
+
+SEMI_CFG = osp.join(ROOT, 'configs/demo/mean-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py')
+
+
+def semi_args(root, work_dir, iters=2, *extra, **opts):
+    options = data_overrides(root, semi=True)
+    options.update({'train_cfg.max_iters': iters, 'train_cfg.val_interval': 1000,
+                    'default_hooks.checkpoint.interval': 1,
+                    'default_hooks.checkpoint.max_keep_ckpts': 5,
+                    'train_dataloader.batch_size': 2, 'train_dataloader.sampler.batch_size': 2,
+                    'custom_hooks.2.burn_in_iters': 1,
+                    'custom_hooks.3.interval': 0,
+                    'model.pseudo_label.min_count': 1,
+                    'experiment_name': f'semi_{uuid.uuid4().hex[:8]}'})
+    options.update(opts)
+    return [SEMI_CFG, '--work-dir', str(work_dir), *extra, '--cfg-options', *as_cli(options)]
+
+
+def test_resume_restores_teacher_student_and_thresholds(tiny_demo, tmp_path):
+    runner = train_tool.build_runner(train_tool.parse_args(semi_args(tiny_demo, tmp_path, 3)))
+    runner.train()
+    saved = torch.load(str(tmp_path / 'iter_2.pth'), weights_only=True)
+    state = saved['state_dict']
+    # the adapted thresholds and the score histogram are part of the checkpoint
+    assert state['pseudo_label.score_hist'].sum() > 0
+    assert any(k.startswith('teacher.') for k in state) and any(k.startswith('student.')
+                                                               for k in state)
+    args = semi_args(tiny_demo, tmp_path / 'resumed', 3, '--resume', str(tmp_path / 'iter_2.pth'))
+    resumed = train_tool.build_runner(train_tool.parse_args(args))
+    resumed._train_loop = resumed.build_train_loop(resumed._train_loop)
+    resumed.optim_wrapper = resumed.build_optim_wrapper(resumed.optim_wrapper)
+    resumed.param_schedulers = resumed.build_param_scheduler(resumed.param_schedulers)
+    resumed.load_or_resume()
+    assert resumed.iter == 2
+    current = resumed.model.state_dict()
+    for key, value in state.items():
+        assert torch.equal(current[key], value), key
+    # the thresholds in use are the saved ones, not the config's initial ones
+    thresholds = resumed.model.pseudo_label.thresholds()
+    assert torch.equal(thresholds['high'], state['pseudo_label.high_thr'])
+
+
+def test_category_mismatch_between_labeled_and_unlabeled_is_an_error(tiny_demo, tmp_path):
+    root = tmp_path / 'demo'
+    shutil.copytree(tiny_demo, root)
+    unlabeled = root / 'semi_anns' / 'instances_train.1@10-unlabeled.json'
+    data = json.load(open(unlabeled))
+    data['categories'][0]['name'] = 'disc'
+    json.dump(data, open(unlabeled, 'w'))
+    runner = train_tool.build_runner(train_tool.parse_args(
+        semi_args(str(root), tmp_path / 'w', 1)))
+    with pytest.raises(ValueError, match="categories of the labeled file .* differ"):
+        runner.train()
