@@ -68,7 +68,7 @@ def main(argv=None):
                   device='cpu',
                   machine=f'{platform.machine()} {os.cpu_count()} cores',
                   minutes=minutes)
-    print(f'\n| run | bbox mAP | minutes |\n| --- | --- | --- |')
+    print('\n| run | bbox mAP | minutes |\n| --- | --- | --- |')
     print(f'| supervised, 10% labels | {sup:.3f} | {minutes["sup"]} |')
     print(f'| {args.method} teacher, 10% + unlabeled | {semi:.3f} | {minutes[args.method]} |')
     print(f'| {args.method} student | {semi_student:.3f} | |')

@@ -1,12 +1,14 @@
 """Teacher–student training for any mmdet detector (one-stage, two-stage, with masks)."""
 import copy
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 from mmdet.models.detectors import BaseDetector
 from mmdet.models.utils import rename_loss_dict, reweight_loss_dict
 from mmdet.structures import SampleList
+from mmdet.structures.mask import BitmapMasks
 from mmengine.logging import MessageHub, print_log
 from mmengine.structures import InstanceData
 from torch import Tensor
@@ -158,9 +160,8 @@ class TeacherStudent(BaseDetector):
             if 'masks' in instances:
                 gt.masks = instances.masks
             else:
-                from mmdet.structures.mask import BitmapMasks
                 h, w = sample.img_shape[:2]
-                gt.masks = BitmapMasks(torch.zeros((0, h, w), dtype=torch.uint8).numpy(), h, w)
+                gt.masks = BitmapMasks(np.zeros((0, h, w), np.uint8), h, w)
         return gt
 
     def loss_by_pseudo_instances(self, strong_inputs: Tensor, strong_samples: SampleList,
