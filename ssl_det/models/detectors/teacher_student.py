@@ -99,14 +99,17 @@ class TeacherStudent(BaseDetector):
             sup = self.student.loss(multi_batch_inputs['sup'], multi_batch_data_samples['sup'])
             losses.update(rename_loss_dict('sup_', reweight_loss_dict(sup, self.sup_weight)))
         if self.unsup_active and multi_batch_inputs.get('unsup_teacher') is not None:
-            strong_samples, stats = self.pseudo_instances(
-                multi_batch_inputs['unsup_teacher'],
-                multi_batch_data_samples['unsup_teacher'],
-                multi_batch_data_samples['unsup_student'])
-            losses.update(self.loss_by_pseudo_instances(
-                multi_batch_inputs['unsup_student'], strong_samples, stats))
-            self.latest_pseudo = dict(inputs=multi_batch_inputs['unsup_student'].detach(),
-                                      data_samples=strong_samples)
+            losses.update(self.unsup_loss(
+                multi_batch_inputs['unsup_teacher'], multi_batch_data_samples['unsup_teacher'],
+                multi_batch_inputs['unsup_student'], multi_batch_data_samples['unsup_student']))
+        return losses
+
+    def unsup_loss(self, weak_inputs: Tensor, weak_samples: SampleList, strong_inputs: Tensor,
+                   strong_samples: SampleList) -> dict:
+        """The student's weighted loss on the teacher's pseudo labels (``unsup_`` keys)."""
+        strong_samples, stats = self.pseudo_instances(weak_inputs, weak_samples, strong_samples)
+        losses = self.loss_by_pseudo_instances(strong_inputs, strong_samples, stats)
+        self.latest_pseudo = dict(inputs=strong_inputs.detach(), data_samples=strong_samples)
         return losses
 
     @torch.no_grad()
@@ -141,14 +144,20 @@ class TeacherStudent(BaseDetector):
             num_dropped += dropped_c + dropped_i
             strong.gt_instances = self._as_ground_truth(pseudo, strong)
             strong.ignored_instances = self._as_ground_truth(ignore, strong, masks=False)
-        stats = self.pseudo_label.log_stats(split, labels, per_class=False)
+        stats = self.split_stats(split, labels)
         stats['pseudo/num_dropped_degenerate'] = float(num_dropped)
+        return strong_samples, stats
+
+    def split_stats(self, split, labels: Tensor) -> dict:
+        """The policy's totals (returned, to be logged with the losses); per-class counts and
+        thresholds go straight to the message hub when ``log_per_class``."""
+        stats = self.pseudo_label.log_stats(split, labels, per_class=False)
         if self.log_per_class:
             hub = MessageHub.get_current_instance()
             for key, value in self.pseudo_label.log_stats(split, labels).items():
                 if key not in stats:  # the totals travel with the losses
                     hub.update_scalar(f'train/{key}', value)
-        return strong_samples, stats
+        return stats
 
     def _as_ground_truth(self, instances: InstanceData, sample,
                          masks: bool = True) -> InstanceData:

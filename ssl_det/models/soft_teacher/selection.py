@@ -1,0 +1,54 @@
+"""Which teacher detections train which part of the student (Soft Teacher's selection).
+
+Detections below ``initial_thr`` are dropped first. Of the rest:
+
+- ``cls``: the pseudo-label policy's confident detections train the RoI classifier (and the
+  mask head), with the policy's ambiguous band (``ignored``) neither foreground nor
+  background;
+- ``rpn``: detections scoring at least ``rpn_thr`` train the RPN;
+- ``reg``: detections whose box-jitter uncertainty is below ``reg_thr`` train the RoI box
+  regression, whatever their score (a well-localised box can be unsure of its class).
+"""
+from typing import NamedTuple
+
+from torch import Tensor
+
+from ssl_det.models.pseudo_labels.base import PseudoLabelSplit
+
+
+class SoftTeacherSelection(NamedTuple):
+    """(N,) bool masks over a batch's teacher detections."""
+
+    cls: Tensor
+    ignored: Tensor
+    rpn: Tensor
+    reg: Tensor
+    candidate: Tensor
+
+    @property
+    def used(self) -> Tensor:
+        """Detections that train anything (or are ignored): the ones to project."""
+        return self.cls | self.ignored | self.rpn | self.reg
+
+
+def select_pseudo_labels(scores: Tensor, split: PseudoLabelSplit, uncertainty: Tensor,
+                         initial_thr: float, rpn_thr: float,
+                         reg_thr: float) -> SoftTeacherSelection:
+    """Sort teacher detections into Soft Teacher's pseudo-label sets.
+
+    Args:
+        scores (Tensor): (N,) teacher scores.
+        split (PseudoLabelSplit): the policy's split of the same detections.
+        uncertainty (Tensor): (N,) box-jitter uncertainty; only read where
+            ``scores >= initial_thr`` (elsewhere it may be anything, e.g. inf).
+        initial_thr (float): detections below it are dropped.
+        rpn_thr (float): score needed to train the RPN.
+        reg_thr (float): uncertainty below which a box trains the box regression.
+    """
+    candidate = scores >= initial_thr
+    return SoftTeacherSelection(
+        cls=split.confident & candidate,
+        ignored=split.ignored & candidate,
+        rpn=candidate & (scores >= rpn_thr),
+        reg=candidate & (uncertainty < reg_thr),
+        candidate=candidate)

@@ -1,0 +1,235 @@
+"""Soft Teacher (Xu et al., ICCV 2021) for mmdet two-stage detectors, with masks."""
+from typing import List, Optional, Tuple
+
+import torch
+from mmdet.models.roi_heads import StandardRoIHead
+from mmdet.models.utils import rename_loss_dict, reweight_loss_dict
+from mmdet.structures import DetDataSample, SampleList
+from mmdet.structures.bbox import bbox2roi
+from mmengine.structures import InstanceData
+from torch import Tensor
+
+from ssl_det.models.detectors.teacher_student import TeacherStudent
+from ssl_det.models.utils.pseudo_instances import masks_to_bitmap, project_instances
+from ssl_det.registry import MODELS
+from .background import (soft_background_weights, student_to_teacher_boxes,
+                         teacher_background_scores)
+from .losses import positive_regression_loss, sample_proposals, soft_classification_loss
+from .selection import select_pseudo_labels
+from .uncertainty import jitter_box_uncertainty
+
+
+@MODELS.register_module()
+class SoftTeacher(TeacherStudent):
+    """Soft Teacher for two-stage detectors with a standard RoI head (Faster R-CNN, Mask
+    R-CNN), trained as in the paper, with ssl_det's pseudo-label policies.
+
+    On unlabeled images the teacher predicts on the weak view; detections scoring at least
+    ``initial_score_thr`` are kept and sorted (see :mod:`.selection`): the RPN learns from
+    boxes over ``rpn_pseudo_thr``; the RoI classifier (and mask head) from the policy's
+    confident boxes, with its ambiguous band ignored; the RoI box regression from boxes
+    whose box-jitter uncertainty (:mod:`.uncertainty`) is below ``reg_pseudo_thr``.
+    Student proposals sampled as background are weighted by the teacher's background
+    probability of the same region (:mod:`.background`) and the classification loss is
+    normalised by the weights' sum. With a mask head, the teacher's masks of confident boxes
+    are warped into the strong view with the boxes and train the student's mask head.
+
+    The maths is mmdet's ``SoftTeacher``; the work is less (:mod:`.losses`): the regression
+    pass sends only its positive samples through the RoI head, the teacher scores only the
+    background samples, and the jitter refinement is one batched RoI pass.
+
+    Args:
+        detector (dict): an mmdet two-stage detector whose ``roi_head`` is a
+            ``StandardRoIHead`` (or a subclass).
+        pseudo_label (dict): policy for the classification pseudo boxes. Default:
+            ``FixedThreshold(score_thr=0.9)`` (mmdet's ``cls_pseudo_thr``).
+        initial_score_thr (float): teacher detections below it are dropped. Default: 0.5.
+        rpn_pseudo_thr (float): score needed to train the RPN. Default: 0.9.
+        reg_pseudo_thr (float): uncertainty under which a box trains regression. Default:
+            0.02.
+        jitter_times (int): jittered copies per box. Default: 10.
+        jitter_scale (float): jitter std relative to box size. Default: 0.06.
+        soft_background (bool): weight background samples by the teacher's background
+            score. Default: True.
+        unsup_weight (float): weight of the unlabeled losses. Default: 4.0 (mmdet's).
+        Other args: as :class:`TeacherStudent`.
+    """
+
+    def __init__(self,
+                 detector: dict,
+                 pseudo_label: Optional[dict] = None,
+                 initial_score_thr: float = 0.5,
+                 rpn_pseudo_thr: float = 0.9,
+                 reg_pseudo_thr: float = 0.02,
+                 jitter_times: int = 10,
+                 jitter_scale: float = 0.06,
+                 soft_background: bool = True,
+                 unsup_weight: float = 4.0,
+                 **kwargs) -> None:
+        super().__init__(
+            detector,
+            pseudo_label=pseudo_label or dict(type='FixedThreshold', score_thr=0.9),
+            unsup_weight=unsup_weight,
+            **kwargs)
+        roi_head = getattr(self.student, 'roi_head', None)
+        if not isinstance(roi_head, StandardRoIHead) or not roi_head.with_bbox:
+            raise TypeError(
+                'SoftTeacher needs a two-stage detector with a StandardRoIHead (Faster R-CNN, '
+                f'Mask R-CNN); got roi_head {type(roi_head).__name__}. For other detectors '
+                'use TeacherStudent.')
+        if jitter_times < 2:
+            raise ValueError(f'jitter_times must be >= 2 (an unbiased std), got {jitter_times}')
+        self.initial_score_thr = float(initial_score_thr)
+        self.rpn_pseudo_thr = float(rpn_pseudo_thr)
+        self.reg_pseudo_thr = float(reg_pseudo_thr)
+        self.jitter_times = int(jitter_times)
+        self.jitter_scale = float(jitter_scale)
+        self.soft_background = bool(soft_background)
+
+    # ------------------------------------------------------------------ teacher
+    @torch.no_grad()
+    def teacher_pseudo_labels(self, weak_inputs: Tensor, weak_samples: SampleList,
+                              strong_samples: SampleList
+                              ) -> Tuple[Tuple[Tensor], List[InstanceData], dict]:
+        """Teacher detections on the weak view, selected and mapped into the strong view.
+
+        Writes each strong sample's ``gt_instances`` (classification pseudo boxes, with
+        masks when the detector has a mask head) and ``ignored_instances``.
+
+        Returns:
+            ``(teacher features, per-image strong-view instances with bool fields rpn / reg,
+            stats)``.
+        """
+        self.teacher.eval()
+        feats = self.teacher.extract_feat(weak_inputs)
+        proposals = self.teacher.rpn_head.predict(feats, weak_samples, rescale=False)
+        detections = self.teacher.roi_head.predict(feats, proposals, weak_samples,
+                                                   rescale=False)
+        scores = torch.cat([d.scores for d in detections])
+        labels = torch.cat([d.labels for d in detections])
+        self.pseudo_label.update(scores, labels)
+        split = self.pseudo_label(scores, labels)
+
+        # box-jitter uncertainty of every detection above the initial threshold
+        sizes = [len(d) for d in detections]
+        candidate = (scores >= self.initial_score_thr).split(sizes)
+        metas = [s.metainfo for s in weak_samples]
+        uncs = jitter_box_uncertainty(
+            self.teacher.roi_head, feats, [d.bboxes[c] for d, c in zip(detections, candidate)],
+            [d.labels[c] for d, c in zip(detections, candidate)], metas, self.jitter_times,
+            self.jitter_scale)
+        uncertainty = scores.new_full(scores.shape, float('inf'))
+        uncertainty[torch.cat(candidate)] = torch.cat(uncs).to(scores.dtype)
+        selection = select_pseudo_labels(scores, split, uncertainty, self.initial_score_thr,
+                                         self.rpn_pseudo_thr, self.reg_pseudo_thr)
+
+        others, num_dropped = [], 0
+        masks_needed = self.with_pseudo_masks
+        for det, unc, sel, weak, strong in zip(
+                detections, uncertainty.split(sizes), zip(*(m.split(sizes) for m in selection)),
+                weak_samples, strong_samples):
+            cls, ignored, rpn, reg = sel[:4]
+            det.reg_unc = unc
+            args = (weak.homography_matrix, strong.homography_matrix, strong.img_shape,
+                    self.min_pseudo_size)
+            if masks_needed and 'masks' in det:
+                det.masks = masks_to_bitmap(det.masks)
+            confident, dropped_c = project_instances(det[cls], *args, with_masks=masks_needed)
+            rest = InstanceData(bboxes=det.bboxes, labels=det.labels, scores=det.scores,
+                                reg_unc=det.reg_unc, ignored=ignored, rpn=rpn, reg=reg)
+            used = ignored | rpn | reg
+            projected, dropped_r = project_instances(rest[used], *args)
+            num_dropped += dropped_c + dropped_r
+            strong.gt_instances = self._as_ground_truth(confident, strong)
+            strong.ignored_instances = self._as_ground_truth(projected[projected.ignored],
+                                                             strong, masks=False)
+            others.append(projected)
+
+        stats = self.split_stats(split, labels)
+        cand = selection.candidate
+        stats.update({
+            'pseudo/num_dropped_degenerate': float(num_dropped),
+            'pseudo/num_rpn': float(selection.rpn.sum()),
+            'pseudo/num_reg': float(selection.reg.sum()),
+            'pseudo/mean_reg_unc': float(uncertainty[cand].mean()) if cand.any() else 0.0,
+        })
+        return feats, others, stats
+
+    # ------------------------------------------------------------------ student
+    def unsup_loss(self, weak_inputs: Tensor, weak_samples: SampleList, strong_inputs: Tensor,
+                   strong_samples: SampleList) -> dict:
+        teacher_feats, pseudo, stats = self.teacher_pseudo_labels(weak_inputs, weak_samples,
+                                                                  strong_samples)
+        feats = self.student.extract_feat(strong_inputs)
+        losses, proposals = self.rpn_loss(feats, strong_samples, pseudo)
+        reg_gts = [self._as_ground_truth(p[p.reg], s, masks=False)
+                   for p, s in zip(pseudo, strong_samples)]
+        roi_losses, bg_weight = self.roi_loss(feats, proposals, strong_samples, reg_gts,
+                                              teacher_feats, weak_samples)
+        losses.update(roi_losses)
+        if self.unsup_loss_keys is not None:
+            losses = {k: v for k, v in losses.items()
+                      if 'loss' not in k or any(key in k for key in self.unsup_loss_keys)}
+        losses = rename_loss_dict('unsup_', reweight_loss_dict(losses, self.unsup_weight))
+        if bg_weight is not None:
+            stats['pseudo/mean_bg_weight'] = bg_weight
+        losses.update(self._pseudo_log_vars(stats, strong_inputs.device))
+        self.latest_pseudo = dict(inputs=strong_inputs.detach(), data_samples=strong_samples)
+        return losses
+
+    def rpn_loss(self, feats: Tuple[Tensor], strong_samples: SampleList,
+                 pseudo: List[InstanceData]) -> Tuple[dict, List[InstanceData]]:
+        """RPN loss on the boxes over ``rpn_pseudo_thr`` (class-agnostic) and the student's
+        proposals."""
+        rpn_samples = []
+        for sample, instances in zip(strong_samples, pseudo):
+            rpn_sample = DetDataSample(metainfo=sample.metainfo)
+            gts = self._as_ground_truth(instances[instances.rpn], sample, masks=False)
+            gts.labels = torch.zeros_like(gts.labels)
+            rpn_sample.gt_instances = gts
+            rpn_sample.ignored_instances = sample.ignored_instances
+            rpn_samples.append(rpn_sample)
+        cfg = self.student.train_cfg.get('rpn_proposal', self.student.test_cfg.rpn)
+        losses, proposals = self.student.rpn_head.loss_and_predict(feats, rpn_samples,
+                                                                   proposal_cfg=cfg)
+        for key in list(losses):
+            if 'loss' in key and 'rpn' not in key:
+                losses[f'rpn_{key}'] = losses.pop(key)
+        return losses, proposals
+
+    def roi_loss(self, feats: Tuple[Tensor], proposals: List[InstanceData],
+                 strong_samples: SampleList, reg_gts: List[InstanceData],
+                 teacher_feats: Tuple[Tensor],
+                 weak_samples: SampleList) -> Tuple[dict, Optional[float]]:
+        """Soft-background classification (and mask) loss on the classification pseudo
+        boxes, and box regression on the low-uncertainty ones."""
+        roi_head = self.student.roi_head
+        bbox_head = roi_head.bbox_head
+        train_cfg = self.student.train_cfg.rcnn
+        cls_gts = [s.gt_instances for s in strong_samples]
+        proposals = [InstanceData(bboxes=p.bboxes) for p in proposals]
+
+        sampling = sample_proposals(roi_head, feats, proposals, cls_gts,
+                                    [s.ignored_instances for s in strong_samples])
+        rois = bbox2roi([res.priors for res in sampling])
+        bbox_results = roi_head._bbox_forward(feats, rois)
+        labels, label_weights, _, _ = bbox_head.get_targets(sampling, train_cfg, concat=True)
+        mean_bg = None
+        if self.soft_background:
+            boxes = [student_to_teacher_boxes(res.neg_priors, strong.homography_matrix,
+                                              weak.homography_matrix, weak.img_shape)
+                     for res, strong, weak in zip(sampling, strong_samples, weak_samples)]
+            bg = teacher_background_scores(self.teacher.roi_head, teacher_feats, boxes,
+                                           [s.metainfo for s in weak_samples])
+            label_weights = soft_background_weights(labels, label_weights, bg,
+                                                    bbox_head.num_classes)
+            mean_bg = float(bg.mean()) if bg.numel() else 0.0
+        losses = soft_classification_loss(bbox_head, bbox_results['cls_score'], labels,
+                                          label_weights)
+        if roi_head.with_mask:
+            losses['loss_mask'] = roi_head.mask_loss(feats, sampling, bbox_results['bbox_feats'],
+                                                     cls_gts)['loss_mask']
+
+        reg_sampling = sample_proposals(roi_head, feats, proposals, reg_gts)
+        losses['loss_bbox'] = positive_regression_loss(roi_head, feats, reg_sampling, train_cfg)
+        return losses, mean_bg
