@@ -23,9 +23,10 @@ CONFIGS = {
     'sup': 'configs/demo/faster-rcnn_r18_fpn_demo_sup-10pct.py',
     'oracle': 'configs/demo/faster-rcnn_r18_fpn_demo_sup-all.py',
     'mean_teacher': 'configs/demo/mean-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py',
+    'soft_teacher': 'configs/demo/soft-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py',
 }
-# One result file per semi-supervised method (Soft Teacher joins with its demo config).
-RESULT_NAMES = {'mean_teacher': 'label_efficiency'}
+# One result file per semi-supervised method.
+RESULT_NAMES = {'mean_teacher': 'label_efficiency', 'soft_teacher': 'label_efficiency_soft_teacher'}
 
 
 def main(argv=None):

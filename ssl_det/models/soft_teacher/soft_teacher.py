@@ -227,8 +227,8 @@ class SoftTeacher(TeacherStudent):
         losses = soft_classification_loss(bbox_head, bbox_results['cls_score'], labels,
                                           label_weights)
         if roi_head.with_mask:
-            losses['loss_mask'] = roi_head.mask_loss(feats, sampling, bbox_results['bbox_feats'],
-                                                     cls_gts)['loss_mask']
+            losses.update(roi_head.mask_loss(feats, sampling, bbox_results['bbox_feats'],
+                                             cls_gts)['loss_mask'])
 
         reg_sampling = sample_proposals(roi_head, feats, proposals, reg_gts)
         losses['loss_bbox'] = positive_regression_loss(roi_head, feats, reg_sampling, train_cfg)
