@@ -1,0 +1,394 @@
+"""SoftTeacher's parts: background weights, loss normalisation, box-jitter uncertainty,
+selection, regression on low-uncertainty boxes only, masks, and equivalence with mmdet."""
+import copy
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mmdet.structures import DetDataSample
+from mmdet.structures.bbox import bbox2roi
+from mmengine.config import Config, ConfigDict
+from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.structures import InstanceData
+
+from demo_helpers import ROOT
+from ssl_det.models.pseudo_labels.base import PseudoLabelSplit
+from ssl_det.models.soft_teacher import (jitter_box_uncertainty, positive_regression_loss,
+                                         sample_proposals, select_pseudo_labels,
+                                         soft_background_weights, soft_classification_loss,
+                                         student_to_teacher_boxes, teacher_background_scores)
+from ssl_det.models.soft_teacher import soft_teacher as soft_teacher_module
+from ssl_det.ops import box_jitter
+from ssl_det.registry import MODELS
+
+CFG = osp.join(ROOT, 'configs/demo/soft-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py')
+MASK_CFG = osp.join(ROOT, 'configs/demo/soft-teacher_mask-rcnn_r18_fpn_demo_semi-10pct.py')
+SIZE = 64
+FLIP = np.array([[-1, 0, SIZE], [0, 1, 0], [0, 0, 1]], np.float32)
+EYE = np.eye(3, dtype=np.float32)
+
+
+def build(path=CFG, **overrides):
+    cfg = Config.fromfile(path).model
+    for key, value in overrides.items():
+        cfg.pop(key, None)
+        cfg[key] = value
+    torch.manual_seed(0)
+    if DefaultScope.get_current_instance() is None:
+        init_default_scope('ssl_det')
+    with DefaultScope.overwrite_default_scope('ssl_det'):  # also for module-scoped fixtures
+        model = MODELS.build(cfg)
+    model.teacher.load_state_dict(model.student.state_dict())
+    return model
+
+
+@pytest.fixture(scope='module')
+def model():
+    return build()
+
+
+def sample(homography=EYE, shape=(SIZE, SIZE)):
+    return DetDataSample(metainfo=dict(
+        img_shape=shape, ori_shape=shape, pad_shape=shape, batch_input_shape=shape,
+        scale_factor=(1., 1.), homography_matrix=np.asarray(homography, np.float32)))
+
+
+def feats_of(net, num_images=2, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return net.extract_feat(torch.randn(num_images, 3, SIZE, SIZE, generator=generator))
+
+
+# ---------------------------------------------------------------- background weights
+def test_background_weights_are_teacher_background_probabilities(model):
+    feats = feats_of(model.teacher)
+    student_boxes = [torch.tensor([[4., 4., 20., 20.], [30., 10., 60., 40.]]),
+                     torch.tensor([[10., 10., 30., 50.]])]
+    # the student's view is the flipped image: the teacher sees the boxes flipped back
+    teacher_boxes = [student_to_teacher_boxes(b, FLIP, EYE, (SIZE, SIZE)) for b in student_boxes]
+    by_hand = [torch.tensor([[44., 4., 60., 20.], [4., 10., 34., 40.]]),
+               torch.tensor([[34., 10., 54., 50.]])]
+    for got, want in zip(teacher_boxes, by_hand):
+        torch.testing.assert_close(got, want)
+    metas = [sample().metainfo] * 2
+    bg = teacher_background_scores(model.teacher.roi_head, feats, teacher_boxes, metas)
+    with torch.no_grad():
+        logits = model.teacher.roi_head._bbox_forward(feats, bbox2roi(by_hand))['cls_score']
+    torch.testing.assert_close(bg, F.softmax(logits, dim=-1)[:, -1])
+
+    num_classes = model.student.roi_head.bbox_head.num_classes
+    labels = torch.tensor([0, num_classes, num_classes, 2, num_classes])
+    weights = soft_background_weights(labels, torch.ones(5), bg, num_classes)
+    torch.testing.assert_close(weights, torch.stack([torch.tensor(1.), bg[0], bg[1],
+                                                     torch.tensor(1.), bg[2]]))
+    with pytest.raises(ValueError, match='3 background samples but 2'):
+        soft_background_weights(labels, torch.ones(5), bg[:2], num_classes)
+
+
+@pytest.mark.parametrize('weights', [[1., 0.3, 0.2, 1., 0.5, 0.], [0.1, 0.2, 0., 0., 0., 0.3]])
+def test_classification_loss_is_normalised_by_weight_sum(model, weights):
+    bbox_head = model.student.roi_head.bbox_head
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, bbox_head.num_classes + 1, generator=generator)
+    labels = torch.tensor([0, 5, 5, 3, 5, 5])
+    weights = torch.tensor(weights)
+    losses = soft_classification_loss(bbox_head, scores, labels, weights)
+    ce = F.cross_entropy(scores, labels, reduction='none')
+    nonzero = max(float((weights > 0).sum()), 1.)
+    by_hand = (weights * ce).sum() / nonzero * len(weights) / max(float(weights.sum()), 1.)
+    torch.testing.assert_close(losses['loss_cls'], by_hand)
+    assert 'acc' in losses
+
+
+# ---------------------------------------------------------------- uncertainty
+class FakeRoIHead:
+    """A teacher RoI head whose refinement of each box is ``refine(box rows)``."""
+
+    def __init__(self, refine):
+        self.refine = refine
+
+    def predict_bbox(self, feats, metas, proposals, rcnn_test_cfg=None, rescale=False):
+        assert rcnn_test_cfg is None and not rescale
+        return [InstanceData(bboxes=self.refine(p.bboxes), scores=p.bboxes.new_ones(len(p), 2))
+                for p in proposals]
+
+
+def test_jitter_noise_has_the_scale_of_the_box():
+    box = torch.tensor([[10., 20., 210., 70.]])  # 200 wide, 50 high
+    torch.manual_seed(0)
+    jittered = box_jitter(box, 20000, 0.06)
+    std, mean = jittered.std(0), jittered.mean(0)
+    torch.testing.assert_close(std, torch.tensor([12., 3., 12., 3.]), rtol=0.03, atol=0)
+    torch.testing.assert_close(mean, box[0], rtol=0, atol=0.3)
+    # through the teacher: refinements equal to the jittered boxes spread by the jitter
+    torch.manual_seed(0)
+    unc = jitter_box_uncertainty(FakeRoIHead(lambda b: b), None, [box], [torch.tensor([0])],
+                                 [{}], times=4000, scale=0.06)
+    assert abs(float(unc[0]) - 0.06) < 0.003
+
+
+def test_uncertainty_is_zero_for_agreeing_refinements_and_grows_with_spread():
+    boxes = [torch.tensor([[10., 10., 40., 30.], [5., 5., 15., 25.]]), torch.zeros(0, 4)]
+    labels = [torch.tensor([1, 0]), torch.zeros(0, dtype=torch.long)]
+    centre = {}
+
+    def collapse(rows):  # every jittered copy refined to the same box
+        return torch.tensor([20., 20., 30., 30.]).expand(len(rows), 4).clone()
+
+    unc = jitter_box_uncertainty(FakeRoIHead(collapse), None, boxes, labels, [{}, {}], 10, 0.06)
+    assert torch.equal(unc[0], torch.zeros(2)) and unc[1].shape == (0, )
+
+    def spread(factor):
+        def refine(rows):
+            base = torch.repeat_interleave(boxes[0], 10, dim=0)[:len(rows)]
+            centre['rows'] = base
+            return base + factor * (rows - base)
+        return refine
+
+    values = []
+    for factor in (0.25, 1.0, 4.0):
+        torch.manual_seed(3)
+        values.append(jitter_box_uncertainty(FakeRoIHead(spread(factor)), None, boxes[:1],
+                                             labels[:1], [{}], 10, 0.06)[0])
+    assert (values[0] > 0).all()
+    assert (values[0] < values[1]).all() and (values[1] < values[2]).all()
+
+
+# ---------------------------------------------------------------- selection
+def test_selection_thresholds():
+    scores = torch.tensor([0.95, 0.92, 0.7, 0.55, 0.3])
+    uncertainty = torch.tensor([0.01, 0.05, 0.015, 0.5, 0.001])
+    split = PseudoLabelSplit(confident=scores >= 0.9,
+                             ignored=(scores >= 0.6) & (scores < 0.9))
+    sel = select_pseudo_labels(scores, split, uncertainty, initial_thr=0.5, rpn_thr=0.93,
+                               reg_thr=0.02)
+    assert sel.cls.tolist() == [True, True, False, False, False]
+    assert sel.ignored.tolist() == [False, False, True, False, False]
+    assert sel.rpn.tolist() == [True, False, False, False, False]
+    # low uncertainty trains regression whatever the class score; below 0.5 nothing does
+    assert sel.reg.tolist() == [True, False, True, False, False]
+    assert sel.used.tolist() == [True, True, True, False, False]
+
+
+def fake_teacher(monkeypatch, model, detections, uncertainties):
+    """Make the teacher predict ``detections`` (per image) with these uncertainties."""
+    monkeypatch.setattr(model.teacher.rpn_head, 'predict', lambda *a, **k: None)
+    monkeypatch.setattr(model.teacher.roi_head, 'predict',
+                        lambda *a, **k: [copy.deepcopy(d) for d in detections])
+
+    def uncertainty(roi_head, feats, boxes, labels, metas, times, scale):
+        out = []
+        for image_boxes, det, unc in zip(boxes, detections, uncertainties):
+            keep = [int((det.bboxes == b).all(1).nonzero()[0]) for b in image_boxes]
+            out.append(unc[keep])
+        return out
+
+    monkeypatch.setattr(soft_teacher_module, 'jitter_box_uncertainty', uncertainty)
+
+
+def test_boxes_over_reg_threshold_get_no_regression_loss(monkeypatch):
+    model = build(pseudo_label=dict(type='FixedThreshold', score_thr=0.5), initial_score_thr=0.5,
+                  rpn_pseudo_thr=0.5, reg_pseudo_thr=0.02)
+    sure, unsure = [6., 6., 26., 30.], [34., 30., 60., 58.]
+    det = InstanceData(bboxes=torch.tensor([sure, unsure]), scores=torch.tensor([0.9, 0.95]),
+                       labels=torch.tensor([1, 2]))
+    fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01, 0.3])])
+    regression_gts = []
+    real = soft_teacher_module.positive_regression_loss
+
+    def recording(roi_head, feats, sampling_results, cfg):
+        regression_gts.append([r.pos_gt_bboxes for r in sampling_results])
+        return real(roi_head, feats, sampling_results, cfg)
+
+    monkeypatch.setattr(soft_teacher_module, 'positive_regression_loss', recording)
+    inputs = torch.randn(1, 3, SIZE, SIZE)
+    losses = model.unsup_loss(inputs, [sample()], inputs, [sample(FLIP)])
+    flipped = lambda b: [SIZE - b[2], b[1], SIZE - b[0], b[3]]  # noqa: E731
+    positives = regression_gts[0][0]
+    assert len(positives) > 0
+    # every positive regression sample regresses to the low-uncertainty box (flipped)
+    assert (positives == torch.tensor(flipped(sure))).all()
+    assert losses['unsup_loss_bbox'] > 0 and torch.isfinite(losses['unsup_loss_cls'])
+    assert losses['pseudo_num_reg'] == 1 and losses['pseudo_num_confident'] == 2
+
+    # with every box over the threshold there is nothing to regress to
+    fake_teacher(monkeypatch, model, [det], [torch.tensor([0.5, 0.3])])
+    losses = model.unsup_loss(inputs, [sample()], inputs, [sample(FLIP)])
+    assert float(losses['unsup_loss_bbox']) == 0.0
+
+
+@pytest.mark.parametrize('name, homography', [
+    ('flip', FLIP),
+    ('rotate90', np.array([[0, -1, SIZE], [1, 0, 0], [0, 0, 1]], np.float32)),
+])
+def test_pseudo_masks_land_where_their_boxes_land(monkeypatch, name, homography):
+    model = build(MASK_CFG, pseudo_label=dict(type='FixedThreshold', score_thr=0.5),
+                  initial_score_thr=0.5)
+    boxes = torch.tensor([[8., 12., 24., 40.], [36., 6., 58., 20.]])
+    masks = torch.zeros(2, SIZE, SIZE, dtype=torch.bool)
+    masks[0, 12:40, 8:24] = True  # rectangles filling their boxes
+    masks[1, 6:20, 36:58] = True
+    det = InstanceData(bboxes=boxes, scores=torch.tensor([0.9, 0.8]), labels=torch.tensor([0, 3]),
+                       masks=masks)
+    fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01, 0.01])])
+    strong = sample(homography)
+    model.teacher_pseudo_labels(torch.randn(1, 3, SIZE, SIZE), [sample()], [strong])
+    gt = strong.gt_instances
+    assert len(gt) == 2 and gt.masks.masks.shape == (2, SIZE, SIZE)
+    for box, mask in zip(gt.bboxes, gt.masks.masks):
+        ys, xs = np.nonzero(mask)
+        mask_box = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+        torch.testing.assert_close(mask_box, box, atol=1.0, rtol=0)
+
+
+def test_soft_teacher_rejects_detectors_without_a_standard_roi_head():
+    cfg = Config.fromfile(CFG).model
+    cfg.detector = Config.fromfile(
+        osp.join(ROOT, 'configs/_base_/models/fcos_r50-caffe_fpn_gn-head.py')).model
+    with pytest.raises(TypeError, match='StandardRoIHead'):
+        MODELS.build(cfg)
+
+
+# ---------------------------------------------------------------- equivalence with mmdet
+@pytest.fixture(scope='module')
+def pair():
+    """ssl_det's and mmdet's SoftTeacher with the same detector and weights."""
+    from mmdet.registry import MODELS as MMDET_MODELS
+    ours = build()
+    cfg = Config.fromfile(CFG).model
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        theirs = MMDET_MODELS.build(dict(
+            type='SoftTeacher', detector=cfg.detector, data_preprocessor=cfg.data_preprocessor,
+            semi_train_cfg=ConfigDict(
+                freeze_teacher=True, sup_weight=1.0, unsup_weight=4.0,
+                pseudo_label_initial_score_thr=0.5, rpn_pseudo_thr=0.9, cls_pseudo_thr=0.9,
+                reg_pseudo_thr=0.02, jitter_times=10, jitter_scale=0.06,
+                min_pseudo_bbox_wh=(1e-2, 1e-2)),
+            semi_test_cfg=ConfigDict(predict_on='teacher')))
+    theirs.student.load_state_dict(ours.student.state_dict())
+    theirs.teacher.load_state_dict(ours.student.state_dict())
+    ours.train()
+    theirs.train()
+    theirs.teacher.eval()
+    return ours, theirs
+
+
+def pseudo_boxes(num, seed):
+    generator = torch.Generator().manual_seed(seed)
+    xy = torch.rand(num, 2, generator=generator) * 40
+    wh = 6 + torch.rand(num, 2, generator=generator) * 18
+    return torch.cat([xy, xy + wh], 1)
+
+
+def test_uncertainty_equals_mmdet(pair):
+    ours, theirs = pair
+    feats = feats_of(ours.teacher)
+    boxes = [pseudo_boxes(5, 0), pseudo_boxes(3, 1)]
+    labels = [torch.tensor([0, 1, 2, 3, 4]), torch.tensor([4, 4, 1])]
+    samples = []
+    for b, label in zip(boxes, labels):
+        s = sample()
+        s.gt_instances = InstanceData(bboxes=b, labels=label)
+        samples.append(s)
+    torch.manual_seed(7)
+    theirs_unc = theirs.compute_uncertainty_with_aug(feats, samples)
+    torch.manual_seed(7)  # mmdet draws each image's noise in turn
+    noise = torch.cat([torch.randn(10, len(b), 4) for b in boxes], dim=1)
+    ours_unc = jitter_box_uncertainty(ours.teacher.roi_head, feats, boxes, labels,
+                                      [s.metainfo for s in samples], 10, 0.06, noise=noise)
+    for a, b in zip(ours_unc, theirs_unc):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def student_batch(seed):
+    """Student-view samples (flipped) with pseudo boxes, and proposals."""
+    samples, proposals = [], []
+    for i in range(2):
+        s = sample(FLIP)
+        boxes = pseudo_boxes(4, seed + i)
+        s.gt_instances = InstanceData(bboxes=boxes, labels=torch.tensor([0, 2, 4, 1]),
+                                      scores=torch.ones(4),
+                                      reg_uncs=torch.tensor([0.01, 0.5, 0.015, 0.3]))
+        samples.append(s)
+        jitter = torch.randn(60, 4, generator=torch.Generator().manual_seed(seed + 10 + i)) * 4
+        props = torch.cat([boxes.repeat(10, 1) + jitter[:40], pseudo_boxes(20, seed + 20 + i)])
+        proposals.append(InstanceData(bboxes=props, scores=torch.rand(60)))
+    return samples, proposals
+
+
+def test_background_weights_and_classification_loss_equal_mmdet(pair, monkeypatch):
+    ours, theirs = pair
+    samples, proposals = student_batch(3)
+    teacher_feats = feats_of(ours.teacher)
+    weak_metas = [sample().metainfo for _ in samples]
+    inputs = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+
+    captured = {}
+    head = theirs.student.roi_head.bbox_head
+    real_loss = head.loss
+
+    def recording(cls_score, bbox_pred, rois, labels, label_weights, *args, **kwargs):
+        captured.update(labels=labels.clone(), weights=label_weights.clone())
+        return real_loss(cls_score, bbox_pred, rois, labels, label_weights, *args, **kwargs)
+
+    monkeypatch.setattr(head, 'loss', recording)
+    batch_info = dict(feat=teacher_feats, img_shape=[m['img_shape'] for m in weak_metas],
+                      homography_matrix=[torch.eye(3) for _ in weak_metas], metainfo=weak_metas)
+    torch.manual_seed(11)
+    theirs_losses = theirs.rcnn_cls_loss_by_pseudo_instances(
+        theirs.student.extract_feat(inputs), copy.deepcopy(proposals), copy.deepcopy(samples),
+        batch_info)
+
+    torch.manual_seed(11)
+    feats = ours.student.extract_feat(inputs)
+    roi_head = ours.student.roi_head
+    sampling = sample_proposals(roi_head, feats, [InstanceData(bboxes=p.bboxes) for p in proposals],
+                                [s.gt_instances for s in samples])
+    scores = roi_head._bbox_forward(feats, bbox2roi([r.priors for r in sampling]))['cls_score']
+    labels, weights, _, _ = roi_head.bbox_head.get_targets(sampling, ours.student.train_cfg.rcnn)
+    boxes = [student_to_teacher_boxes(r.neg_priors, FLIP, EYE, (SIZE, SIZE)) for r in sampling]
+    bg = teacher_background_scores(ours.teacher.roi_head, teacher_feats, boxes, weak_metas)
+    weights = soft_background_weights(labels, weights, bg, roi_head.bbox_head.num_classes)
+    ours_losses = soft_classification_loss(roi_head.bbox_head, scores, labels, weights)
+
+    assert torch.equal(labels, captured['labels'])
+    assert (labels < roi_head.bbox_head.num_classes).any() and (weights < 1).any()
+    torch.testing.assert_close(weights, captured['weights'], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours_losses['loss_cls'], theirs_losses['loss_cls'],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_regression_loss_and_gradients_equal_mmdet(pair):
+    ours, theirs = pair
+    samples, proposals = student_batch(30)
+    inputs = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(6))
+    for net in (ours.student, theirs.student):
+        net.zero_grad()
+
+    torch.manual_seed(12)
+    theirs_loss = theirs.rcnn_reg_loss_by_pseudo_instances(
+        theirs.student.extract_feat(inputs), copy.deepcopy(proposals),
+        copy.deepcopy(samples))['loss_bbox']
+    theirs_loss.backward()
+
+    torch.manual_seed(12)
+    feats = ours.student.extract_feat(inputs)
+    reg_gts = [s.gt_instances[s.gt_instances.reg_uncs < 0.02] for s in samples]
+    sampling = sample_proposals(ours.student.roi_head, feats,
+                                [InstanceData(bboxes=p.bboxes) for p in proposals], reg_gts)
+    ours_loss = positive_regression_loss(ours.student.roi_head, feats, sampling,
+                                         ours.student.train_cfg.rcnn)
+    ours_loss.backward()
+
+    assert ours_loss > 0
+    torch.testing.assert_close(ours_loss, theirs_loss, rtol=1e-5, atol=1e-7)
+    ours_grads = dict(ours.student.named_parameters())
+    for name, param in theirs.student.named_parameters():
+        if param.grad is None:
+            assert ours_grads[name].grad is None or not ours_grads[name].grad.any(), name
+            continue
+        torch.testing.assert_close(ours_grads[name].grad, param.grad, rtol=1e-4, atol=1e-7,
+                                   msg=name)
