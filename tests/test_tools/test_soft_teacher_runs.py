@@ -1,0 +1,66 @@
+"""A few iterations of Soft Teacher (Faster R-CNN and Mask R-CNN) through tools/train.py."""
+import math
+import os.path as osp
+import uuid
+
+import pytest
+import torch
+
+from demo_helpers import ROOT, as_cli, data_overrides
+from tools import train as train_tool
+
+CONFIGS = {
+    'faster': 'configs/demo/soft-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py',
+    'mask': 'configs/demo/soft-teacher_mask-rcnn_r18_fpn_demo_semi-10pct.py',
+}
+
+
+def low_threshold_config(tmp_path, name):
+    """The demo config with thresholds an untrained teacher passes, so that every kind of
+    pseudo box (classification, RPN, regression) is produced in a few iterations."""
+    path = tmp_path / f'{name}_low_thresholds.py'
+    path.write_text(
+        f"_base_ = [{osp.join(ROOT, CONFIGS[name])!r}]\n"
+        "model = dict(pseudo_label=dict(_delete_=True, type='FixedThreshold', score_thr=0.05),\n"
+        "             initial_score_thr=0.05, rpn_pseudo_thr=0.05, reg_pseudo_thr=10.0)\n")
+    return str(path)
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_soft_teacher_trains(tiny_demo, tmp_path, name):
+    options = data_overrides(tiny_demo, semi=True)
+    options.update({'train_cfg.max_iters': 3, 'train_cfg.val_interval': 1000,
+                    'train_dataloader.batch_size': 2, 'train_dataloader.sampler.batch_size': 2,
+                    'custom_hooks.2.burn_in_iters': 1, 'custom_hooks.3.interval': 1,
+                    'default_hooks.logger.interval': 1,
+                    'randomness.seed': 0,
+                    # a visualizer of its own (mmengine keeps instances by name), so that the
+                    # pictures land in this run's work dir
+                    'visualizer.name': f'vis_{uuid.uuid4().hex[:8]}',
+                    'experiment_name': f'soft_{name}_{uuid.uuid4().hex[:8]}'})
+    args = [low_threshold_config(tmp_path, name), '--work-dir', str(tmp_path), '--cfg-options',
+            *as_cli(options)]
+    runner = train_tool.build_runner(train_tool.parse_args(args))
+    model = runner.model
+    start = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    runner.train()
+
+    logs = runner.message_hub.log_scalars
+    unsup = [k for k in logs if k.startswith('train/unsup_loss')]
+    expected = {'rpn_cls', 'rpn_bbox', 'cls', 'bbox'} | ({'mask'} if name == 'mask' else set())
+    assert {k[len('train/unsup_loss_'):] for k in unsup} >= expected
+    for key in unsup + ['train/loss']:
+        assert math.isfinite(logs[key].current()), key
+    for kind in ('confident', 'rpn', 'reg'):
+        assert logs[f'train/pseudo_num_{kind}'].current() > 0, kind
+    bg = logs['train/pseudo_mean_bg_weight'].current()
+    assert 0 < bg < 1
+    if name == 'mask':
+        assert logs['train/unsup_loss_mask'].current() > 0
+    # the EMA moved the teacher
+    changed = [k for k, v in model.teacher.state_dict().items()
+               if v.is_floating_point() and not torch.equal(v, start[k])]
+    assert changed
+    # pseudo-label pictures were written
+    pictures = list(tmp_path.glob('**/vis_image/pseudo_labels_*.png'))
+    assert pictures
