@@ -1,6 +1,7 @@
 """Times ssl_det's compiled ops against named peers in the same run; prints a table, writes JSON.
 
-Peers: mmcv.ops.bbox_overlaps and mmcv.ops.box_iou_rotated (when mmcv imports), the
+Peers: mmcv.ops.bbox_overlaps, mmcv.ops.box_iou_rotated and mmcv.ops.roi_align (when mmcv
+imports), the
 pure-torch references in ssl_det.ops.reference (vectorised torch, also on the GPU), and for
 the jitter uncertainty mmdet's SoftTeacher path: its static ``aug_box`` called as is, plus a
 line-by-line transcription of the uncertainty part of ``compute_uncertainty_with_aug`` (that
@@ -11,7 +12,7 @@ Each figure is a median over repeated calls (see ``time_ms``). On the CPU torch 
 (mmcv's rotated IoU at 5k x 5k) are timed on a row subset and extrapolated per pair; the row
 says so in ``peer_note``.
 
-    python benchmarks/ops.py [--device cpu|cuda] [--quick] [--out FILE]
+    python benchmarks/ops.py [--device cpu|cuda] [--quick] [--out FILE] [--only GROUP ...]
     python benchmarks/ops.py --markdown benchmarks/results/ops.json   (table for the docs)
 """
 import argparse
@@ -292,6 +293,57 @@ def bench_jitter(run, soft_teacher, scenarios, times=10, scale=0.06):
                 run.time(torch_reference))
 
 
+def roi_align_case(n_img, channels, size, n_rois, min_px, max_px, stride, gen):
+    """FPN-level features (n_img, channels, size, size) of images size * stride pixels wide,
+    and n_rois proposals spread over the images: centres uniform, sides uniform in
+    [min_px, max_px], clipped to the image."""
+    img = size * stride
+    x = torch.randn(n_img, channels, size, size, generator=gen)
+    ctr = torch.rand(n_rois, 2, generator=gen) * img
+    wh = torch.rand(n_rois, 2, generator=gen) * (max_px - min_px) + min_px
+    boxes = torch.cat([ctr - wh / 2, ctr + wh / 2], dim=1).clamp(0, img)
+    batch = torch.randint(0, n_img, (n_rois, 1), generator=gen).float()
+    return x, torch.cat([batch, boxes], dim=1)
+
+
+def bench_roi_align(run, mmcv_ops):
+    """RoIAlign (7x7, adaptive sampling, aligned, avg) forward and forward+backward on the
+    CPU against mmcv.ops.roi_align, with the largest float32 differences from mmcv."""
+    if run.device != 'cpu':
+        print('[bench] roi_align: CUDA tensors go to mmcv.ops.roi_align itself; rows skipped')
+        return
+    if mmcv_ops is None:
+        print('[bench] roi_align: mmcv.ops is not importable, no peer; rows skipped')
+        return
+    gen = torch.Generator().manual_seed(3)
+    # A stride-4 FPN level of a 4-image 128-px batch (Soft Teacher's CPU demo), and a
+    # stride-4 level of 2 images of 800 px.
+    cases = [((4, 256, 32, 32, 2048, 8, 64, 4), '4x256x32x32, 2048 RoIs 8-64 px'),
+             ((2, 256, 200, 200, 1024, 16, 256, 4), '2x256x200x200, 1024 RoIs 16-256 px')]
+    for (n, c, size, _, k, lo, hi, stride), label in cases:
+        x, rois = roi_align_case(n, c, size, k, lo, hi, stride, gen)
+        grad = torch.randn(k, c, 7, 7, generator=gen)
+        args = (7, 1.0 / stride, 0, 'avg', True)
+
+        def fwd_bwd(fn):
+            leaf = x.detach().requires_grad_()
+            fn(leaf, rois, *args).backward(grad)
+            return leaf.grad
+
+        diff_fwd = (ops.roi_align(x, rois, *args) - mmcv_ops.roi_align(x, rois, *args))
+        diff_bwd = fwd_bwd(ops.roi_align) - fwd_bwd(mmcv_ops.roi_align)
+        extra = dict(max_abs_diff=float(diff_fwd.abs().max()),
+                     max_abs_diff_grad=float(diff_bwd.abs().max()))
+        run.add('roi_align fwd fp32', label, run.time(lambda: ops.roi_align(x, rois, *args)),
+                'mmcv.ops.roi_align', run.time(lambda: mmcv_ops.roi_align(x, rois, *args)),
+                **extra)
+        run.add('roi_align fwd+bwd fp32', label, run.time(lambda: fwd_bwd(ops.roi_align)),
+                'mmcv.ops.roi_align', run.time(lambda: fwd_bwd(mmcv_ops.roi_align)), **extra)
+
+
+GROUPS = ('iou2d', 'rotated', 'jitter', 'roi_align')
+
+
 def fmt_ms(ms):
     return f'{ms:,.0f}' if ms >= 100 else f'{ms:.1f}' if ms >= 10 else f'{ms:.3g}'
 
@@ -320,20 +372,28 @@ def main():
                         'ops_cuda.json for --device cuda)')
     parser.add_argument('--markdown', metavar='JSON',
                         help='only print the markdown table of an earlier results file')
+    parser.add_argument('--only', nargs='+', choices=GROUPS, metavar='GROUP',
+                        help=f'run only these groups ({", ".join(GROUPS)}); the default --out '
+                        'is then ops_<groups>.json, so that a partial run never overwrites '
+                        'the full results')
     args = parser.parse_args()
     if args.markdown:
         print(markdown_table(args.markdown))
         return
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = args.out or os.path.join(root, 'benchmarks', 'results',
-                                   'ops.json' if args.device == 'cpu' else 'ops_cuda.json')
+    groups = args.only or GROUPS
+    name = 'ops' if args.device == 'cpu' else 'ops_cuda'
+    if args.only:
+        name += '_' + '_'.join(g for g in GROUPS if g in args.only)
+    out = args.out or os.path.join(root, 'benchmarks', 'results', name + '.json')
     repeats = 3 if args.quick else 7
     nominal_bw = None
     if args.device == 'cpu':
         torch.set_num_threads(2)
         device_name = f'cpu ({torch.get_num_threads()} torch threads)'
         mmcv_ops = try_import('mmcv.ops')
-        soft_teacher = try_import('mmdet.models.detectors.soft_teacher')
+        soft_teacher = (try_import('mmdet.models.detectors.soft_teacher')
+                        if 'jitter' in groups else None)
     else:
         if not torch.cuda.is_available() or not ops.cuda_available():
             sys.exit('--device cuda needs CUDA torch and ssl_det._ext built with CUDA')
@@ -342,7 +402,8 @@ def main():
         # Where mmcv/mmdet are installed their CUDA paths are peers too; the GPU check host
         # has neither, so there the peer is the torch reference on the GPU.
         mmcv_ops = try_import('mmcv.ops')
-        soft_teacher = try_import('mmdet.models.detectors.soft_teacher')
+        soft_teacher = (try_import('mmdet.models.detectors.soft_teacher')
+                        if 'jitter' in groups else None)
     if args.device == 'cuda':
         warm_up_gpu()
     print(f'[bench] device: {device_name}; torch {torch.__version__}; median of {repeats} repeats')
@@ -351,12 +412,17 @@ def main():
               'IoU output bytes written / time / nominal')
     print(f'{"op":<34} {"size":<26} {"ours_ms":>10} {"peer":<34} {"peer_ms":>11} {"speedup":>9}')
     run = Runner(args.device, repeats, device_name)
-    bench_iou2d(run, mmcv_ops, [(1000, 1000), (4000, 4000), (20000, 1000)], nominal_bw)
+    if 'iou2d' in groups:
+        bench_iou2d(run, mmcv_ops, [(1000, 1000), (4000, 4000), (20000, 1000)], nominal_bw)
     subset = 100 if args.quick else 200
     if args.device == 'cuda':
         subset = 500 if args.quick else 1000
-    bench_rotated(run, mmcv_ops, [1000, 5000], subset)
-    bench_jitter(run, soft_teacher, [(4, 20, 80), (8, 500, 80)])
+    if 'rotated' in groups:
+        bench_rotated(run, mmcv_ops, [1000, 5000], subset)
+    if 'jitter' in groups:
+        bench_jitter(run, soft_teacher, [(4, 20, 80), (8, 500, 80)])
+    if 'roi_align' in groups:
+        bench_roi_align(run, mmcv_ops)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:
         json.dump(run.rows, f, indent=1)

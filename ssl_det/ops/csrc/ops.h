@@ -32,6 +32,19 @@ at::Tensor box_jitter_cpu(const at::Tensor& boxes, const at::Tensor& noise, doub
 at::Tensor jitter_uncertainty_cpu(const at::Tensor& refined, const at::Tensor& labels,
                                   int64_t times);
 
+// roi_align (average pooling, mmcv's maths): input (N, C, H, W), rois (K, 5) = (batch index,
+// x1, y1, x2, y2) in input's dtype; returns (K, C, pooled_h, pooled_w). impl: 0 picks the
+// layout by the amount of work, 1 forces the planar (NCHW) kernel, 2 the channels-last one.
+// CPU only: ssl_det.ops.roi_align sends CUDA tensors to mmcv.
+at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois,
+                                 int64_t pooled_h, int64_t pooled_w, double spatial_scale,
+                                 int64_t sampling_ratio, bool aligned, int64_t impl);
+// Gradient w.r.t. the input, (batch, channels, height, width), from grad_output (K, C, PH, PW).
+at::Tensor roi_align_backward_cpu(const at::Tensor& grad_output, const at::Tensor& rois,
+                                  int64_t batch, int64_t channels, int64_t height,
+                                  int64_t width, double spatial_scale, int64_t sampling_ratio,
+                                  bool aligned, int64_t impl);
+
 #ifdef WITH_CUDA
 at::Tensor bbox_overlaps_cuda(const at::Tensor& a, const at::Tensor& b, int64_t mode,
                               bool aligned, double eps);

@@ -71,6 +71,28 @@ at::Tensor jitter_uncertainty(const at::Tensor& refined, const at::Tensor& label
   return jitter_uncertainty_cpu(refined, labels, times);
 }
 
+// RoIAlign has no CUDA kernel here: ssl_det.ops.roi_align hands CUDA tensors to mmcv.
+at::Tensor roi_align_forward(const at::Tensor& input, const at::Tensor& rois, int64_t pooled_h,
+                             int64_t pooled_w, double spatial_scale, int64_t sampling_ratio,
+                             bool aligned, int64_t impl) {
+  TORCH_CHECK(!input.is_cuda() && !rois.is_cuda(),
+              "ssl_det._ext.roi_align_forward has a CPU kernel only; use ssl_det.ops.roi_align, "
+              "which sends CUDA tensors to mmcv.ops.roi_align");
+  return roi_align_forward_cpu(input, rois, pooled_h, pooled_w, spatial_scale, sampling_ratio,
+                               aligned, impl);
+}
+
+at::Tensor roi_align_backward(const at::Tensor& grad_output, const at::Tensor& rois,
+                              int64_t batch, int64_t channels, int64_t height, int64_t width,
+                              double spatial_scale, int64_t sampling_ratio, bool aligned,
+                              int64_t impl) {
+  TORCH_CHECK(!grad_output.is_cuda() && !rois.is_cuda(),
+              "ssl_det._ext.roi_align_backward has a CPU kernel only; use "
+              "ssl_det.ops.roi_align, which sends CUDA tensors to mmcv.ops.roi_align");
+  return roi_align_backward_cpu(grad_output, rois, batch, channels, height, width,
+                                spatial_scale, sampling_ratio, aligned, impl);
+}
+
 bool with_cuda() {
 #ifdef WITH_CUDA
   return true;
@@ -91,5 +113,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("box_jitter", &ssl_det::box_jitter, "Soft Teacher box jitter with given noise");
   m.def("jitter_uncertainty", &ssl_det::jitter_uncertainty,
         "mean normalised std of refined jittered boxes");
+  m.def("roi_align_forward", &ssl_det::roi_align_forward,
+        "RoIAlign (avg) forward on the CPU, mmcv's maths", py::arg("input"), py::arg("rois"),
+        py::arg("pooled_h"), py::arg("pooled_w"), py::arg("spatial_scale"),
+        py::arg("sampling_ratio"), py::arg("aligned"), py::arg("impl") = 0);
+  m.def("roi_align_backward", &ssl_det::roi_align_backward,
+        "RoIAlign (avg) gradient w.r.t. the input on the CPU", py::arg("grad_output"),
+        py::arg("rois"), py::arg("batch"), py::arg("channels"), py::arg("height"),
+        py::arg("width"), py::arg("spatial_scale"), py::arg("sampling_ratio"),
+        py::arg("aligned"), py::arg("impl") = 0);
   m.def("with_cuda", &ssl_det::with_cuda, "whether the CUDA kernels were compiled in");
 }
