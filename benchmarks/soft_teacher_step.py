@@ -8,11 +8,14 @@ iteration costs: the loss (teacher pseudo labels, box jittering, background scor
 student losses), backward, an SGD step and the EMA update of the teacher (mmdet's
 ``MeanTeacherHook.momentum_update`` against ssl_det's fused one).
 
-A teacher trained from scratch would take this script hours; a randomly initialised one
-scores every detection alike. So the thresholds are calibrated once on the first batch, from
-the teacher's own scores and uncertainties, to give realistic counts (by default about 8
-candidates, 4 classification / RPN pseudo boxes per image, half of the candidates training
-regression) and both implementations use the same thresholds.
+A teacher trained from scratch would take this script hours, and a randomly initialised one
+scores every detection alike (about 1 / (classes + 1)), so that no threshold separates a few
+confident boxes from the rest. So the random classifier's weights are scaled up
+(``--sharpen``), which spreads the scores, and the thresholds are calibrated once on the
+first batch from the teacher's own scores and uncertainties to give realistic counts (by
+default about 8 candidates and 4 classification / RPN pseudo boxes per image, half of the
+candidates training regression). Both implementations start from these weights and use
+these thresholds; the counts are printed and saved.
 
 Each implementation runs in its own process (so that peak memory is its own) and the step
 times are medians over ``--steps`` steps after ``--warmup``. Writes
@@ -37,7 +40,9 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-IMPLS = ('mmdet', 'ours')
+# ours_mmcv_roialign: ssl_det's SoftTeacher keeping mmcv's RoIAlign (fast_roi_align=False),
+# to tell the saving of the algorithm from that of the RoIAlign kernel
+IMPLS = ('mmdet', 'ours', 'ours_mmcv_roialign')
 NUM_CLASSES = 5
 
 
@@ -45,7 +50,12 @@ def detector_config():
     """mmdet's Faster R-CNN R50-FPN with a ResNet-18 backbone, no pretrained weights."""
     from mmengine.config import Config
     det = Config.fromfile(_mmdet_config('_base_/models/faster-rcnn_r50_fpn.py')).model
-    det.backbone.update(depth=18, init_cfg=None, norm_eval=False, frozen_stages=-1)
+    # mmdet's backbone settings (BN in eval mode, first stage frozen), as a pretrained backbone
+    # is trained. It also keeps the comparison exact: mmdet's SoftTeacher, unlike its
+    # SemiBaseDetector, never puts the teacher back in eval mode, so with training-mode BN
+    # its teacher would predict from batch statistics and the two would see different
+    # pseudo labels.
+    det.backbone.update(depth=18, init_cfg=None)
     det.neck.in_channels = [64, 128, 256, 512]
     det.roi_head.bbox_head.num_classes = NUM_CLASSES
     det.rpn_head.anchor_generator.scales = [4]  # 10-40 px objects in 128-px images
@@ -85,7 +95,8 @@ def build_model(impl, thresholds):
         pseudo_label=dict(type='FixedThreshold', score_thr=thresholds['cls']),
         initial_score_thr=thresholds['initial'], rpn_pseudo_thr=thresholds['rpn'],
         reg_pseudo_thr=thresholds['reg'], jitter_times=10, jitter_scale=0.06,
-        unsup_weight=4.0, min_pseudo_size=1e-2, log_per_class=False))
+        unsup_weight=4.0, min_pseudo_size=1e-2, log_per_class=False,
+        fast_roi_align=impl != 'ours_mmcv_roialign'))
 
 
 def make_batches(data_root, count):
@@ -104,9 +115,13 @@ def make_batches(data_root, count):
         dataset.data_root = data_root.rstrip('/') + '/'
     loader.update(num_workers=0, persistent_workers=False, batch_size=8)
     loader.sampler.update(batch_size=8, source_ratio=[1, 1], seed=0)
-    batches, it = [], iter(Runner.build_dataloader(loader, seed=0))
-    for _ in range(count):
-        batches.append(next(it))
+    dataloader = Runner.build_dataloader(loader, seed=0)
+    batches, it = [], iter(dataloader)
+    while len(batches) < count:
+        try:
+            batches.append(next(it))
+        except StopIteration:  # an epoch is one pass over the labeled images
+            it = iter(dataloader)
     return batches
 
 
@@ -117,6 +132,8 @@ def calibrate(batch, args):
     model = build_model('ours', dict(initial=0.0, rpn=1.0, cls=1.0, reg=0.0)).to(args.device)
     torch.manual_seed(0)
     model.student.init_weights()
+    with torch.no_grad():
+        model.student.roi_head.bbox_head.fc_cls.weight.mul_(args.sharpen)
     model.teacher.load_state_dict(model.student.state_dict())
     data = model.data_preprocessor(copy.deepcopy(batch), True)
     inputs, samples = data['inputs']['unsup_teacher'], data['data_samples']['unsup_teacher']
@@ -136,8 +153,13 @@ def calibrate(batch, args):
                                   [d.bboxes[k] for d, k in zip(dets, keep)],
                                   [d.labels[k] for d, k in zip(dets, keep)],
                                   [s.metainfo for s in samples], 10, 0.06)
-    reg = float(torch.cat(uncs).median()) if sum(len(u) for u in uncs) else 0.02
-    return dict(initial=initial, cls=confident, rpn=confident, reg=reg), \
+    uncs = torch.cat(uncs)
+    reg = float(uncs.median()) if len(uncs) else 0.02
+    all_scores = torch.cat([d.scores for d in dets])
+    counts = dict(candidates=float((all_scores >= initial).sum()) / images,
+                  confident=float((all_scores >= confident).sum()) / images,
+                  regression=float((uncs < reg).sum()) / images)
+    return dict(initial=initial, cls=confident, rpn=confident, reg=reg), counts, \
         model.student.state_dict()
 
 
@@ -220,6 +242,8 @@ def main(argv=None):
                         help='classification / RPN pseudo boxes per image')
     parser.add_argument('--profile', action='store_true',
                         help='print the last step of each implementation by operator')
+    parser.add_argument('--sharpen', type=float, default=30.0,
+                        help="scale of the random classifier's weights (spreads the scores)")
     parser.add_argument('--impls', nargs='+', default=list(IMPLS), choices=IMPLS)
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks/results/soft_teacher_step.json'))
     parser.add_argument('--child', choices=IMPLS, help=argparse.SUPPRESS)
@@ -236,13 +260,14 @@ def main(argv=None):
     init_default_scope('ssl_det')
     with tempfile.TemporaryDirectory() as tmp:
         batches = make_batches(osp.join(tmp, 'data'), args.warmup + args.steps)
-        thresholds, weights = calibrate(batches[0], args)
+        thresholds, counts, weights = calibrate(batches[0], args)
         torch.save(batches, osp.join(tmp, 'batches.pth'))
         torch.save(weights, osp.join(tmp, 'weights.pth'))
         with open(osp.join(tmp, 'setup.json'), 'w') as f:
             json.dump(dict(thresholds=thresholds, batches=osp.join(tmp, 'batches.pth'),
                            weights=osp.join(tmp, 'weights.pth')), f)
         print('thresholds:', {k: round(v, 4) for k, v in thresholds.items()})
+        print('per image on the calibration batch:', counts)
         results = {}
         for impl in args.impls:
             out = osp.join(tmp, f'{impl}.json')
@@ -271,7 +296,8 @@ def main(argv=None):
     summary = dict(ours_s=ours_s, mmdet_s=mmdet_s,
                    ratio=ours_s / mmdet_s if ours_s and mmdet_s else None, device=device,
                    steps=args.steps, warmup=args.warmup, threads=args.threads,
-                   thresholds=thresholds, torch=torch.__version__, details=results)
+                   thresholds=thresholds, pseudo_boxes_per_image=counts,
+                   sharpen=args.sharpen, torch=torch.__version__, details=results)
     if summary['ratio'] is not None:
         print(f'\nratio ours / mmdet = {summary["ratio"]:.2f}')
     os.makedirs(osp.dirname(args.out), exist_ok=True)
