@@ -25,6 +25,8 @@ from ssl_det.registry import MODELS
 
 CFG = osp.join(ROOT, 'configs/demo/soft-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py')
 MASK_CFG = osp.join(ROOT, 'configs/demo/soft-teacher_mask-rcnn_r18_fpn_demo_semi-10pct.py')
+CASCADE_CFG = osp.join(ROOT,
+                       'configs/demo/soft-teacher_cascade-rcnn_r18_fpn_demo_semi-10pct.py')
 SIZE = 64
 FLIP = np.array([[-1, 0, SIZE], [0, 1, 0], [0, 0, 1]], np.float32)
 EYE = np.eye(3, dtype=np.float32)
@@ -198,9 +200,9 @@ def test_boxes_over_reg_threshold_get_no_regression_loss(monkeypatch):
     regression_gts = []
     real = soft_teacher_module.positive_regression_loss
 
-    def recording(roi_head, feats, sampling_results, cfg):
+    def recording(roi_head, feats, sampling_results, cfg, stage=None):
         regression_gts.append([r.pos_gt_bboxes for r in sampling_results])
-        return real(roi_head, feats, sampling_results, cfg)
+        return real(roi_head, feats, sampling_results, cfg, stage)
 
     monkeypatch.setattr(soft_teacher_module, 'positive_regression_loss', recording)
     inputs = torch.randn(1, 3, SIZE, SIZE)
@@ -392,3 +394,22 @@ def test_regression_loss_and_gradients_equal_mmdet(pair):
             continue
         torch.testing.assert_close(ours_grads[name].grad, param.grad, rtol=1e-4, atol=1e-7,
                                    msg=name)
+
+
+def test_cascade_last_stage_positive_only_regression_equals_full_pass():
+    model = build(CASCADE_CFG)
+    roi_head = model.student.roi_head
+    samples, proposals = student_batch(40)
+    feats = feats_of(model.student)
+    props = [InstanceData(bboxes=p.bboxes) for p in proposals]
+    torch.manual_seed(3)
+    sampling = sample_proposals(roi_head, feats, props, [s.gt_instances for s in samples],
+                                None, stage=2)
+    ours = positive_regression_loss(roi_head, feats, sampling, roi_head.train_cfg[2], stage=2)
+    rois = bbox2roi([r.priors for r in sampling])
+    head = roi_head.bbox_head[2]
+    targets = head.get_targets(sampling, roi_head.train_cfg[2], concat=True)
+    full = head.loss(None, roi_head._bbox_forward(2, feats, rois)['bbox_pred'], rois,
+                     *targets)['loss_bbox']
+    assert ours > 0
+    torch.testing.assert_close(ours, full, rtol=1e-5, atol=1e-7)

@@ -12,6 +12,12 @@ from tools import train as train_tool
 CONFIGS = {
     'faster': 'configs/demo/soft-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py',
     'mask': 'configs/demo/soft-teacher_mask-rcnn_r18_fpn_demo_semi-10pct.py',
+    'cascade': 'configs/demo/soft-teacher_cascade-rcnn_r18_fpn_demo_semi-10pct.py',
+}
+HEAD_LOSSES = {
+    'faster': ['loss_cls', 'loss_bbox'],
+    'mask': ['loss_cls', 'loss_bbox', 'loss_mask'],
+    'cascade': [f's{i}.{k}' for i in range(3) for k in ('loss_cls', 'loss_bbox')],
 }
 
 
@@ -46,9 +52,9 @@ def test_soft_teacher_trains(tiny_demo, tmp_path, name):
     runner.train()
 
     logs = runner.message_hub.log_scalars
-    unsup = [k for k in logs if k.startswith('train/unsup_loss')]
-    expected = {'rpn_cls', 'rpn_bbox', 'cls', 'bbox'} | ({'mask'} if name == 'mask' else set())
-    assert {k[len('train/unsup_loss_'):] for k in unsup} >= expected
+    unsup = [k for k in logs if k.startswith('train/unsup_') and 'loss' in k]
+    expected = {'loss_rpn_cls', 'loss_rpn_bbox', *HEAD_LOSSES[name]}
+    assert {k[len('train/unsup_'):] for k in unsup} == expected
     for key in unsup + ['train/loss']:
         assert math.isfinite(logs[key].current()), key
     for kind in ('confident', 'rpn', 'reg'):

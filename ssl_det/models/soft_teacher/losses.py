@@ -14,25 +14,38 @@ from typing import List, Optional, Sequence
 import torch
 from mmdet.models.losses import accuracy
 from mmdet.models.task_modules.samplers import SamplingResult
-from mmdet.structures.bbox import get_box_tensor
+from mmdet.structures.bbox import bbox2roi, get_box_tensor
 from mmengine.structures import InstanceData
 from torch import Tensor
 
 
+def stage_parts(roi_head, stage: Optional[int]):
+    """``(bbox_assigner, bbox_sampler, bbox_head, forward(feats, rois))`` of a standard RoI
+    head (``stage=None``) or of one stage of a cascade."""
+    if stage is None:
+        return (roi_head.bbox_assigner, roi_head.bbox_sampler, roi_head.bbox_head,
+                roi_head._bbox_forward)
+    return (roi_head.bbox_assigner[stage], roi_head.bbox_sampler[stage],
+            roi_head.bbox_head[stage],
+            lambda feats, rois: roi_head._bbox_forward(stage, feats, rois))
+
+
 def sample_proposals(roi_head, feats: Sequence[Tensor], proposals: List[InstanceData],
                      gt_instances: List[InstanceData],
-                     ignored_instances: Optional[List[Optional[InstanceData]]] = None
-                     ) -> List[SamplingResult]:
+                     ignored_instances: Optional[List[Optional[InstanceData]]] = None,
+                     stage: Optional[int] = None) -> List[SamplingResult]:
     """Assign the student's proposals to pseudo boxes and sample them, per image, exactly as
-    ``StandardRoIHead.loss`` does (same assigner, sampler and random draws)."""
+    ``StandardRoIHead.loss`` (or stage ``stage`` of ``CascadeRoIHead.loss``) does: same
+    assigner, sampler and random draws."""
+    assigner, sampler = stage_parts(roi_head, stage)[:2]
     if ignored_instances is None:
         ignored_instances = [None] * len(proposals)
     results = []
     for i, (props, gts, ignored) in enumerate(zip(proposals, gt_instances, ignored_instances)):
         priors = InstanceData(priors=props.bboxes)
-        assign = roi_head.bbox_assigner.assign(priors, gts, ignored)
-        results.append(roi_head.bbox_sampler.sample(
-            assign, priors, gts, feats=[level[i][None] for level in feats]))
+        assign = assigner.assign(priors, gts, ignored)
+        results.append(sampler.sample(assign, priors, gts,
+                                      feats=[level[i][None] for level in feats]))
     return results
 
 
@@ -64,16 +77,16 @@ def soft_classification_loss(bbox_head, cls_score: Tensor, labels: Tensor,
 
 
 def positive_regression_loss(roi_head, feats: Sequence[Tensor],
-                             sampling_results: List[SamplingResult], rcnn_train_cfg) -> Tensor:
-    """``loss_bbox`` of ``StandardRoIHead.loss`` for these samples, computed on the positive
-    samples alone.
+                             sampling_results: List[SamplingResult], rcnn_train_cfg,
+                             stage: Optional[int] = None) -> Tensor:
+    """``loss_bbox`` of ``StandardRoIHead.loss`` (or of stage ``stage`` of a cascade) for
+    these samples, computed on the positive samples alone.
 
     ``BBoxHead.loss`` averages the positives' regression loss over all samples
     (``avg_factor = number of samples``); negatives add nothing else. So only the positive
     RoIs go through RoIAlign and the box head.
     """
-    from mmdet.structures.bbox import bbox2roi
-    bbox_head = roi_head.bbox_head
+    bbox_head, forward = stage_parts(roi_head, stage)[2:]
     labels, _, targets, weights = bbox_head.get_targets(sampling_results, rcnn_train_cfg,
                                                         concat=True)
     num_samples = targets.size(0)
@@ -87,7 +100,7 @@ def positive_regression_loss(roi_head, feats: Sequence[Tensor],
         raise RuntimeError(f'{pos_rois.shape[0]} positive RoIs but {num_pos} positive labels')
     # get_targets puts each image's positives first, so the positives' rows, in order,
     # line up with pos_rois
-    bbox_pred = roi_head._bbox_forward(feats, pos_rois)['bbox_pred']
+    bbox_pred = forward(feats, pos_rois)['bbox_pred']
     pos_labels, pos_targets, pos_weights = labels[positive], targets[positive], weights[positive]
     if bbox_head.reg_decoded_bbox:
         bbox_pred = get_box_tensor(bbox_head.bbox_coder.decode(pos_rois[:, 1:], bbox_pred))

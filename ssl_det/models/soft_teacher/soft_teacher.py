@@ -2,7 +2,7 @@
 from typing import List, Optional, Tuple
 
 import torch
-from mmdet.models.roi_heads import StandardRoIHead
+from mmdet.models.roi_heads import CascadeRoIHead, StandardRoIHead
 from mmdet.models.utils import rename_loss_dict, reweight_loss_dict
 from mmdet.structures import DetDataSample, SampleList
 from mmdet.structures.bbox import bbox2roi
@@ -14,15 +14,16 @@ from ssl_det.models.utils.pseudo_instances import masks_to_bitmap, project_insta
 from ssl_det.registry import MODELS
 from .background import (soft_background_weights, student_to_teacher_boxes,
                          teacher_background_scores)
-from .losses import positive_regression_loss, sample_proposals, soft_classification_loss
+from .losses import (positive_regression_loss, sample_proposals, soft_classification_loss,
+                     stage_parts)
 from .selection import select_pseudo_labels
 from .uncertainty import jitter_box_uncertainty
 
 
 @MODELS.register_module()
 class SoftTeacher(TeacherStudent):
-    """Soft Teacher for two-stage detectors with a standard RoI head (Faster R-CNN, Mask
-    R-CNN), trained as in the paper, with ssl_det's pseudo-label policies.
+    """Soft Teacher for two-stage detectors with a standard or cascade RoI head (Faster,
+    Mask and Cascade R-CNN), trained as in the paper, with ssl_det's pseudo-label policies.
 
     On unlabeled images the teacher predicts on the weak view; detections scoring at least
     ``initial_score_thr`` are kept and sorted (see :mod:`.selection`): the RPN learns from
@@ -36,11 +37,15 @@ class SoftTeacher(TeacherStudent):
 
     The maths is mmdet's ``SoftTeacher``; the work is less (:mod:`.losses`): the regression
     pass sends only its positive samples through the RoI head, the teacher scores only the
-    background samples, and the jitter refinement is one batched RoI pass.
+    background samples, and the jitter refinement is one batched RoI pass. A cascade (which
+    mmdet's ``SoftTeacher`` does not support) applies both losses at every stage: the
+    classification chain and the regression chain each refine their own samples for the
+    next stage, as ``CascadeRoIHead.loss`` does, so regression before the last stage needs
+    every sample's prediction and only the last stage is positive-only.
 
     Args:
         detector (dict): an mmdet two-stage detector whose ``roi_head`` is a
-            ``StandardRoIHead`` (or a subclass).
+            ``StandardRoIHead`` or a ``CascadeRoIHead`` (or a subclass).
         pseudo_label (dict): policy for the classification pseudo boxes. Default:
             ``FixedThreshold(score_thr=0.9)`` (mmdet's ``cls_pseudo_thr``).
         initial_score_thr (float): teacher detections below it are dropped. Default: 0.5.
@@ -72,11 +77,12 @@ class SoftTeacher(TeacherStudent):
             unsup_weight=unsup_weight,
             **kwargs)
         roi_head = getattr(self.student, 'roi_head', None)
-        if not isinstance(roi_head, StandardRoIHead) or not roi_head.with_bbox:
+        if not isinstance(roi_head, (StandardRoIHead, CascadeRoIHead)) or \
+                not roi_head.with_bbox:
             raise TypeError(
-                'SoftTeacher needs a two-stage detector with a StandardRoIHead (Faster R-CNN, '
-                f'Mask R-CNN); got roi_head {type(roi_head).__name__}. For other detectors '
-                'use TeacherStudent.')
+                'SoftTeacher needs a two-stage detector with a StandardRoIHead or a '
+                'CascadeRoIHead (Faster / Mask / Cascade R-CNN); got roi_head '
+                f'{type(roi_head).__name__}. For other detectors use TeacherStudent.')
         if jitter_times < 2:
             raise ValueError(f'jitter_times must be >= 2 (an unbiased std), got {jitter_times}')
         self.initial_score_thr = float(initial_score_thr)
@@ -202,34 +208,63 @@ class SoftTeacher(TeacherStudent):
                  teacher_feats: Tuple[Tensor],
                  weak_samples: SampleList) -> Tuple[dict, Optional[float]]:
         """Soft-background classification (and mask) loss on the classification pseudo
-        boxes, and box regression on the low-uncertainty ones."""
+        boxes, and box regression on the low-uncertainty ones; for a cascade, at every
+        stage (``s{i}.`` keys, weighted by ``stage_loss_weights``), each chain of proposals
+        refined by its own stage outputs as ``CascadeRoIHead.loss`` does."""
         roi_head = self.student.roi_head
-        bbox_head = roi_head.bbox_head
-        train_cfg = self.student.train_cfg.rcnn
+        cascade = isinstance(roi_head, CascadeRoIHead)
+        stages = list(range(roi_head.num_stages)) if cascade else [None]
+        train_cfgs = roi_head.train_cfg if cascade else [self.student.train_cfg.rcnn]
+        metas = [s.metainfo for s in strong_samples]
         cls_gts = [s.gt_instances for s in strong_samples]
-        proposals = [InstanceData(bboxes=p.bboxes) for p in proposals]
+        ignored = [s.ignored_instances for s in strong_samples]
+        cls_props = reg_props = [InstanceData(bboxes=p.bboxes) for p in proposals]
+        losses, bg_sum, bg_count = {}, 0.0, 0
+        for stage, train_cfg in zip(stages, train_cfgs):
+            prefix = '' if stage is None else f's{stage}.'
+            weight = 1.0 if stage is None else roi_head.stage_loss_weights[stage]
+            bbox_head, forward = stage_parts(roi_head, stage)[2:]
+            last = stage is None or stage == len(stages) - 1
 
-        sampling = sample_proposals(roi_head, feats, proposals, cls_gts,
-                                    [s.ignored_instances for s in strong_samples])
-        rois = bbox2roi([res.priors for res in sampling])
-        bbox_results = roi_head._bbox_forward(feats, rois)
-        labels, label_weights, _, _ = bbox_head.get_targets(sampling, train_cfg, concat=True)
-        mean_bg = None
-        if self.soft_background:
-            boxes = [student_to_teacher_boxes(res.neg_priors, strong.homography_matrix,
-                                              weak.homography_matrix, weak.img_shape)
-                     for res, strong, weak in zip(sampling, strong_samples, weak_samples)]
-            bg = teacher_background_scores(self.teacher.roi_head, teacher_feats, boxes,
-                                           [s.metainfo for s in weak_samples])
-            label_weights = soft_background_weights(labels, label_weights, bg,
-                                                    bbox_head.num_classes)
-            mean_bg = float(bg.mean()) if bg.numel() else 0.0
-        losses = soft_classification_loss(bbox_head, bbox_results['cls_score'], labels,
-                                          label_weights)
-        if roi_head.with_mask:
-            losses.update(roi_head.mask_loss(feats, sampling, bbox_results['bbox_feats'],
-                                             cls_gts)['loss_mask'])
+            sampling = sample_proposals(roi_head, feats, cls_props, cls_gts, ignored, stage)
+            rois = bbox2roi([res.priors for res in sampling])
+            results = forward(feats, rois)
+            targets = bbox_head.get_targets(sampling, train_cfg, concat=True)
+            labels, label_weights = targets[:2]
+            if self.soft_background:
+                boxes = [student_to_teacher_boxes(res.neg_priors, strong.homography_matrix,
+                                                  weak.homography_matrix, weak.img_shape)
+                         for res, strong, weak in zip(sampling, strong_samples, weak_samples)]
+                bg = teacher_background_scores(self.teacher.roi_head, teacher_feats, boxes,
+                                               [s.metainfo for s in weak_samples])
+                label_weights = soft_background_weights(labels, label_weights, bg,
+                                                        bbox_head.num_classes)
+                bg_sum, bg_count = bg_sum + float(bg.sum()), bg_count + bg.numel()
+            stage_losses = soft_classification_loss(bbox_head, results['cls_score'], labels,
+                                                    label_weights)
+            if roi_head.with_mask:
+                mask = (roi_head.mask_loss(stage, feats, sampling, cls_gts) if cascade else
+                        roi_head.mask_loss(feats, sampling, results['bbox_feats'], cls_gts))
+                stage_losses.update(mask['loss_mask'])
 
-        reg_sampling = sample_proposals(roi_head, feats, proposals, reg_gts)
-        losses['loss_bbox'] = positive_regression_loss(roi_head, feats, reg_sampling, train_cfg)
+            reg_sampling = sample_proposals(roi_head, feats, reg_props, reg_gts, None, stage)
+            if last:
+                stage_losses['loss_bbox'] = positive_regression_loss(
+                    roi_head, feats, reg_sampling, train_cfg, stage)
+            else:
+                # the next stage's proposals need every sample's box prediction: full pass
+                reg_rois = bbox2roi([res.priors for res in reg_sampling])
+                reg_results = forward(feats, reg_rois)
+                reg_targets = bbox_head.get_targets(reg_sampling, train_cfg, concat=True)
+                stage_losses['loss_bbox'] = bbox_head.loss(
+                    None, reg_results['bbox_pred'], reg_rois, *reg_targets)['loss_bbox']
+                with torch.no_grad():
+                    cls_props = bbox_head.refine_bboxes(
+                        sampling, dict(rois=rois, bbox_targets=targets, **results), metas)
+                    reg_props = bbox_head.refine_bboxes(
+                        reg_sampling, dict(rois=reg_rois, bbox_targets=reg_targets,
+                                           **reg_results), metas)
+            for key, value in stage_losses.items():
+                losses[prefix + key] = value * weight if 'loss' in key else value
+        mean_bg = bg_sum / bg_count if self.soft_background and bg_count else None
         return losses, mean_bg
