@@ -413,3 +413,21 @@ def test_cascade_last_stage_positive_only_regression_equals_full_pass():
                      *targets)['loss_bbox']
     assert ours > 0
     torch.testing.assert_close(ours, full, rtol=1e-5, atol=1e-7)
+
+
+def test_dual_threshold_band_is_ignored_not_background(monkeypatch):
+    model = build(pseudo_label=dict(type='DualThreshold', high=0.9, low=0.6),
+                  initial_score_thr=0.5, rpn_pseudo_thr=0.9)
+    det = InstanceData(bboxes=torch.tensor([[6., 6., 26., 30.], [34., 30., 60., 58.],
+                                            [10., 40., 20., 50.]]),
+                       scores=torch.tensor([0.95, 0.7, 0.55]), labels=torch.tensor([1, 2, 0]))
+    fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01, 0.01, 0.01])])
+    strong = sample(FLIP)
+    _, pseudo, stats = model.teacher_pseudo_labels(torch.randn(1, 3, SIZE, SIZE), [sample()],
+                                                   [strong])
+    torch.testing.assert_close(strong.gt_instances.bboxes, torch.tensor([[38., 6., 58., 30.]]))
+    torch.testing.assert_close(strong.ignored_instances.bboxes,
+                               torch.tensor([[4., 30., 30., 58.]]))
+    # the 0.55 box is neither: below the band, but it still trains regression
+    assert pseudo[0].reg.tolist() == [True, True, True]
+    assert stats['pseudo/num_ignored'] == 1 and stats['pseudo/num_rpn'] == 1
