@@ -1,6 +1,7 @@
 """The end-to-end demo: synthetic data → 10% labeled split → training → COCO bbox mAP.
 
     python tools/demo.py [--work-dir work_dirs/demo] [--iters N]
+        [--methods mean_teacher soft_teacher]
 
 The data live in data/demo (the demo configs' data_root); each run is a tools/train.py
 subprocess with its own work dir (logs, checkpoints, pseudo-label pictures in vis_data/).
@@ -14,12 +15,16 @@ from ssl_det.utils import experiment  # noqa: E402
 
 DATA_ROOT = osp.join(experiment.ROOT, 'data', 'demo')
 # (name, config, what it shows)
-RUNS = [
-    ('supervised', 'configs/demo/faster-rcnn_r18_fpn_demo_sup-10pct.py',
-     '10% labeled only'),
-    ('mean teacher', 'configs/demo/mean-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py',
-     '10% labeled + 90% unlabeled'),
-]
+SUPERVISED = ('supervised', 'configs/demo/faster-rcnn_r18_fpn_demo_sup-10pct.py',
+              '10% labeled only')
+SEMI = {
+    'mean_teacher': ('mean teacher',
+                     'configs/demo/mean-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py',
+                     '10% labeled + 90% unlabeled'),
+    'soft_teacher': ('soft teacher',
+                     'configs/demo/soft-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py',
+                     '10% labeled + 90% unlabeled'),
+}
 
 
 def ensure_data(data_root: str = DATA_ROOT) -> None:
@@ -40,10 +45,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--iters', type=int, help="override every run's iterations")
+    parser.add_argument('--methods', nargs='+', choices=sorted(SEMI), default=['mean_teacher'],
+                        help='semi-supervised runs after the supervised one')
     args = parser.parse_args(argv)
     ensure_data()
     rows = []
-    for name, config, what in RUNS:
+    for name, config, what in [SUPERVISED] + [SEMI[m] for m in args.methods]:
         work_dir = osp.join(args.work_dir, osp.splitext(osp.basename(config))[0])
         opts = experiment.iteration_options(args.iters) if args.iters else None
         metrics, seconds = experiment.train(config, work_dir, opts)
