@@ -242,6 +242,9 @@ def main(argv=None):
                         help='classification / RPN pseudo boxes per image')
     parser.add_argument('--profile', action='store_true',
                         help='print the last step of each implementation by operator')
+    parser.add_argument('--thresholds', choices=['calibrated', 'mmdet'], default='calibrated',
+                        help="'mmdet': mmdet's COCO thresholds (0.5/0.9/0.9/0.02), with which "
+                             'the random teacher gives no pseudo boxes at all')
     parser.add_argument('--sharpen', type=float, default=30.0,
                         help="scale of the random classifier's weights (spreads the scores)")
     parser.add_argument('--impls', nargs='+', default=list(IMPLS), choices=IMPLS)
@@ -261,13 +264,16 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         batches = make_batches(osp.join(tmp, 'data'), args.warmup + args.steps)
         thresholds, counts, weights = calibrate(batches[0], args)
+        if args.thresholds == 'mmdet':  # the COCO config's; a random teacher passes none
+            thresholds = dict(initial=0.5, cls=0.9, rpn=0.9, reg=0.02)
         torch.save(batches, osp.join(tmp, 'batches.pth'))
         torch.save(weights, osp.join(tmp, 'weights.pth'))
         with open(osp.join(tmp, 'setup.json'), 'w') as f:
             json.dump(dict(thresholds=thresholds, batches=osp.join(tmp, 'batches.pth'),
                            weights=osp.join(tmp, 'weights.pth')), f)
         print('thresholds:', {k: round(v, 4) for k, v in thresholds.items()})
-        print('per image on the calibration batch:', counts)
+        if args.thresholds == 'calibrated':
+            print('per image on the calibration batch:', counts)
         results = {}
         for impl in args.impls:
             out = osp.join(tmp, f'{impl}.json')
@@ -296,7 +302,8 @@ def main(argv=None):
     summary = dict(ours_s=ours_s, mmdet_s=mmdet_s,
                    ratio=ours_s / mmdet_s if ours_s and mmdet_s else None, device=device,
                    steps=args.steps, warmup=args.warmup, threads=args.threads,
-                   thresholds=thresholds, pseudo_boxes_per_image=counts,
+                   thresholds=thresholds, threshold_mode=args.thresholds,
+                   pseudo_boxes_per_image=counts if args.thresholds == 'calibrated' else None,
                    sharpen=args.sharpen, torch=torch.__version__, details=results)
     if summary['ratio'] is not None:
         print(f'\nratio ours / mmdet = {summary["ratio"]:.2f}')
