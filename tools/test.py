@@ -16,7 +16,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import ssl_det  # noqa: E402,F401  (registers every ssl_det module)
 from ssl_det.registry import RUNNERS  # noqa: E402
-from ssl_det.utils.launch import prepare_config  # noqa: E402
+from ssl_det.utils.launch import prepare_config, use_fast_roi_align  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -62,6 +62,7 @@ def build_runner(args) -> Runner:
         vis_hook.update(draw=True, test_out_dir=args.show_dir)
     prepare_config(cfg, args.launcher, args.trust_checkpoint)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    use_fast_roi_align(runner, cfg)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--out must be a .pkl file, got {args.out}')

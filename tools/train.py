@@ -16,7 +16,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import ssl_det  # noqa: E402,F401  (registers every ssl_det module)
 from ssl_det.registry import RUNNERS  # noqa: E402
-from ssl_det.utils.launch import prepare_config  # noqa: E402
+from ssl_det.utils.launch import prepare_config, use_fast_roi_align  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -61,9 +61,9 @@ def build_runner(args) -> Runner:
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     prepare_config(cfg, args.launcher, args.trust_checkpoint)
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    use_fast_roi_align(runner, cfg)
+    return runner
 
 
 def main(argv=None):

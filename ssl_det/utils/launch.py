@@ -55,3 +55,20 @@ def prepare_config(cfg: Config, launcher: str = 'none',
     init_cpu_distributed(cfg, launcher)
     os.environ.setdefault('LOCAL_RANK', '0')
     return cfg
+
+
+def use_fast_roi_align(runner, cfg: Config) -> int:
+    """Swap the model's mmcv ``RoIAlign`` layers for ``ssl_det.ops.RoIAlign`` (bitwise the
+    same results, multi-threaded on the CPU; CUDA tensors still use mmcv's kernel) unless the
+    config says ``fast_roi_align = False``. Returns the number of layers swapped."""
+    if not cfg.get('fast_roi_align', True):
+        return 0
+    from mmengine.logging import print_log
+
+    from ssl_det.ops import replace_roi_align
+    swapped = replace_roi_align(runner.model)
+    if swapped:
+        print_log(f'fast_roi_align: {swapped} mmcv RoIAlign layer(s) replaced by '
+                  'ssl_det.ops.RoIAlign (same results; set fast_roi_align = False to keep '
+                  "mmcv's)", logger='current')
+    return swapped

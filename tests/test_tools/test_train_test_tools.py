@@ -125,3 +125,15 @@ def test_untrusted_pickle_is_refused_and_trust_is_explicit(tiny_demo, tmp_path):
         assert marker.exists()  # the user said they trust it: full unpickling ran
     finally:
         trust_checkpoints(False)
+
+
+@pytest.mark.parametrize('fast', [True, False])
+def test_train_tool_swaps_in_ssl_det_roi_align(tiny_demo, tmp_path, fast):
+    from mmcv.ops import RoIAlign as MMCVRoIAlign
+    from ssl_det.ops import RoIAlign
+    extra = [] if fast else ['fast_roi_align=False']
+    args = train_args(tiny_demo, tmp_path) + extra
+    runner = train_tool.build_runner(train_tool.parse_args(args))
+    ours = [m for m in runner.model.modules() if isinstance(m, RoIAlign)]
+    theirs = [m for m in runner.model.modules() if isinstance(m, MMCVRoIAlign)]
+    assert (len(ours) > 0, len(theirs) > 0) == ((True, False) if fast else (False, True))
