@@ -185,22 +185,22 @@ class TeacherStudent(BaseDetector):
                                  stats: dict) -> dict:
         num_pseudo = sum(len(s.gt_instances) for s in strong_samples)
         losses = self.student.loss(strong_inputs, strong_samples)
-        if self.unsup_loss_keys is not None:
-            losses = {k: v for k, v in losses.items()
-                      if 'loss' not in k or any(key in k for key in self.unsup_loss_keys)}
         # A batch without a single pseudo box would only teach "background everywhere",
         # which is how an under-confident teacher makes the student collapse.
         weight = self.unsup_weight if num_pseudo > 0 else 0.0
-        losses = rename_loss_dict('unsup_', reweight_loss_dict(losses, weight))
-        device = strong_inputs.device
-        losses.update(self._pseudo_log_vars(stats, device))
-        return losses
+        return self.finish_unsup_losses(losses, weight, stats, strong_inputs.device)
 
-    @staticmethod
-    def _pseudo_log_vars(stats: dict, device) -> Dict[str, Tensor]:
-        """Pseudo-label statistics, logged with the losses (their names hold no 'loss')."""
-        return {key.replace('pseudo/', 'pseudo_'): torch.tensor(value, device=device)
-                for key, value in stats.items()}
+    def finish_unsup_losses(self, losses: dict, weight: float, stats: dict, device) -> dict:
+        """Keep the ``unsup_loss_keys`` losses, weight them, prefix every key with
+        ``unsup_``, and add the pseudo-label statistics (names without 'loss', so logged
+        but not summed into the loss)."""
+        if self.unsup_loss_keys is not None:
+            losses = {k: v for k, v in losses.items()
+                      if 'loss' not in k or any(key in k for key in self.unsup_loss_keys)}
+        losses = rename_loss_dict('unsup_', reweight_loss_dict(losses, weight))
+        losses.update({key.replace('pseudo/', 'pseudo_'): torch.tensor(value, device=device)
+                       for key, value in stats.items()})
+        return losses
 
     # ------------------------------------------------------------------ inference
     def _active(self) -> nn.Module:

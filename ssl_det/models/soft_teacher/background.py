@@ -11,21 +11,17 @@ from typing import List, Sequence
 import torch
 from torch import Tensor
 
-from ssl_det.structures import project_boxes, weak_to_strong_homography
+from ssl_det.structures import filter_degenerate, project_boxes, weak_to_strong_homography
 from .uncertainty import refine_boxes
 
 
 def student_to_teacher_boxes(boxes: Tensor, student_homography, teacher_homography,
                              teacher_shape) -> Tensor:
     """Boxes in the student's (strong) view → the teacher's (weak) view, clipped to it."""
-    matrix = weak_to_strong_homography(
-        torch.as_tensor(student_homography, dtype=torch.float32, device=boxes.device),
-        torch.as_tensor(teacher_homography, dtype=torch.float32, device=boxes.device))
-    projected = project_boxes(boxes, matrix)
-    h, w = teacher_shape[:2]
-    projected[:, 0::2] = projected[:, 0::2].clamp(0, w)
-    projected[:, 1::2] = projected[:, 1::2].clamp(0, h)
-    return projected
+    # weak_to_strong_homography maps its first view onto its second: here student → teacher
+    matrix = weak_to_strong_homography(student_homography, teacher_homography)
+    clipped, _ = filter_degenerate(project_boxes(boxes, matrix), teacher_shape)
+    return clipped
 
 
 @torch.no_grad()

@@ -3,7 +3,6 @@ from typing import List, Optional, Tuple
 
 import torch
 from mmdet.models.roi_heads import CascadeRoIHead, StandardRoIHead
-from mmdet.models.utils import rename_loss_dict, reweight_loss_dict
 from mmdet.structures import DetDataSample, SampleList
 from mmdet.structures.bbox import bbox2roi
 from mmengine.structures import InstanceData
@@ -135,14 +134,13 @@ class SoftTeacher(TeacherStudent):
                 detections, uncertainty.split(sizes), zip(*(m.split(sizes) for m in selection)),
                 weak_samples, strong_samples):
             cls, ignored, rpn, reg = sel[:4]
-            det.reg_unc = unc
             args = (weak.homography_matrix, strong.homography_matrix, strong.img_shape,
                     self.min_pseudo_size)
             if masks_needed and 'masks' in det:
                 det.masks = masks_to_bitmap(det.masks)
             confident, dropped_c = project_instances(det[cls], *args, with_masks=masks_needed)
             rest = InstanceData(bboxes=det.bboxes, labels=det.labels, scores=det.scores,
-                                reg_unc=det.reg_unc, ignored=ignored, rpn=rpn, reg=reg)
+                                reg_unc=unc, ignored=ignored, rpn=rpn, reg=reg)
             used = ignored | rpn | reg
             projected, dropped_r = project_instances(rest[used], *args)
             num_dropped += dropped_c + dropped_r
@@ -173,13 +171,10 @@ class SoftTeacher(TeacherStudent):
         roi_losses, bg_weight = self.roi_loss(feats, proposals, strong_samples, reg_gts,
                                               teacher_feats, weak_samples)
         losses.update(roi_losses)
-        if self.unsup_loss_keys is not None:
-            losses = {k: v for k, v in losses.items()
-                      if 'loss' not in k or any(key in k for key in self.unsup_loss_keys)}
-        losses = rename_loss_dict('unsup_', reweight_loss_dict(losses, self.unsup_weight))
         if bg_weight is not None:
             stats['pseudo/mean_bg_weight'] = bg_weight
-        losses.update(self._pseudo_log_vars(stats, strong_inputs.device))
+        losses = self.finish_unsup_losses(losses, self.unsup_weight, stats,
+                                          strong_inputs.device)
         self.latest_pseudo = dict(inputs=strong_inputs.detach(), data_samples=strong_samples)
         return losses
 
@@ -216,6 +211,7 @@ class SoftTeacher(TeacherStudent):
         stages = list(range(roi_head.num_stages)) if cascade else [None]
         train_cfgs = roi_head.train_cfg if cascade else [self.student.train_cfg.rcnn]
         metas = [s.metainfo for s in strong_samples]
+        teacher_metas = [s.metainfo for s in weak_samples]
         cls_gts = [s.gt_instances for s in strong_samples]
         ignored = [s.ignored_instances for s in strong_samples]
         cls_props = reg_props = [InstanceData(bboxes=p.bboxes) for p in proposals]
@@ -236,7 +232,7 @@ class SoftTeacher(TeacherStudent):
                                                   weak.homography_matrix, weak.img_shape)
                          for res, strong, weak in zip(sampling, strong_samples, weak_samples)]
                 bg = teacher_background_scores(self.teacher.roi_head, teacher_feats, boxes,
-                                               [s.metainfo for s in weak_samples])
+                                               teacher_metas)
                 label_weights = soft_background_weights(labels, label_weights, bg,
                                                         bbox_head.num_classes)
                 bg_sum, bg_count = bg_sum + float(bg.sum()), bg_count + bg.numel()
@@ -266,5 +262,5 @@ class SoftTeacher(TeacherStudent):
                                            **reg_results), metas)
             for key, value in stage_losses.items():
                 losses[prefix + key] = value * weight if 'loss' in key else value
-        mean_bg = bg_sum / bg_count if self.soft_background and bg_count else None
+        mean_bg = bg_sum / bg_count if bg_count else None
         return losses, mean_bg
