@@ -40,7 +40,8 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-# ours_mmcv_roialign: ssl_det's SoftTeacher keeping mmcv's RoIAlign (fast_roi_align=False),
+# ours_mmcv_roialign: ssl_det's SoftTeacher keeping mmcv's RoIAlign (`ours` swaps in
+# ssl_det's, as tools/train.py does unless the config says fast_roi_align = False),
 # to tell the saving of the algorithm from that of the RoIAlign kernel
 IMPLS = ('mmdet', 'ours', 'ours_mmcv_roialign')
 NUM_CLASSES = 5
@@ -89,14 +90,17 @@ def build_model(impl, thresholds):
                 type='SoftTeacher', detector=det, data_preprocessor=preprocessor,
                 semi_train_cfg=semi_cfg(thresholds),
                 semi_test_cfg=ConfigDict(predict_on='teacher')))
+    from ssl_det.ops import replace_roi_align
     from ssl_det.registry import MODELS
-    return MODELS.build(dict(
+    model = MODELS.build(dict(
         type='SoftTeacher', detector=det, data_preprocessor=preprocessor,
         pseudo_label=dict(type='FixedThreshold', score_thr=thresholds['cls']),
         initial_score_thr=thresholds['initial'], rpn_pseudo_thr=thresholds['rpn'],
         reg_pseudo_thr=thresholds['reg'], jitter_times=10, jitter_scale=0.06,
-        unsup_weight=4.0, min_pseudo_size=1e-2, log_per_class=False,
-        fast_roi_align=impl != 'ours_mmcv_roialign'))
+        unsup_weight=4.0, min_pseudo_size=1e-2, log_per_class=False))
+    if impl == 'ours':
+        replace_roi_align(model)
+    return model
 
 
 def make_batches(data_root, count):

@@ -14,7 +14,6 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from ssl_det.models.utils.pseudo_instances import masks_to_bitmap, project_instances
-from ssl_det.ops import replace_roi_align
 from ssl_det.registry import MODELS, TASK_UTILS
 
 
@@ -45,9 +44,6 @@ class TeacherStudent(BaseDetector):
             Default: 'teacher'.
         log_per_class (bool): log per-class pseudo-label counts and thresholds to the
             message hub (``train/pseudo/...``) every iteration. Default: True.
-        fast_roi_align (bool): replace the detector's mmcv ``RoIAlign`` layers by
-            ``ssl_det.ops.RoIAlign``: the same results bit for bit, 10-25x faster on the CPU
-            (multi-threaded); CUDA tensors still run mmcv's kernel. Default: True.
         data_preprocessor (dict): usually ``MultiBranchDataPreprocessor``.
         init_cfg (dict, optional): initialisation config.
     """
@@ -61,7 +57,6 @@ class TeacherStudent(BaseDetector):
                  min_pseudo_size: float = 2.0,
                  predict_on: str = 'teacher',
                  log_per_class: bool = True,
-                 fast_roi_align: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -69,9 +64,6 @@ class TeacherStudent(BaseDetector):
         self.teacher = MODELS.build(copy.deepcopy(detector))
         self.teacher.load_state_dict(self.student.state_dict())
         self.freeze(self.teacher)
-        if fast_roi_align:
-            replace_roi_align(self.student)
-            replace_roi_align(self.teacher)
         self.pseudo_label = TASK_UTILS.build(
             pseudo_label or dict(type='DualThreshold', high=0.9, low=0.5))
         if predict_on not in ('teacher', 'student'):
