@@ -70,3 +70,33 @@ def test_soft_teacher_trains(tiny_demo, tmp_path, name):
     # pseudo-label pictures were written
     pictures = list(tmp_path.glob('**/vis_image/pseudo_labels_*.png'))
     assert pictures
+
+
+def test_mmdet_thresholds_from_scratch_never_teach_background(tiny_demo, tmp_path):
+    """mmdet's COCO thresholds on a teacher trained from scratch (no burn-in): the regime in
+    which mmdet's SoftTeacher collapses. No pseudo box passes, so every unlabeled loss is
+    zero (nothing teaches "background everywhere"), and the log says the teacher starves."""
+    options = data_overrides(tiny_demo, semi=True)
+    options.update({'train_cfg.max_iters': 3, 'train_cfg.val_interval': 1000,
+                    'train_dataloader.batch_size': 2, 'train_dataloader.sampler.batch_size': 2,
+                    'custom_hooks.2.burn_in_iters': 0, 'custom_hooks.3.interval': 0,
+                    'default_hooks.logger.interval': 1, 'randomness.seed': 0,
+                    'model.pseudo_label._delete_': True,
+                    'model.pseudo_label.type': 'FixedThreshold',
+                    'model.pseudo_label.score_thr': 0.9, 'model.initial_score_thr': 0.5,
+                    'model.rpn_pseudo_thr': 0.9, 'model.starving_iters': 2,
+                    'experiment_name': f'starving_{uuid.uuid4().hex[:8]}'})
+    args = [osp.join(ROOT, CONFIGS['faster']), '--work-dir', str(tmp_path), '--cfg-options',
+            *as_cli(options)]
+    runner = train_tool.build_runner(train_tool.parse_args(args))
+    runner.train()
+    logs = runner.message_hub.log_scalars
+    assert logs['train/pseudo_num_confident'].current() == 0
+    assert logs['train/pseudo_starving_iters'].current() == 3
+    unsup = [k for k in logs if k.startswith('train/unsup_') and 'loss' in k]
+    assert {'train/unsup_loss_cls', 'train/unsup_loss_rpn_cls'} <= set(unsup)
+    for key in unsup:
+        assert logs[key].current() == 0, key
+    assert logs['train/sup_loss_cls'].current() > 0
+    log_text = ''.join(p.read_text() for p in tmp_path.glob('*/*.log'))
+    assert 'starving teacher: no confident pseudo box for 2 iterations' in log_text

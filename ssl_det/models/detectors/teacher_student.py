@@ -13,7 +13,9 @@ from mmengine.logging import MessageHub, print_log
 from mmengine.structures import InstanceData
 from torch import Tensor
 
+from ssl_det.models.utils.detector_checks import check_num_classes, configure_ignored_band
 from ssl_det.models.utils.pseudo_instances import masks_to_bitmap, project_instances
+from ssl_det.models.utils.starving import StarvingWatch
 from ssl_det.registry import MODELS, TASK_UTILS
 
 
@@ -42,6 +44,14 @@ class TeacherStudent(BaseDetector):
             strong view after projection and clipping) are dropped and counted. Default: 2.
         predict_on (str): 'teacher' or 'student', the network used by ``predict``.
             Default: 'teacher'.
+        ignore_iof_thr (float, optional): when the policy has an ignored band, every
+            assigner of the detector that supports ``ignore_iof_thr`` but has it at or below
+            0 (mmdet's base configs say -1) gets this value, with a log line naming the key;
+            None leaves the detector as configured. Either way a warning names the
+            assigners and heads that would train the band as background. Default: 0.5.
+        starving_iters (int): after this many consecutive unlabeled iterations without a
+            single confident pseudo box (the unlabeled loss is then off), log a warning with
+            the teacher's best score and the fixes. Default: 50.
         log_per_class (bool): log per-class pseudo-label counts and thresholds to the
             message hub (``train/pseudo/...``) every iteration. Default: True.
         data_preprocessor (dict): usually ``MultiBranchDataPreprocessor``.
@@ -56,16 +66,22 @@ class TeacherStudent(BaseDetector):
                  unsup_loss_keys: Optional[List[str]] = None,
                  min_pseudo_size: float = 2.0,
                  predict_on: str = 'teacher',
+                 ignore_iof_thr: Optional[float] = 0.5,
+                 starving_iters: int = 50,
                  log_per_class: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.pseudo_label = TASK_UTILS.build(
+            pseudo_label or dict(type='DualThreshold', high=0.9, low=0.5))
+        if self.pseudo_label.can_ignore():
+            detector = configure_ignored_band(detector, ignore_iof_thr)
         self.student = MODELS.build(copy.deepcopy(detector))
         self.teacher = MODELS.build(copy.deepcopy(detector))
         self.teacher.load_state_dict(self.student.state_dict())
         self.freeze(self.teacher)
-        self.pseudo_label = TASK_UTILS.build(
-            pseudo_label or dict(type='DualThreshold', high=0.9, low=0.5))
+        check_num_classes(self.pseudo_label, self.student)
+        self.starving = StarvingWatch(starving_iters)
         if predict_on not in ('teacher', 'student'):
             raise ValueError(f"predict_on must be 'teacher' or 'student', got {predict_on!r}")
         self.predict_on = predict_on
@@ -144,14 +160,19 @@ class TeacherStudent(BaseDetector):
             num_dropped += dropped_c + dropped_i
             strong.gt_instances = self._as_ground_truth(pseudo, strong)
             strong.ignored_instances = self._as_ground_truth(ignore, strong, masks=False)
-        stats = self.split_stats(split, labels)
+        stats = self.split_stats(split, scores, labels,
+                                 sum(len(s.gt_instances) for s in strong_samples))
         stats['pseudo/num_dropped_degenerate'] = float(num_dropped)
         return strong_samples, stats
 
-    def split_stats(self, split, labels: Tensor) -> dict:
+    def split_stats(self, split, scores: Tensor, labels: Tensor, num_pseudo: int) -> dict:
         """The policy's totals (returned, to be logged with the losses); per-class counts and
-        thresholds go straight to the message hub when ``log_per_class``."""
+        thresholds go straight to the message hub when ``log_per_class``. Feeds the
+        starving-teacher watch with ``num_pseudo``, the confident pseudo boxes that reached
+        the strong view."""
         stats = self.pseudo_label.log_stats(split, labels, per_class=False)
+        stats['pseudo/starving_iters'] = float(
+            self.starving.update(num_pseudo, scores, self.pseudo_label))
         if self.log_per_class:
             hub = MessageHub.get_current_instance()
             for key, value in self.pseudo_label.log_stats(split, labels).items():

@@ -119,6 +119,10 @@ class BaseThresholdPolicy(nn.Module):
         Static policies ignore it. Args as in :meth:`forward`.
         """
 
+    def can_ignore(self) -> bool:
+        """Whether some detection can land in the ignored band (``low < high`` for a class)."""
+        return bool((self.low_thr < self.high_thr).any())
+
     def thresholds(self) -> Dict[str, Tensor]:
         """Current thresholds: ``dict(high=Tensor(C), low=Tensor(C))`` (copies; (1,) when one
         threshold serves every class)."""

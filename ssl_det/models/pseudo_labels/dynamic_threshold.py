@@ -137,6 +137,10 @@ class DynamicThreshold(BaseThresholdPolicy):
         """Number of classes (always known here, even when it is 1)."""
         return self.score_hist.shape[0]
 
+    def can_ignore(self) -> bool:
+        """The band opens whenever the bounds let ``low`` sit below ``high``."""
+        return super().can_ignore() or self.low_floor < self.high_ceil
+
     @staticmethod
     def _check_bounds(high_floor: float, high_ceil: float, low_floor: float,
                       low_ceil: float) -> None:

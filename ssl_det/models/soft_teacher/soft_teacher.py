@@ -3,6 +3,7 @@ from typing import List, Optional, Tuple
 
 import torch
 from mmdet.models.roi_heads import CascadeRoIHead, StandardRoIHead
+from mmdet.models.utils import reweight_loss_dict
 from mmdet.structures import DetDataSample, SampleList
 from mmdet.structures.bbox import bbox2roi
 from mmengine.structures import InstanceData
@@ -149,7 +150,8 @@ class SoftTeacher(TeacherStudent):
                                                              strong, masks=False)
             others.append(projected)
 
-        stats = self.split_stats(split, labels)
+        stats = self.split_stats(split, scores, labels,
+                                 sum(len(s.gt_instances) for s in strong_samples))
         cand = selection.candidate
         stats.update({
             'pseudo/num_dropped_degenerate': float(num_dropped),
@@ -173,6 +175,14 @@ class SoftTeacher(TeacherStudent):
         losses.update(roi_losses)
         if bg_weight is not None:
             stats['pseudo/mean_bg_weight'] = bg_weight
+        # A loss whose batch holds no pseudo box of its kind would only teach "background
+        # everywhere" (the collapse of a teacher that scores nothing above the thresholds):
+        # switch it off for this batch. Regression without boxes is already zero.
+        has_cls = any(len(s.gt_instances) for s in strong_samples)
+        has_rpn = any(bool(p.rpn.any()) for p in pseudo)
+        for key in [k for k in losses if 'loss' in k and 'loss_bbox' not in k]:
+            if not (has_rpn if 'rpn' in key else has_cls):
+                losses.update(reweight_loss_dict({key: losses[key]}, 0.0))
         losses = self.finish_unsup_losses(losses, self.unsup_weight, stats,
                                           strong_inputs.device)
         self.latest_pseudo = dict(inputs=strong_inputs.detach(), data_samples=strong_samples)
