@@ -172,6 +172,71 @@ def test_empty_group_in_a_source_does_not_hang():
     assert sampler.num_group_fallbacks == [0, 4]
 
 
+def _grouped_unlabeled(dataset, batches):
+    """Per aspect-ratio group, the unlabeled indices in the order the group's batches take
+    them (a batch's group is that of its labeled sample)."""
+    out = {False: [], True: []}
+    for batch in batches:
+        group = _group(dataset, batch[0])
+        unlabeled = [i for i in batch if _source_of(dataset, i) == 1]
+        assert all(_group(dataset, i) == group for i in unlabeled)  # no fallbacks here
+        out[group].extend(unlabeled)
+    return out
+
+
+@pytest.mark.parametrize('epoch', [0, 1, 3])
+def test_grouped_sampler_draws_unlabeled_without_repeats(epoch):
+    """With aspect-ratio groups, the unlabeled images of a group are drawn in passes: each
+    epoch (one pass over the labeled set) a rank walks through its share of each group's
+    unlabeled images, reshuffled per epoch, and starts another pass only when that share is
+    used up. Within a pass nothing repeats on a rank, and the two ranks' shares are
+    disjoint (up to the padding that evens them out)."""
+    world = 2
+    # 13 labeled (5 portrait): 7 batches per rank of 1 labeled + 3 unlabeled; 21 unlabeled
+    # per rank for 11 portrait + 19 landscape unlabeled images, so the groups' passes
+    # (6 and 10 images per rank) run out within the epoch.
+    dataset = _concat(FakeImages(13, portrait=5), FakeImages(30, portrait=11, tag='u'))
+    members = {False: 11, True: 19}
+    draws = []
+    for rank in range(world):
+        sampler = MultiSourceSampler(dataset, batch_size=4, source_ratio=[1, 3], seed=7,
+                                     rank=rank, world_size=world, group_by_aspect_ratio=True)
+        sampler.set_epoch(epoch)
+        draws.append(_grouped_unlabeled(dataset, _batches(sampler)))
+        assert sampler.num_group_fallbacks == [0, 0]
+    wrapped = False
+    for group, num in members.items():
+        pass_len = math.ceil(num / world)
+        passes = [[d[group][k:k + pass_len] for k in range(0, len(d[group]), pass_len)]
+                  for d in draws]
+        wrapped |= any(len(p) > 1 for p in passes)
+        for rank_passes in passes:
+            for chunk in rank_passes:
+                assert len(chunk) == len(set(chunk)), (group, chunk)
+        for k in range(min(len(p) for p in passes)):
+            shared = set(passes[0][k]) & set(passes[1][k])
+            assert len(shared) <= pass_len * world - num, (group, k, shared)
+    assert wrapped  # the sizes above make some pass run out, so passes are really checked
+
+
+def test_grouped_sampler_large_unlabeled_set_no_repeats_in_an_epoch():
+    """When each group has unlabeled images to spare, a whole epoch of the grouped sampler
+    draws every unlabeled index at most once, on each rank and across the two ranks."""
+    world = 2
+    dataset = _concat(FakeImages(13, portrait=5), FakeImages(120, portrait=40, tag='u'))
+    for epoch in (0, 1):
+        seen = []
+        for rank in range(world):
+            sampler = MultiSourceSampler(dataset, batch_size=4, source_ratio=[1, 3], seed=3,
+                                         rank=rank, world_size=world,
+                                         group_by_aspect_ratio=True)
+            sampler.set_epoch(epoch)
+            unlabeled = [i for b in _batches(sampler) for i in b[1:]]
+            assert len(unlabeled) == 21 and len(set(unlabeled)) == 21
+            seen.extend(unlabeled)
+        assert len(seen) == len(set(seen)) == 42
+
+
 @pytest.mark.parametrize('kwargs, error, match', [
     (dict(batch_size=4, source_ratio=[1, 2]), ValueError, 'cannot be split exactly'),
     (dict(batch_size=4, source_ratio=[1, 1, 1, 1]), ValueError, 'has 2 sources'),

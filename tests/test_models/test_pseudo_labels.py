@@ -1,6 +1,12 @@
 """Pseudo-label policies: exact splits, per-class thresholds, dynamic adaptation and state."""
+import multiprocessing
+import os.path as osp
+import socket
+import traceback
+
 import pytest
 import torch
+import torch.distributed as dist
 
 from ssl_det.models.pseudo_labels import (DualThreshold, DynamicThreshold, FixedThreshold,
                                           PseudoLabelSplit, otsu_split)
@@ -210,3 +216,74 @@ def test_dynamic_state_dict_round_trip_and_weights_only_load(tmp_path):
 def test_dynamic_rejects_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DynamicThreshold(num_classes=2, **kwargs)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank, port, kwargs, batches, out_dir):
+    """One rank of a two-process gloo group (a forked child): update a DynamicThreshold
+    with this rank's batches and save its state (or the traceback)."""
+    try:
+        torch.set_num_threads(1)  # a forked child must not reuse the parent's thread pool
+        dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
+                                world_size=2)
+        policy = DynamicThreshold(**kwargs)
+        for scores, labels in batches:
+            policy.update(scores, labels)
+        torch.save(policy.state_dict(), osp.join(out_dir, f'rank{rank}.pt'))
+        dist.destroy_process_group()
+    except BaseException:
+        with open(osp.join(out_dir, f'rank{rank}.err'), 'w') as f:
+            f.write(traceback.format_exc())
+        raise
+
+
+def test_dynamic_thresholds_agree_across_ranks(tmp_path):
+    """Two ranks that see DIFFERENT scores end every update with the same histogram and
+    thresholds: those of one process fed both ranks' scores (each update's histogram is
+    summed over ranks before it is added)."""
+    kwargs = dict(num_classes=2, momentum=0.8, min_count=20)
+    per_rank = [[], []]
+    for it in range(4):  # rank 0 sees lower scores than rank 1, in different numbers
+        s0, _ = _two_clusters(40, (0.05, 0.3), 15, (0.55, 0.7), seed=10 + it)
+        s1, _ = _two_clusters(25, (0.2, 0.45), 30, (0.8, 0.95), seed=20 + it)
+        per_rank[0].append((s0, torch.arange(len(s0)) % 2))
+        per_rank[1].append((s1, (torch.arange(len(s1)) + it) % 2))
+    # fork: the children share the imports already done here (a fresh interpreter would
+    # spend seconds importing mmdet)
+    context = multiprocessing.get_context('fork')
+    port = _free_port()
+    procs = [context.Process(target=_rank_main,
+                             args=(rank, port, kwargs, per_rank[rank], str(tmp_path)))
+             for rank in range(2)]
+    for proc in procs:
+        proc.start()
+    try:
+        for proc in procs:
+            proc.join(timeout=60)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    errors = ''.join(p.read_text() for p in tmp_path.glob('*.err'))
+    assert [p.exitcode for p in procs] == [0, 0], errors or 'a rank timed out'
+    states = [torch.load(tmp_path / f'rank{rank}.pt', weights_only=True) for rank in range(2)]
+
+    single = DynamicThreshold(**kwargs)
+    alone = DynamicThreshold(**kwargs)  # rank 0's scores only
+    for (s0, l0), (s1, l1) in zip(*per_rank):
+        single.update(torch.cat([s0, s1]), torch.cat([l0, l1]))
+        alone.update(s0, l0)
+    for state in states:
+        assert int(state['num_updates']) == 4
+        torch.testing.assert_close(state['score_hist'], single.score_hist, rtol=0, atol=1e-9)
+        torch.testing.assert_close(state['high_thr'], single.high_thr, rtol=0, atol=1e-6)
+        torch.testing.assert_close(state['low_thr'], single.low_thr, rtol=0, atol=1e-6)
+    # the thresholds moved, and a rank on its own would have ended elsewhere
+    assert not torch.equal(single.high_thr, DynamicThreshold(**kwargs).high_thr)
+    assert (single.high_thr - alone.high_thr).abs().max() > 0.05

@@ -89,6 +89,51 @@ def test_background_weights_are_teacher_background_probabilities(model):
         soft_background_weights(labels, torch.ones(5), bg[:2], num_classes)
 
 
+def view(scale_x, scale_y, deg, tx, ty, centre=SIZE / 2):
+    """Original image -> view: scale, rotate by ``deg`` about the image centre, shift."""
+    a = np.radians(deg)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    to_centre = np.array([[1, 0, -centre], [0, 1, -centre], [0, 0, 1]])
+    back = np.array([[1, 0, centre], [0, 1, centre], [0, 0, 1]])
+    shift = np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
+    return shift @ back @ rot @ to_centre @ np.diag([scale_x, scale_y, 1])
+
+
+# Views that are not their own inverse (a flip is, so it cannot tell the two directions
+# apart): weak = uneven scale + shift, strong = scale + 30 degree rotation + shift.
+WEAK_VIEW = view(1.25, 1.1, 0.0, 3.0, -2.0)
+STRONG_VIEW = view(0.75, 0.75, 30.0, 6.0, 4.0)
+
+
+def enclosing(boxes, point_map):
+    """Enclosing box of each box's corners mapped one by one through ``point_map``."""
+    out = []
+    for x1, y1, x2, y2 in np.asarray(boxes, np.float64).tolist():
+        points = [point_map(np.array([x, y, 1.0]))
+                  for x, y in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))]
+        xs, ys = [p[0] / p[2] for p in points], [p[1] / p[2] for p in points]
+        out.append([min(xs), min(ys), max(xs), max(ys)])
+    return np.array(out)
+
+
+def test_student_boxes_reach_the_teacher_view_for_non_involutive_views():
+    """Background boxes go strong view -> original image -> weak view (the teacher scores
+    them on its own features), clipped to the weak view; weak -> strong lands elsewhere."""
+    student_boxes = torch.tensor([[20., 10., 36., 30.], [30., 30., 50., 44.]])
+    teacher_shape = (70, 80)
+    got = student_to_teacher_boxes(student_boxes, STRONG_VIEW.astype(np.float32),
+                                   WEAK_VIEW.astype(np.float32), teacher_shape)
+    # by hand: each corner back to the original image (solve STRONG x = p), on to the weak view
+    expected = enclosing(student_boxes, lambda p: WEAK_VIEW @ np.linalg.solve(STRONG_VIEW, p))
+    expected[:, 0::2] = expected[:, 0::2].clip(0, teacher_shape[1])
+    expected[:, 1::2] = expected[:, 1::2].clip(0, teacher_shape[0])
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float32), atol=1e-3,
+                               rtol=0)
+    # weak -> strong instead misses by far more than a pixel: the check above is not vacuous
+    opposite = enclosing(student_boxes, lambda p: STRONG_VIEW @ np.linalg.solve(WEAK_VIEW, p))
+    assert np.abs(opposite - expected).max() > 5
+
+
 @pytest.mark.parametrize('weights', [[1., 0.3, 0.2, 1., 0.5, 0.], [0.1, 0.2, 0., 0., 0., 0.3]])
 def test_classification_loss_is_normalised_by_weight_sum(model, weights):
     bbox_head = model.student.roi_head.bbox_head
@@ -249,6 +294,7 @@ def test_soft_teacher_rejects_detectors_without_a_standard_roi_head():
     cfg = Config.fromfile(CFG).model
     cfg.detector = Config.fromfile(
         osp.join(ROOT, 'configs/_base_/models/fcos_r50-caffe_fpn_gn-head.py')).model
+    cfg.detector.bbox_head.num_classes = 5  # the policy's: the head type is what fails
     with pytest.raises(TypeError, match='StandardRoIHead'):
         MODELS.build(cfg)
 
@@ -431,3 +477,126 @@ def test_dual_threshold_band_is_ignored_not_background(monkeypatch):
     # the 0.55 box is neither: below the band, but it still trains regression
     assert pseudo[0].reg.tolist() == [True, True, True]
     assert stats['pseudo/num_ignored'] == 1 and stats['pseudo/num_rpn'] == 1
+
+
+# ---------------------------------------------------------------- ignored band in the RoI head
+def iof(boxes, region):
+    """Fraction of each box's area inside ``region`` (mmdet's ``iof`` w.r.t. the boxes)."""
+    lt = torch.maximum(boxes[:, :2], region[:2])
+    rb = torch.minimum(boxes[:, 2:], region[2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    return inter / (boxes[:, 2:] - boxes[:, :2]).prod(-1)
+
+
+def iou(boxes, box):
+    inter = iof(boxes, box) * (boxes[:, 2:] - boxes[:, :2]).prod(-1)
+    return inter / ((boxes[:, 2:] - boxes[:, :2]).prod(-1) + (box[2:] - box[:2]).prod() - inter)
+
+
+def test_sample_proposals_leaves_proposals_in_ignored_boxes_unsampled(model):
+    """With ``ignore_iof_thr > 0``, a proposal inside an ignored box that overlaps no pseudo
+    box is neither a positive nor a negative sample; without the ignored boxes it would be
+    background."""
+    roi_head = model.student.roi_head
+    assert roi_head.bbox_assigner.ignore_iof_thr > 0  # the demo config's RoI assigner
+    gts = InstanceData(bboxes=torch.tensor([[4., 4., 24., 24.]]), labels=torch.tensor([1]))
+    ignored = InstanceData(bboxes=torch.tensor([[36., 36., 60., 60.]]), labels=torch.tensor([2]))
+    proposals = torch.tensor([
+        [5., 5., 23., 23.],     # on the pseudo box: positive
+        [40., 40., 56., 56.],   # inside the ignored box: ignored
+        [34., 38., 58., 62.],   # mostly inside it (iof 0.83): ignored
+        [2., 40., 20., 60.],    # background
+        [40., 2., 60., 20.],    # background
+    ])
+    in_band = [1, 2]
+    feats = feats_of(model.student, num_images=1)
+
+    def sampled(ignored_instances):
+        torch.manual_seed(0)
+        res = sample_proposals(roi_head, feats, [InstanceData(bboxes=proposals)], [gts],
+                               ignored_instances)[0]
+        rows = lambda priors: {tuple(p) for p in priors.tolist()}  # noqa: E731
+        return rows(res.pos_priors), rows(res.neg_priors)
+
+    positives, negatives = sampled([ignored])
+    band = {tuple(proposals[i].tolist()) for i in in_band}
+    assert not band & (positives | negatives)
+    assert tuple(proposals[0].tolist()) in positives
+    assert {tuple(proposals[i].tolist()) for i in (3, 4)} <= negatives
+    # the same proposals with nothing ignored: the band is background
+    _, negatives = sampled(None)
+    assert band <= negatives
+
+
+def test_soft_teacher_roi_assigner_ignores_the_band(monkeypatch):
+    """Through ``SoftTeacher.loss``: the classification pass assigns with the projected
+    ignored boxes, so the student's proposals inside them (away from every pseudo box) are
+    left unassigned (-1), neither foreground nor background."""
+    model = build(pseudo_label=dict(type='DualThreshold', high=0.9, low=0.5),
+                  initial_score_thr=0.5, rpn_pseudo_thr=0.9)
+    assigner = model.student.roi_head.bbox_assigner
+    assert assigner.ignore_iof_thr > 0
+    det = InstanceData(bboxes=torch.tensor([[4., 4., 28., 28.], [32., 0., 64., 64.]]),
+                       scores=torch.tensor([0.95, 0.7]), labels=torch.tensor([1, 2]))
+    fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01, 0.01])])
+    calls = []
+    real_assign = assigner.assign
+
+    def spy(pred_instances, gt_instances, gt_instances_ignore=None, **kwargs):
+        result = real_assign(pred_instances, gt_instances, gt_instances_ignore, **kwargs)
+        calls.append((pred_instances.priors.clone(), gt_instances_ignore, result.gt_inds.clone()))
+        return result
+
+    monkeypatch.setattr(assigner, 'assign', spy)
+    torch.manual_seed(0)
+    inputs = torch.randn(1, 3, SIZE, SIZE)
+    model.loss({'unsup_teacher': inputs, 'unsup_student': inputs},
+               {'unsup_teacher': [sample()], 'unsup_student': [sample()]})
+    # the classification pass (first) reads the band; the regression pass has no band
+    assert len(calls) == 2 and calls[1][1] is None
+    priors, ignore, gt_inds = calls[0]
+    assert ignore is not None
+    torch.testing.assert_close(ignore.bboxes, torch.tensor([[32., 0., 64., 64.]]))
+    in_band = ((iof(priors, ignore.bboxes[0]) > assigner.ignore_iof_thr) &
+               (iou(priors, det.bboxes[0]) < assigner.neg_iou_thr))
+    assert in_band.sum() >= 3
+    assert (gt_inds[in_band] == -1).all()
+    outside = iof(priors, ignore.bboxes[0]) <= assigner.ignore_iof_thr
+    assert outside.any() and (gt_inds[outside] >= 0).all()
+
+
+# ---------------------------------------------------------------- soft background in the loss
+def test_unsup_classification_loss_follows_teacher_background_scores(monkeypatch):
+    """``SoftTeacher.loss`` weights the sampled background by the teacher's background
+    scores: all-ones scores give the plain loss (as ``soft_background=False``), other scores
+    change the unlabeled classification loss."""
+    model = build(pseudo_label=dict(type='FixedThreshold', score_thr=0.5),
+                  initial_score_thr=0.5, rpn_pseudo_thr=0.5)
+    det = InstanceData(bboxes=torch.tensor([[6., 6., 26., 30.], [34., 30., 60., 58.]]),
+                       scores=torch.tensor([0.9, 0.95]), labels=torch.tensor([1, 2]))
+    fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01, 0.01])])
+    inputs = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    calls = []
+
+    def unsup_losses(background_score, soft_background=True):
+        def scores(roi_head, feats, boxes, metas):
+            calls.append(sum(len(b) for b in boxes))
+            return torch.full((sum(len(b) for b in boxes), ), background_score)
+
+        monkeypatch.setattr(soft_teacher_module, 'teacher_background_scores', scores)
+        model.soft_background = soft_background
+        torch.manual_seed(0)  # the same proposals and samples in every call
+        return model.loss({'unsup_teacher': inputs, 'unsup_student': inputs},
+                          {'unsup_teacher': [sample()], 'unsup_student': [sample(FLIP)]})
+
+    ones = unsup_losses(1.0)
+    plain = unsup_losses(0.2, soft_background=False)
+    soft = unsup_losses(0.2)
+    assert calls and calls[0] > 0 and len(calls) == 2  # not called without soft_background
+    assert float(ones['unsup_loss_cls']) > 0
+    torch.testing.assert_close(ones['unsup_loss_cls'], plain['unsup_loss_cls'])
+    assert float(soft['pseudo_mean_bg_weight']) == pytest.approx(0.2)
+    assert abs(float(soft['unsup_loss_cls']) - float(ones['unsup_loss_cls'])) > 1e-4
+    assert abs(float(soft['unsup_loss_cls']) - float(plain['unsup_loss_cls'])) > 1e-4
+    # the regression loss does not read the background weights
+    torch.testing.assert_close(soft['unsup_loss_bbox'], ones['unsup_loss_bbox'])

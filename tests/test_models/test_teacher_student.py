@@ -61,6 +61,56 @@ def test_pseudo_instances_are_projected_and_split(model_cfg, monkeypatch):
     assert stats['pseudo/num_dropped'] == 1
 
 
+def _view(scale_x, scale_y, deg, tx, ty, centre=32.0):
+    """Original image -> view (mmdet's ``homography_matrix``): scale, rotate by ``deg`` about
+    the image centre, shift."""
+    a = np.radians(deg)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    to_centre = np.array([[1, 0, -centre], [0, 1, -centre], [0, 0, 1]])
+    back = np.array([[1, 0, centre], [0, 1, centre], [0, 0, 1]])
+    shift = np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]])
+    return shift @ back @ rot @ to_centre @ np.diag([scale_x, scale_y, 1])
+
+
+def _enclosing(boxes, matrix):
+    """Enclosing box of each box's corners mapped one by one through ``matrix``."""
+    out = []
+    for x1, y1, x2, y2 in boxes.tolist():
+        points = [matrix @ np.array([x, y, 1.0]) for x, y in
+                  ((x1, y1), (x2, y1), (x2, y2), (x1, y2))]
+        xs, ys = [p[0] / p[2] for p in points], [p[1] / p[2] for p in points]
+        out.append([min(xs), min(ys), max(xs), max(ys)])
+    return np.array(out)
+
+
+def test_pseudo_instances_map_weak_to_strong_for_non_involutive_views(model_cfg, monkeypatch):
+    """The teacher sees each object through the weak view; its pseudo (and ignored) box must
+    reach the student where the ORIGINAL box lands in the strong view. Identity and flips
+    are their own inverse and cannot tell weak -> strong from strong -> weak; a scaled,
+    shifted weak view and a rotated (30 degrees), scaled, shifted strong view can."""
+    model = _build(model_cfg, pseudo_label=dict(type='DualThreshold', high=0.9, low=0.5))
+    original = np.array([[10., 12., 26., 30.], [34., 20., 50., 40.]])
+    weak_h = _view(1.25, 1.1, 0.0, 3.0, -2.0)
+    strong_h = _view(0.75, 0.75, 30.0, 6.0, 4.0)
+    # the weak view only scales and shifts: the teacher's boxes are the originals' images
+    pred = InstanceData(bboxes=torch.tensor(_enclosing(original, weak_h), dtype=torch.float32),
+                        scores=torch.tensor([0.95, 0.7]), labels=torch.tensor([1, 2]))
+    monkeypatch.setattr(model, 'teacher_predict', lambda inputs, samples: [pred.clone()])
+    out, stats = model.pseudo_instances(None, [_sample(weak_h, (70, 80))], [_sample(strong_h)])
+    expected = _enclosing(original, strong_h)
+    assert expected.min() > 0 and expected.max() < 64  # inside the strong view: no clipping
+    gt, ignored = out[0].gt_instances, out[0].ignored_instances
+    torch.testing.assert_close(gt.bboxes, torch.tensor(expected[:1], dtype=torch.float32),
+                               atol=1e-3, rtol=0)
+    torch.testing.assert_close(ignored.bboxes, torch.tensor(expected[1:], dtype=torch.float32),
+                               atol=1e-3, rtol=0)
+    assert gt.labels.tolist() == [1] and ignored.labels.tolist() == [2]
+    assert stats['pseudo/num_dropped_degenerate'] == 0
+    # strong -> weak would put them far from there: the check above is not vacuous
+    backwards = _enclosing(pred.bboxes.numpy(), weak_h @ np.linalg.inv(strong_h))
+    assert np.abs(backwards - expected).max() > 5
+
+
 def test_degenerate_projected_boxes_are_dropped_and_counted(model_cfg, monkeypatch):
     model = _build(model_cfg, pseudo_label=dict(type='FixedThreshold', score_thr=0.5))
     pred = InstanceData(bboxes=torch.tensor([[2., 2., 20., 20.], [50., 50., 60., 60.]]),
@@ -161,3 +211,53 @@ def test_pseudo_masks_follow_their_boxes_into_the_strong_view(model_cfg, monkeyp
     ys, xs = np.nonzero(mask)
     assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (44, 8, 60, 30)
     assert out[0].ignored_instances.get('masks') is None
+
+
+def _iof(boxes, region):
+    """Fraction of each box's area inside ``region`` (mmdet's ``iof`` w.r.t. the boxes)."""
+    lt = torch.maximum(boxes[:, :2], region[:2])
+    rb = torch.minimum(boxes[:, 2:], region[2:])
+    return (rb - lt).clamp(min=0).prod(-1) / (boxes[:, 2:] - boxes[:, :2]).prod(-1)
+
+
+def _iou(boxes, box):
+    area = (boxes[:, 2:] - boxes[:, :2]).prod(-1)
+    inter = _iof(boxes, box) * area
+    return inter / (area + (box[2:] - box[:2]).prod() - inter)
+
+
+def test_student_roi_assigner_ignores_the_band(model_cfg, monkeypatch):
+    """Through ``TeacherStudent.loss``, the student's RoI assigner gets the ignored band:
+    proposals lying inside an ignored box (iof over ``ignore_iof_thr``) and away from every
+    pseudo box are left unassigned (-1), neither foreground nor background; the others are
+    assigned as usual."""
+    model = _build(model_cfg, pseudo_label=dict(type='DualThreshold', high=0.9, low=0.5))
+    assigner = model.student.roi_head.bbox_assigner
+    assert assigner.ignore_iof_thr > 0  # the mean-teacher demo config sets it
+    pseudo_box, ignored_box = torch.tensor([4., 4., 28., 28.]), torch.tensor([32., 0., 64., 64.])
+    pred = InstanceData(bboxes=torch.stack([pseudo_box, ignored_box]),
+                        scores=torch.tensor([0.95, 0.7]), labels=torch.tensor([1, 2]))
+    monkeypatch.setattr(model, 'teacher_predict', lambda inputs, samples: [pred.clone()])
+    calls = []
+    real_assign = assigner.assign
+
+    def spy(pred_instances, gt_instances, gt_instances_ignore=None, **kwargs):
+        result = real_assign(pred_instances, gt_instances, gt_instances_ignore, **kwargs)
+        calls.append((pred_instances.priors.clone(), gt_instances_ignore, result.gt_inds.clone()))
+        return result
+
+    monkeypatch.setattr(assigner, 'assign', spy)
+    torch.manual_seed(0)
+    inputs = torch.randn(1, 3, 64, 64)
+    model.loss({'unsup_teacher': inputs, 'unsup_student': inputs},
+               {'unsup_teacher': [_sample(np.eye(3))], 'unsup_student': [_sample(np.eye(3))]})
+    assert len(calls) == 1
+    priors, ignore, gt_inds = calls[0]
+    assert ignore is not None
+    torch.testing.assert_close(ignore.bboxes, ignored_box[None])
+    in_band = ((_iof(priors, ignored_box) > assigner.ignore_iof_thr) &
+               (_iou(priors, pseudo_box) < assigner.neg_iou_thr))
+    assert in_band.sum() >= 3
+    assert (gt_inds[in_band] == -1).all()
+    outside = _iof(priors, ignored_box) <= assigner.ignore_iof_thr
+    assert outside.any() and (gt_inds[outside] >= 0).all()

@@ -159,6 +159,40 @@ def test_weak_to_strong_maps_weak_boxes_onto_strong_boxes():
     torch.testing.assert_close(from_weak, from_original, atol=1e-3, rtol=0)
 
 
+# Views that are not their own inverse (identity and flips are, so a mapping that runs the
+# wrong way, strong -> weak, still passes with them): the weak view scales the original image
+# unevenly and shifts it; the strong view scales it, rotates it by 30 degrees and shifts it.
+def _shift(tx, ty):
+    return np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]], dtype=np.float64)
+
+
+WEAK_VIEW = _shift(-6.0, 4.0) @ _scale(1.5, 1.25)
+STRONG_VIEW = _shift(12.0, -5.0) @ _rotate(30.0, H, W) @ _scale(0.8, 0.8)
+
+
+@pytest.mark.parametrize('as_tensor', [False, True])
+def test_weak_to_strong_runs_weak_to_strong_for_non_involutive_views(as_tensor):
+    """Boxes the teacher sees in the weak view land where the original boxes go in the strong
+    view; the strong -> weak mapping (or any other composition) puts them elsewhere."""
+    weak_h, strong_h = WEAK_VIEW, STRONG_VIEW
+    if as_tensor:
+        weak_h, strong_h = torch.from_numpy(weak_h), torch.from_numpy(strong_h)
+    matrix = weak_to_strong_homography(weak_h, strong_h)
+    np.testing.assert_allclose(matrix.numpy().astype(np.float64) @ WEAK_VIEW, STRONG_VIEW,
+                               atol=1e-4)
+    # The weak view only scales and shifts, so the teacher's boxes are exactly the original
+    # boxes' images; their strong-view boxes enclose the rotated originals.
+    weak_boxes = _corners_by_hand(BOXES, WEAK_VIEW)
+    expected = _corners_by_hand(BOXES, STRONG_VIEW)
+    projected = project_boxes(torch.from_numpy(weak_boxes).float(), matrix)
+    np.testing.assert_allclose(projected.numpy(), expected, atol=1e-3)
+    # Each wrong way round misses by far more than a pixel, so the check above is not vacuous.
+    inv = np.linalg.inv
+    for wrong in (WEAK_VIEW @ inv(STRONG_VIEW), inv(STRONG_VIEW) @ WEAK_VIEW,
+                  inv(WEAK_VIEW) @ STRONG_VIEW):
+        assert np.abs(_corners_by_hand(weak_boxes, wrong) - expected).max() > 5
+
+
 def _tight_box(mask):
     ys, xs = np.nonzero(np.asarray(mask))
     return [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
