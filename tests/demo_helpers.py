@@ -8,6 +8,7 @@ def data_overrides(root: str, semi: bool = False) -> dict:
     """``--cfg-options`` that point a demo config at ``root`` and keep loading in-process."""
     root = root.rstrip('/') + '/'
     opts = {
+        'load_from': None,  # stage-2 demo configs continue a stage-1 checkpoint; tests start fresh
         'val_dataloader.dataset.data_root': root,
         'test_dataloader.dataset.data_root': root,
         'val_evaluator.ann_file': root + 'annotations/instances_val.json',

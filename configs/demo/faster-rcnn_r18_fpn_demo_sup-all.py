@@ -1,14 +1,11 @@
-# Supervised baseline on the demo data: Faster R-CNN R18-FPN (narrow) on all train labels.
+# Demo stage 2 on all train labels (the oracle): continue the stage-1 model
+# (faster-rcnn_r18_fpn_demo_sup-all_pretrain.py) supervised, with the schedule of every
+# stage-2 run. tools/demo.py passes the checkpoint of its own stage-1 run as load_from.
 _base_ = [
     '../_base_/models/faster-rcnn_r18-narrow_fpn_demo.py',
     '../_base_/datasets/demo_detection.py',
-    '../_base_/schedules/demo_500it.py',
-    '../_base_/default_runtime.py',
+    '../_base_/schedules/demo_finetune.py',
+    '../_base_/demo_runtime.py',
 ]
 
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval={{_base_.max_iters}},
-                    max_keep_ckpts=1))
-train_dataloader = dict(batch_size=4)
-auto_scale_lr = dict(enable=False, base_batch_size=4)
+load_from = 'work_dirs/demo/seed0/faster-rcnn_r18_fpn_demo_sup-all_pretrain/iter_1000.pth'

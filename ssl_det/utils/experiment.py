@@ -1,7 +1,12 @@
-"""Run a training config as a subprocess and read back its final evaluation.
+"""Run training configs as subprocesses and read back their final evaluation.
 
 Used by tools/demo.py and the benchmarks: each run gets its own process (clean mmengine
 global state) and work dir (logs, checkpoints, pictures), as a user's run would.
+
+The demo protocol (:func:`two_stage`) is the workflow most users follow: stage 1 trains
+the detector supervised on the labeled images; stage 2 continues from that checkpoint
+either supervised (the baseline) or semi-supervised, for the same iterations with the same
+schedule, labeled images per iteration and detector. Only stage 2 differs between them.
 """
 import glob
 import json
@@ -9,9 +14,23 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+# Stage 1 of each labeled set, and the stage-2 configs that continue from it.
+PRETRAIN = {
+    '10pct': 'configs/demo/faster-rcnn_r18_fpn_demo_sup-10pct_pretrain.py',
+    'all': 'configs/demo/faster-rcnn_r18_fpn_demo_sup-all_pretrain.py',
+}
+STAGE2 = {
+    'sup': ('10pct', 'configs/demo/faster-rcnn_r18_fpn_demo_sup-10pct.py'),
+    'oracle': ('all', 'configs/demo/faster-rcnn_r18_fpn_demo_sup-all.py'),
+    'mean_teacher': ('10pct',
+                     'configs/demo/mean-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py'),
+    'soft_teacher': ('10pct',
+                     'configs/demo/soft-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py'),
+}
 
 
 def last_metrics(work_dir: str) -> Dict[str, float]:
@@ -30,6 +49,7 @@ def last_metrics(work_dir: str) -> Dict[str, float]:
 def train(config: str, work_dir: str, cfg_options: Optional[List[str]] = None,
           quiet: bool = False) -> Tuple[Dict[str, float], float]:
     """Train ``config`` with tools/train.py; return (final metrics, seconds)."""
+    work_dir = osp.abspath(work_dir)  # the run's cwd is the repository root
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir', work_dir]
     if cfg_options:
         cmd += ['--cfg-options', *cfg_options]
@@ -43,13 +63,16 @@ def train(config: str, work_dir: str, cfg_options: Optional[List[str]] = None,
     return metrics, time.time() - start
 
 
-def iteration_options(iters: int) -> List[str]:
+def iteration_options(iters: int, lr_step: bool = True) -> List[str]:
     """``--cfg-options`` that set the length of a demo config's run: evaluate and save once
-    at the end, and keep its LR step at 75% (the demo configs' scheduler is
-    ``[LinearLR, MultiStepLR]``)."""
-    return [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-            f'default_hooks.checkpoint.interval={iters}', f'param_scheduler.1.end={iters}',
-            f'param_scheduler.1.milestones=[{int(iters * 0.75)}]']
+    at the end and, with ``lr_step`` (the stage-2 schedule ``[LinearLR, MultiStepLR]``),
+    keep its LR step at 75%."""
+    opts = [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
+            f'default_hooks.checkpoint.interval={iters}']
+    if lr_step:
+        opts += [f'param_scheduler.1.end={iters}',
+                 f'param_scheduler.1.milestones=[{int(iters * 0.75)}]']
+    return opts
 
 
 def bbox_map(metrics: Dict[str, float], network: str = 'teacher') -> float:
@@ -58,3 +81,88 @@ def bbox_map(metrics: Dict[str, float], network: str = 'teacher') -> float:
         if key in metrics:
             return float(metrics[key])
     raise KeyError(f'no bbox mAP among {sorted(metrics)}')
+
+
+def _stem(config: str) -> str:
+    return osp.splitext(osp.basename(config))[0]
+
+
+def _checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint a finished run of ``work_dir`` saved last (mmengine's record)."""
+    record = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(record):
+        path = open(record).read().strip()
+        if osp.isfile(path):
+            return path
+    return None
+
+
+def two_stage(runs: Iterable[str], seed: int, work_dir: str,
+              pretrain_iters: Optional[int] = None, iters: Optional[int] = None,
+              options: Optional[Dict[str, List[str]]] = None,
+              reuse: bool = False) -> Dict[str, dict]:
+    """Train the demo protocol for one seed and return each run's result.
+
+    Stage 1 (one per labeled set the runs need) trains from scratch; every stage-2 run in
+    ``runs`` (keys of :data:`STAGE2`, or ``name=key`` for a variant of a key with its own
+    ``options[name]``) continues from its labeled set's stage-1 checkpoint.
+
+    Args:
+        runs: stage-2 runs, e.g. ``['sup', 'mean_teacher', 'oracle']``.
+        seed (int): ``randomness.seed`` of every run.
+        work_dir (str): runs go to ``{work_dir}/seed{seed}/{config name}[_{variant}]``.
+        pretrain_iters (int, optional): stage-1 iterations (default: the config's).
+        iters (int, optional): stage-2 iterations (default: the configs').
+        options (dict, optional): extra ``--cfg-options`` per run name.
+        reuse (bool): reuse a run whose work dir holds its final evaluation (and, for
+            stage 1, its checkpoint) from the same config and options instead of training
+            it again.
+
+    Returns:
+        dict: run name → ``dict(metrics=..., seconds=..., work_dir=..., config=...)``;
+        stage-1 runs are named ``pretrain_10pct`` / ``pretrain_all``.
+    """
+    options = options or {}
+    seed_dir = osp.join(osp.abspath(work_dir), f'seed{seed}')
+    common = [f'randomness.seed={seed}']
+    results: Dict[str, dict] = {}
+
+    def run(name: str, config: str, extra: List[str], suffix: str = '',
+            reuse: bool = reuse) -> dict:
+        run_dir = osp.join(seed_dir, _stem(config) + suffix)
+        spec_file = osp.join(run_dir, 'ssl_det_run.json')
+        spec = dict(config=config, cfg_options=common + extra)
+        done = {}
+        if reuse and osp.isfile(spec_file) and json.load(open(spec_file)) == spec:
+            done = last_metrics(run_dir)
+        if done and (not name.startswith('pretrain') or _checkpoint(run_dir)):
+            print(f'[reuse] {run_dir}', flush=True)
+            result = dict(metrics=done, seconds=None)
+        else:
+            metrics, seconds = train(config, run_dir, common + extra)
+            result = dict(metrics=metrics, seconds=seconds)
+            with open(spec_file, 'w') as f:
+                json.dump(spec, f)
+        result.update(work_dir=run_dir, config=config)
+        results[name] = result
+        return result
+
+    parsed = []
+    for spec in runs:
+        name, _, key = spec.partition('=')
+        parsed.append((name, key or name))
+    for labels in dict.fromkeys(STAGE2[key][0] for _, key in parsed):
+        opts = iteration_options(pretrain_iters, lr_step=False) if pretrain_iters else []
+        run(f'pretrain_{labels}', PRETRAIN[labels], opts)
+    for name, key in parsed:
+        labels, config = STAGE2[key]
+        checkpoint = _checkpoint(results[f'pretrain_{labels}']['work_dir'])
+        if checkpoint is None:
+            raise RuntimeError(f'stage 1 of {name} saved no checkpoint in '
+                               f'{results[f"pretrain_{labels}"]["work_dir"]}')
+        extra = [f'load_from={checkpoint}'] + (iteration_options(iters) if iters else [])
+        # a stage 1 trained again invalidates what continued from its old checkpoint
+        stage1_reused = results[f'pretrain_{labels}']['seconds'] is None
+        run(name, config, extra + list(options.get(name, [])),
+            '' if name == key else f'_{name}', reuse=reuse and stage1_reused)
+    return results

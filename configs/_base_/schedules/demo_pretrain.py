@@ -1,6 +1,7 @@
-# The demo's CPU budget: 500 iterations of SGD from scratch, one LR step at 75%, one
-# evaluation at the end.
-max_iters = 500
+# Stage 1 of the demo: supervised SGD from scratch at a constant learning rate (after a short
+# warm-up), ending with one evaluation and one checkpoint; stage 2 (demo_finetune.py)
+# continues from that checkpoint, supervised or semi-supervised.
+max_iters = 1000
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
@@ -10,6 +11,4 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=10, norm_type=2))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='MultiStepLR', begin=0, end=max_iters, by_epoch=False,
-         milestones=[int(max_iters * 0.75)], gamma=0.1),
 ]
