@@ -1,88 +1,179 @@
-"""Label efficiency on the demo data: supervised 10% vs semi-supervised vs oracle (100%).
+"""Label efficiency on the demo data over several seeds: supervised 10% vs semi-supervised vs
+oracle (100% labels), in the demo's two-stage protocol.
 
-Trains three runs of the same detector with the same number of iterations (1,200 by
-default) and labeled images per iteration,
-evaluates each on the held-out val split, and prints bbox mAP with the gap closed:
-``(semi - sup) / (oracle - sup)``. Writes ``benchmarks/results/{name}.json``.
+Per seed: stage 1 trains the detector from scratch on the 10% labeled images (and, for the
+oracle, on all labels); stage 2 continues each from its checkpoint for the same iterations
+with the same schedule and 4 labeled images per iteration: supervised (``sup``), each
+semi-supervised method (teacher ``semi``, student ``semi_student``), each ablation (one
+change to a method's config), and the oracle on all labels. The gap closed is
+``(semi - sup) / (oracle - sup)``.
 
-    python benchmarks/label_efficiency.py [--method mean_teacher] [--iters N] [--reuse]
-        [--semi-options k=v ...]
+    python benchmarks/label_efficiency.py [--seeds 0 1 2] [--methods mean_teacher ...]
+        [--ablations NAME ...] [--pretrain-iters N] [--iters N] [--work-dir DIR] [--reuse]
+
+Runs go to ``{work_dir}/seed{seed}/...``; the default work dir is the demo's, so that with
+``--reuse`` the runs ``tools/demo.py --seed S`` finished are not trained again. Writes
+``benchmarks/results/label_efficiency.json``: the top-level ``sup``, ``semi``,
+``semi_student``, ``oracle`` and ``gap_closed`` are the best method's means over seeds, with
+``per_seed``, ``std`` and every method and ablation under ``methods``.
 """
 import argparse
 import json
 import os
 import os.path as osp
 import platform
+import statistics
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from ssl_det.utils import experiment  # noqa: E402
 from tools.demo import ensure_data  # noqa: E402
 
-CONFIGS = {
-    'sup': 'configs/demo/faster-rcnn_r18_fpn_demo_sup-10pct.py',
-    'oracle': 'configs/demo/faster-rcnn_r18_fpn_demo_sup-all.py',
-    'mean_teacher': 'configs/demo/mean-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py',
-    'soft_teacher': 'configs/demo/soft-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py',
+# name → (method, extra --cfg-options of its stage-2 run, what changes)
+ABLATIONS = {
+    'mt_unsup_0': ('mean_teacher', ['model.unsup_weight=0.0'],
+                   'no unlabeled loss: the teacher is an EMA of a supervised student (what '
+                   'weight averaging alone gives)'),
+    'mt_fixed_0.9': ('mean_teacher',
+                     ['model.pseudo_label._delete_=True', 'model.pseudo_label.type=FixedThreshold',
+                      'model.pseudo_label.score_thr=0.9'],
+                     "mmdet's fixed 0.9 threshold instead of adaptive dual thresholds"),
+    'mt_mmdet_assigner': ('mean_teacher',
+                          ['model.ignore_iof_thr=None',
+                           'model.detector.train_cfg.rpn.assigner.ignore_iof_thr=0.5',
+                           'model.detector.train_cfg.rcnn.assigner.ignore_iof_thr=0.5'],
+                          "mmdet's MaxIoUAssigner (ignore_iof_thr 0.5): the band is ignored "
+                          'only in images with a confident pseudo box'),
+    'mt_ema_0.999': ('mean_teacher', ['custom_hooks.2.momentum_decay=0.999'],
+                     'EMA keep-rate 0.999 instead of 0.99'),
+    'mt_unsup_2': ('mean_teacher', ['model.unsup_weight=2.0'], 'unsup weight 2 instead of 1'),
+    'st_mmdet': ('soft_teacher',
+                 ['model.pseudo_label._delete_=True', 'model.pseudo_label.type=FixedThreshold',
+                  'model.pseudo_label.score_thr=0.9', 'model.initial_score_thr=0.5',
+                  'model.rpn_pseudo_thr=0.9', 'model.reg_pseudo_thr=0.02'],
+                 "Soft Teacher with mmdet's COCO thresholds (0.9 / 0.5 / 0.9 / 0.02)"),
 }
-# One result file per semi-supervised method.
-RESULT_NAMES = {'mean_teacher': 'label_efficiency', 'soft_teacher': 'label_efficiency_soft_teacher'}
+# Ablations without stage 1: the run starts from scratch (no burn-in) and trains as many
+# iterations as stage 1 + stage 2, with stage 2's LR step at the same iteration.
+FROM_SCRATCH = {
+    'st_mmdet_scratch': ('soft_teacher', ABLATIONS['st_mmdet'][1],
+                         "Soft Teacher with mmdet's COCO thresholds, from scratch: no stage 1, "
+                         'the teacher starts untrained'),
+}
+ABLATIONS.update(FROM_SCRATCH)
+KEYS = ('sup', 'semi', 'semi_student', 'oracle', 'gap_closed', 'gain')
+
+
+def scratch_options(pretrain_iters, iters):
+    """``--cfg-options`` of a stage-2 config that make it one run from scratch as long as
+    stage 1 + stage 2, with the LR step where stage 2 has it."""
+    from mmengine.config import Config
+    pretrain_iters = pretrain_iters or Config.fromfile(
+        osp.join(experiment.ROOT, experiment.PRETRAIN['10pct'])).train_cfg.max_iters
+    iters = iters or Config.fromfile(
+        osp.join(experiment.ROOT, experiment.STAGE2['sup'][1])).train_cfg.max_iters
+    total = pretrain_iters + iters
+    return experiment.iteration_options(total)[:-1] + [
+        f'param_scheduler.1.milestones=[{pretrain_iters + int(iters * 0.75)}]', 'load_from=None']
+
+
+def mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(per_seed: dict) -> dict:
+    """Means (``gap_closed`` from the means), standard deviations over seeds, per seed."""
+    means = {k: mean_std(v)[0] for k, v in per_seed.items()}
+    gap = means['oracle'] - means['sup']
+    means['gap_closed'] = (means['semi'] - means['sup']) / gap if gap > 0 else None
+    std = {k: mean_std(v)[1] for k, v in per_seed.items()}
+    return dict(means, per_seed=per_seed, std=std)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--method', choices=sorted(RESULT_NAMES), default='mean_teacher')
-    # 1,200 iterations: where labels, not iterations, limit the supervised runs on the demo
-    # data (at the demo's own 500 the 100%-label run does not beat the 10% one).
-    parser.add_argument('--iters', type=int, default=1200,
-                        help='iterations of every run (the demo configs use 500)')
-    parser.add_argument('--work-dir', default='work_dirs/label_efficiency')
-    parser.add_argument('--semi-options', nargs='*',
-                        default=['custom_hooks.2.burn_in_iters=400'],
-                        help='extra --cfg-options for the semi-supervised run, '
-                             'e.g. custom_hooks.2.burn_in_iters=400')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--methods', nargs='+', default=['mean_teacher'],
+                        choices=['mean_teacher', 'soft_teacher'])
+    parser.add_argument('--ablations', nargs='*', default=[], choices=sorted(ABLATIONS))
+    parser.add_argument('--pretrain-iters', type=int, help="override stage 1's iterations")
+    parser.add_argument('--iters', type=int, help="override stage 2's iterations")
+    parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--reuse', action='store_true',
-                        help='reuse finished sup/oracle runs found in the work dir')
+                        help='reuse finished runs of the same seed and options')
+    parser.add_argument('--out', default=osp.join(experiment.ROOT, 'benchmarks', 'results',
+                                                  'label_efficiency.json'))
     args = parser.parse_args(argv)
     ensure_data()
-    opts = experiment.iteration_options(args.iters) if args.iters else None
-    maps, minutes = {}, {}
-    for key in ('sup', args.method, 'oracle'):
-        work_dir = osp.join(args.work_dir, key)
-        done = experiment.last_metrics(work_dir) if args.reuse and key != args.method else {}
-        if done:
-            metrics, seconds = done, None
-        else:
-            extra = args.semi_options if key == args.method else []
-            metrics, seconds = experiment.train(CONFIGS[key], work_dir, (opts or []) + extra)
-        maps[key] = metrics
-        minutes[key] = None if seconds is None else round(seconds / 60, 1)
-    sup = experiment.bbox_map(maps['sup'])
-    oracle = experiment.bbox_map(maps['oracle'])
-    semi = experiment.bbox_map(maps[args.method], 'teacher')
-    semi_student = experiment.bbox_map(maps[args.method], 'student')
-    gap = oracle - sup
-    result = dict(sup=sup, semi=semi, semi_student=semi_student, oracle=oracle,
-                  # undefined where the oracle does not beat supervised-only
-                  gap_closed=(semi - sup) / gap if gap > 0 else None,
-                  method=args.method, iters=args.iters, semi_options=args.semi_options,
-                  device='cpu',
-                  machine=f'{platform.machine()} {os.cpu_count()} cores',
+    names = list(args.methods) + list(args.ablations)
+    runs = ['sup', 'oracle'] + list(args.methods) + \
+        [f'{a}={ABLATIONS[a][0]}' for a in args.ablations]
+    options = {a: list(ABLATIONS[a][1]) for a in args.ablations}
+    for name in set(args.ablations) & set(FROM_SCRATCH):
+        options[name] += scratch_options(args.pretrain_iters, args.iters)
+    per_seed = {name: {k: [] for k in KEYS if k != 'gap_closed'} | {'gap_closed': []}
+                for name in names}
+    minutes = {}
+    for seed in args.seeds:
+        results = experiment.two_stage(runs, seed, args.work_dir, args.pretrain_iters,
+                                       args.iters, options, reuse=args.reuse)
+        sup = experiment.bbox_map(results['sup']['metrics'])
+        oracle = experiment.bbox_map(results['oracle']['metrics'])
+        for name in names:
+            metrics = results[name]['metrics']
+            semi = experiment.bbox_map(metrics, 'teacher')
+            row = dict(sup=sup, oracle=oracle, semi=semi,
+                       semi_student=experiment.bbox_map(metrics, 'student'), gain=semi - sup,
+                       gap_closed=(semi - sup) / (oracle - sup) if oracle > sup else None)
+            for key, value in row.items():
+                per_seed[name][key].append(value)
+        minutes[f'seed{seed}'] = {k: None if r['seconds'] is None else round(r['seconds'] / 60, 1)
+                                  for k, r in results.items()}
+
+    methods = {}
+    for name in names:
+        summary = summarise(per_seed[name])
+        method, opts, what = ABLATIONS[name] if name in ABLATIONS else (name, [], 'default')
+        methods[name] = dict(summary, method=method, options=opts, change=what)
+    best = max(args.methods, key=lambda n: methods[n]['gap_closed'] or float('-inf'))
+    top = methods[best]
+    result = {k: top[k] for k in ('sup', 'semi', 'semi_student', 'oracle', 'gap_closed')}
+    result.update(per_seed=top['per_seed'], std=top['std'], seeds=args.seeds, method=best,
+                  methods=methods,
+                  protocol=dict(pretrain_iters=args.pretrain_iters or 'config',
+                                iters=args.iters or 'config',
+                                stage1='configs/demo/faster-rcnn_r18_fpn_demo_sup-*_pretrain.py'),
+                  device='cpu', machine=f'{platform.machine()} {os.cpu_count()} cores',
                   minutes=minutes)
-    print('\n| run | bbox mAP | minutes |\n| --- | --- | --- |')
-    print(f'| supervised, 10% labels | {sup:.3f} | {minutes["sup"]} |')
-    print(f'| {args.method} teacher, 10% + unlabeled | {semi:.3f} | {minutes[args.method]} |')
-    print(f'| {args.method} student | {semi_student:.3f} | |')
-    print(f'| oracle, 100% labels | {oracle:.3f} | {minutes["oracle"]} |')
-    closed = result['gap_closed']
-    print(f'\ngap closed (semi - sup) / (oracle - sup) = '
-          f'{"undefined" if closed is None else f"{closed:.2f}"}  (oracle - sup = {gap:.3f})')
-    out = osp.join(experiment.ROOT, 'benchmarks', 'results',
-                   f'{RESULT_NAMES[args.method]}.json')
-    os.makedirs(osp.dirname(out), exist_ok=True)
-    with open(out, 'w') as f:
+
+    def fmt(name, key):
+        m, s = methods[name][key], methods[name]['std'][key]
+        seeds = ' / '.join('n/a' if v is None else f'{v:.3f}'
+                           for v in methods[name]['per_seed'][key])
+        return f'{m:.3f} ± {s:.3f} | {seeds}' if m is not None else f'n/a | {seeds}'
+
+    print(f'\nseeds {args.seeds}; mean ± std over seeds | per seed\n')
+    print('| run | bbox mAP | per seed |\n| --- | --- | --- |')
+    print(f'| supervised, 10% labels | {fmt(best, "sup")} |')
+    for name in names:
+        print(f'| {name} teacher | {fmt(name, "semi")} |')
+        print(f'| {name} student | {fmt(name, "semi_student")} |')
+    print(f'| oracle, 100% labels | {fmt(best, "oracle")} |')
+    print('\n| method | change | gain over sup (teacher) | gap closed (from means) | '
+          'gap closed per seed |\n| --- | --- | --- | --- | --- |')
+    for name in names:
+        m = methods[name]
+        closed = 'n/a' if m['gap_closed'] is None else f'{m["gap_closed"]:.2f}'
+        per = ' / '.join('n/a' if v is None else f'{v:.2f}' for v in m['per_seed']['gap_closed'])
+        print(f'| {name} | {m["change"]} | {m["gain"]:+.3f} ± {m["std"]["gain"]:.3f} | '
+              f'{closed} | {per} |')
+    os.makedirs(osp.dirname(args.out), exist_ok=True)
+    with open(args.out, 'w') as f:
         json.dump(result, f, indent=2)
-    print(f'wrote {out}')
+    print(f'wrote {args.out}')
 
 
 if __name__ == '__main__':

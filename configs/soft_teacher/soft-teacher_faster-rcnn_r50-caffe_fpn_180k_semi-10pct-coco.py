@@ -33,7 +33,8 @@ model = dict(
     data_preprocessor=dict(type='MultiBranchDataPreprocessor',
                            data_preprocessor=detector.data_preprocessor),
     # classification pseudo boxes: score >= 0.9; for an ignored band use
-    # dict(type='DualThreshold', high=0.9, low=0.5) and set the assigners' ignore_iof_thr
+    # dict(type='DualThreshold', high=0.9, low=0.5) (SoftTeacher then makes the assigners
+    # ignore it: ignore_iof_thr 0.5)
     pseudo_label=dict(type='FixedThreshold', score_thr=0.9),
     initial_score_thr=0.5,
     rpn_pseudo_thr=0.9,
