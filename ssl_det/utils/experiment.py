@@ -113,7 +113,8 @@ def two_stage(runs: Iterable[str], seed: int, work_dir: str,
         work_dir (str): runs go to ``{work_dir}/seed{seed}/{config name}[_{variant}]``.
         pretrain_iters (int, optional): stage-1 iterations (default: the config's).
         iters (int, optional): stage-2 iterations (default: the configs').
-        options (dict, optional): extra ``--cfg-options`` per run name.
+        options (dict, optional): extra ``--cfg-options`` per run name (stage 1:
+            ``pretrain_10pct`` / ``pretrain_all``).
         reuse (bool): reuse a run whose work dir holds its final evaluation (and, for
             stage 1, its checkpoint) from the same config and options instead of training
             it again.
@@ -153,7 +154,8 @@ def two_stage(runs: Iterable[str], seed: int, work_dir: str,
         parsed.append((name, key or name))
     for labels in dict.fromkeys(STAGE2[key][0] for _, key in parsed):
         opts = iteration_options(pretrain_iters, lr_step=False) if pretrain_iters else []
-        run(f'pretrain_{labels}', PRETRAIN[labels], opts)
+        run(f'pretrain_{labels}', PRETRAIN[labels],
+            opts + list(options.get(f'pretrain_{labels}', [])))
     for name, key in parsed:
         labels, config = STAGE2[key]
         checkpoint = _checkpoint(results[f'pretrain_{labels}']['work_dir'])
