@@ -46,9 +46,11 @@ class TeacherStudent(BaseDetector):
             Default: 'teacher'.
         ignore_iof_thr (float, optional): when the policy has an ignored band, every
             assigner of the detector that supports ``ignore_iof_thr`` but has it at or below
-            0 (mmdet's base configs say -1) gets this value, with a log line naming the key;
-            None leaves the detector as configured. Either way a warning names the
-            assigners and heads that would train the band as background. Default: 0.5.
+            0 (mmdet's base configs say -1) gets this value, with a log line naming the key,
+            and mmdet's ``MaxIoUAssigner`` becomes ``IgnoreAwareMaxIoUAssigner`` (which also
+            ignores the band in images without a confident pseudo box). None leaves the
+            detector as configured. Either way a warning names the assigners and heads that
+            would train the band as background. Default: 0.5.
         starving_iters (int): after this many consecutive unlabeled iterations without a
             single confident pseudo box (the unlabeled loss is then off), log a warning with
             the teacher's best score and the fixes. Default: 50.
