@@ -9,6 +9,7 @@ either supervised (the baseline) or semi-supervised, for the same iterations wit
 schedule, labeled images per iteration and detector. Only stage 2 differs between them.
 """
 import glob
+import hashlib
 import json
 import os.path as osp
 import subprocess
@@ -97,6 +98,14 @@ def _checkpoint(work_dir: str) -> Optional[str]:
     return None
 
 
+def config_digest(config: str) -> str:
+    """SHA-256 of a config with its bases resolved: a reused run must come from the same
+    settings, not only from a file of the same name."""
+    from mmengine.config import Config
+    text = Config.fromfile(osp.join(ROOT, config)).pretty_text
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def two_stage(runs: Iterable[str], seed: int, work_dir: str,
               pretrain_iters: Optional[int] = None, iters: Optional[int] = None,
               options: Optional[Dict[str, List[str]]] = None,
@@ -116,8 +125,8 @@ def two_stage(runs: Iterable[str], seed: int, work_dir: str,
         options (dict, optional): extra ``--cfg-options`` per run name (stage 1:
             ``pretrain_10pct`` / ``pretrain_all``).
         reuse (bool): reuse a run whose work dir holds its final evaluation (and, for
-            stage 1, its checkpoint) from the same config and options instead of training
-            it again.
+            stage 1, its checkpoint) from the same config contents and options instead of
+            training it again.
 
     Returns:
         dict: run name → ``dict(metrics=..., seconds=..., work_dir=..., config=...)``;
@@ -132,7 +141,7 @@ def two_stage(runs: Iterable[str], seed: int, work_dir: str,
             reuse: bool = reuse) -> dict:
         run_dir = osp.join(seed_dir, _stem(config) + suffix)
         spec_file = osp.join(run_dir, 'ssl_det_run.json')
-        spec = dict(config=config, cfg_options=common + extra)
+        spec = dict(config=config, cfg_options=common + extra, config_sha=config_digest(config))
         done = {}
         if reuse and osp.isfile(spec_file) and json.load(open(spec_file)) == spec:
             done = last_metrics(run_dir)

@@ -46,3 +46,15 @@ def test_stage_two_continues_stage_one_and_reuse_follows_options(tiny_demo, tmp_
     changed = experiment.two_stage(['sup', 'mean_teacher'], 7, str(tmp_path), 2, 2, options,
                                    reuse=True)
     assert changed['sup']['seconds'] is None and changed['mean_teacher']['seconds'] is not None
+
+
+def test_config_digest_follows_the_resolved_settings(tmp_path, monkeypatch):
+    """A reused run must have the same settings: the digest changes when a base changes."""
+    base = tmp_path / 'base.py'
+    child = tmp_path / 'child.py'
+    base.write_text('a = 1\n')
+    child.write_text("_base_ = ['./base.py']\nb = 2\n")
+    first = experiment.config_digest(str(child))
+    assert experiment.config_digest(str(child)) == first
+    base.write_text('a = 3\n')
+    assert experiment.config_digest(str(child)) != first

@@ -11,17 +11,7 @@ backend_args = None
 labeled_ann_file = 'semi_anns/instances_train.1@10.json'
 unlabeled_ann_file = 'semi_anns/instances_train.1@10-unlabeled.json'
 
-color_space = [
-    [dict(type='ColorTransform')],
-    [dict(type='AutoContrast')],
-    [dict(type='Equalize')],
-    [dict(type='Sharpness')],
-    [dict(type='Posterize')],
-    [dict(type='Solarize')],
-    [dict(type='Color')],
-    [dict(type='Contrast')],
-    [dict(type='Brightness')],
-]
+color_space = {{_base_.color_space}}
 geometric = [
     [dict(type='Rotate', max_mag=30.0)],
     [dict(type='ShearX')],
@@ -33,13 +23,8 @@ branch_field = ['sup', 'unsup_teacher', 'unsup_student']
 view_meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
                   'flip_direction', 'homography_matrix')
 
-sup_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='RandAugment', aug_space=color_space, aug_num=1),
-    dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-2, 1e-2)),
+# the labeled images: the same augmentation as every supervised stage-2 run
+sup_pipeline = _base_.labeled_pipeline[:-1] + [
     dict(type='MultiBranch', branch_field=branch_field, sup=dict(type='PackDetInputs')),
 ]
 weak_pipeline = [
