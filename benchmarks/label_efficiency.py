@@ -31,6 +31,9 @@ from tools.demo import ensure_data  # noqa: E402
 
 # name → (method, extra --cfg-options of its stage-2 run, what changes)
 ABLATIONS = {
+    'st_unsup_0': ('soft_teacher', ['model.unsup_weight=0.0'],
+                   'no unlabeled loss: the teacher is an EMA of a supervised student (what '
+                   'weight averaging alone gives)'),
     'mt_unsup_0': ('mean_teacher', ['model.unsup_weight=0.0'],
                    'no unlabeled loss: the teacher is an EMA of a supervised student (what '
                    'weight averaging alone gives)'),
@@ -47,6 +50,7 @@ ABLATIONS = {
     'mt_ema_0.999': ('mean_teacher', ['custom_hooks.2.momentum_decay=0.999'],
                      'EMA keep-rate 0.999 instead of 0.99'),
     'mt_unsup_2': ('mean_teacher', ['model.unsup_weight=2.0'], 'unsup weight 2 instead of 1'),
+    'st_unsup_2': ('soft_teacher', ['model.unsup_weight=2.0'], 'unsup weight 2 instead of 1'),
     'st_mmdet': ('soft_teacher',
                  ['model.pseudo_label._delete_=True', 'model.pseudo_label.type=FixedThreshold',
                   'model.pseudo_label.score_thr=0.9', 'model.initial_score_thr=0.5',

@@ -1,7 +1,7 @@
 # Stage 2 of the demo: continue from the stage-1 checkpoint (load_from) at stage 1's learning
 # rate, with one LR step at 75% and one evaluation at the end. The supervised and the
 # semi-supervised continuations use this same schedule.
-max_iters = 400
+max_iters = 1000
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
