@@ -16,7 +16,8 @@ from mmengine.runner import Runner  # noqa: E402
 
 import ssl_det  # noqa: E402,F401  (registers every ssl_det module)
 from ssl_det.registry import RUNNERS  # noqa: E402
-from ssl_det.utils.launch import prepare_config, use_fast_roi_align  # noqa: E402
+from ssl_det.utils.launch import (finish_distributed, prepare_config,  # noqa: E402
+                                  use_fast_roi_align)
 
 
 def parse_args(argv=None):
@@ -73,6 +74,7 @@ def build_runner(args) -> Runner:
 
 def main(argv=None):
     metrics = build_runner(parse_args(argv)).test()
+    finish_distributed()
     return metrics
 
 

@@ -45,6 +45,15 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> None:
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
 
 
+def finish_distributed() -> None:
+    """Leave the process group cleanly once a run has finished on every rank: a barrier,
+    then ``destroy_process_group``. Without it a rank may exit (and tear gloo down) while
+    another still talks to it, which can abort the process at exit."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def prepare_config(cfg: Config, launcher: str = 'none',
                    trust_checkpoint: Optional[bool] = None) -> Config:
     """Apply ssl_det's run-time requirements to ``cfg`` (in place) and return it."""
