@@ -13,6 +13,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.structures import InstanceData
 
+from assign_helpers import assert_band_ignored, spy_assigner
 from demo_helpers import ROOT
 from ssl_det.models.pseudo_labels.base import PseudoLabelSplit
 from ssl_det.models.soft_teacher import (jitter_box_uncertainty, positive_regression_loss,
@@ -480,19 +481,6 @@ def test_dual_threshold_band_is_ignored_not_background(monkeypatch):
 
 
 # ---------------------------------------------------------------- ignored band in the RoI head
-def iof(boxes, region):
-    """Fraction of each box's area inside ``region`` (mmdet's ``iof`` w.r.t. the boxes)."""
-    lt = torch.maximum(boxes[:, :2], region[:2])
-    rb = torch.minimum(boxes[:, 2:], region[2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    return inter / (boxes[:, 2:] - boxes[:, :2]).prod(-1)
-
-
-def iou(boxes, box):
-    inter = iof(boxes, box) * (boxes[:, 2:] - boxes[:, :2]).prod(-1)
-    return inter / ((boxes[:, 2:] - boxes[:, :2]).prod(-1) + (box[2:] - box[:2]).prod() - inter)
-
-
 def test_sample_proposals_leaves_proposals_in_ignored_boxes_unsampled(model):
     """With ``ignore_iof_thr > 0``, a proposal inside an ignored box that overlaps no pseudo
     box is neither a positive nor a negative sample; without the ignored boxes it would be
@@ -539,15 +527,7 @@ def test_soft_teacher_roi_assigner_ignores_the_band(monkeypatch):
     det = InstanceData(bboxes=torch.tensor([[4., 4., 28., 28.], [32., 0., 64., 64.]]),
                        scores=torch.tensor([0.95, 0.7]), labels=torch.tensor([1, 2]))
     fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01, 0.01])])
-    calls = []
-    real_assign = assigner.assign
-
-    def spy(pred_instances, gt_instances, gt_instances_ignore=None, **kwargs):
-        result = real_assign(pred_instances, gt_instances, gt_instances_ignore, **kwargs)
-        calls.append((pred_instances.priors.clone(), gt_instances_ignore, result.gt_inds.clone()))
-        return result
-
-    monkeypatch.setattr(assigner, 'assign', spy)
+    calls = spy_assigner(monkeypatch, assigner)
     torch.manual_seed(0)
     inputs = torch.randn(1, 3, SIZE, SIZE)
     model.loss({'unsup_teacher': inputs, 'unsup_student': inputs},
@@ -557,12 +537,7 @@ def test_soft_teacher_roi_assigner_ignores_the_band(monkeypatch):
     priors, ignore, gt_inds = calls[0]
     assert ignore is not None
     torch.testing.assert_close(ignore.bboxes, torch.tensor([[32., 0., 64., 64.]]))
-    in_band = ((iof(priors, ignore.bboxes[0]) > assigner.ignore_iof_thr) &
-               (iou(priors, det.bboxes[0]) < assigner.neg_iou_thr))
-    assert in_band.sum() >= 3
-    assert (gt_inds[in_band] == -1).all()
-    outside = iof(priors, ignore.bboxes[0]) <= assigner.ignore_iof_thr
-    assert outside.any() and (gt_inds[outside] >= 0).all()
+    assert_band_ignored(assigner, priors, gt_inds, ignore.bboxes[0], det.bboxes[0])
 
 
 # ---------------------------------------------------------------- soft background in the loss

@@ -9,6 +9,7 @@ from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.structures import InstanceData
 
+from assign_helpers import assert_band_ignored, spy_assigner
 from demo_helpers import ROOT
 from ssl_det.registry import MODELS
 
@@ -213,19 +214,6 @@ def test_pseudo_masks_follow_their_boxes_into_the_strong_view(model_cfg, monkeyp
     assert out[0].ignored_instances.get('masks') is None
 
 
-def _iof(boxes, region):
-    """Fraction of each box's area inside ``region`` (mmdet's ``iof`` w.r.t. the boxes)."""
-    lt = torch.maximum(boxes[:, :2], region[:2])
-    rb = torch.minimum(boxes[:, 2:], region[2:])
-    return (rb - lt).clamp(min=0).prod(-1) / (boxes[:, 2:] - boxes[:, :2]).prod(-1)
-
-
-def _iou(boxes, box):
-    area = (boxes[:, 2:] - boxes[:, :2]).prod(-1)
-    inter = _iof(boxes, box) * area
-    return inter / (area + (box[2:] - box[:2]).prod() - inter)
-
-
 def test_student_roi_assigner_ignores_the_band(model_cfg, monkeypatch):
     """Through ``TeacherStudent.loss``, the student's RoI assigner gets the ignored band:
     proposals lying inside an ignored box (iof over ``ignore_iof_thr``) and away from every
@@ -238,15 +226,7 @@ def test_student_roi_assigner_ignores_the_band(model_cfg, monkeypatch):
     pred = InstanceData(bboxes=torch.stack([pseudo_box, ignored_box]),
                         scores=torch.tensor([0.95, 0.7]), labels=torch.tensor([1, 2]))
     monkeypatch.setattr(model, 'teacher_predict', lambda inputs, samples: [pred.clone()])
-    calls = []
-    real_assign = assigner.assign
-
-    def spy(pred_instances, gt_instances, gt_instances_ignore=None, **kwargs):
-        result = real_assign(pred_instances, gt_instances, gt_instances_ignore, **kwargs)
-        calls.append((pred_instances.priors.clone(), gt_instances_ignore, result.gt_inds.clone()))
-        return result
-
-    monkeypatch.setattr(assigner, 'assign', spy)
+    calls = spy_assigner(monkeypatch, assigner)
     torch.manual_seed(0)
     inputs = torch.randn(1, 3, 64, 64)
     model.loss({'unsup_teacher': inputs, 'unsup_student': inputs},
@@ -255,9 +235,4 @@ def test_student_roi_assigner_ignores_the_band(model_cfg, monkeypatch):
     priors, ignore, gt_inds = calls[0]
     assert ignore is not None
     torch.testing.assert_close(ignore.bboxes, ignored_box[None])
-    in_band = ((_iof(priors, ignored_box) > assigner.ignore_iof_thr) &
-               (_iou(priors, pseudo_box) < assigner.neg_iou_thr))
-    assert in_band.sum() >= 3
-    assert (gt_inds[in_band] == -1).all()
-    outside = _iof(priors, ignored_box) <= assigner.ignore_iof_thr
-    assert outside.any() and (gt_inds[outside] >= 0).all()
+    assert_band_ignored(assigner, priors, gt_inds, ignored_box, pseudo_box)
