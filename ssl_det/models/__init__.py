@@ -1,1 +1,1 @@
-from . import detectors, pseudo_labels, soft_teacher, utils  # noqa: F401
+from . import detectors, point_cloud, pseudo_labels, soft_teacher, utils  # noqa: F401

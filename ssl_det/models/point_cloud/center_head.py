@@ -1,0 +1,201 @@
+"""A centre-heatmap head for rotated 3D boxes on a BEV feature map (CenterPoint's idea,
+one head for all classes).
+
+Per BEV cell the head predicts a heatmap score per class and, at object centres, a box code:
+``(dx_cell, dy_cell)`` sub-cell offset, ``z`` (box centre), ``log(dx, dy, dz)``,
+``(sin yaw, cos yaw)``. Training: mmdet's ``GaussianFocalLoss`` on the heatmap (Gaussian
+peaks at box centres, radius from the box's footprint via mmdet's ``gaussian_radius``) and L1
+on the code at the centre cells. Regions of ``ignored_instances_3d`` boxes are left out of the
+heatmap loss (neither foreground nor background). Decoding: local maxima, top-k, then
+class-wise rotated NMS on ssl_det's BEV IoU kernel.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmdet.models.utils.gaussian_target import (gaussian_radius, gen_gaussian_target,
+                                                get_local_maximum, get_topk_from_heatmap,
+                                                transpose_and_gather_feat)
+from mmengine.structures import InstanceData
+from torch import Tensor, nn
+
+from ssl_det.ops import rotated_iou_bev
+from ssl_det.registry import MODELS
+from ssl_det.structures.box3d import points_in_boxes
+
+CODE_SIZE = 8  # offset x/y, z, log dx/dy/dz, sin, cos
+
+
+def rotated_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_thr: float) -> Tensor:
+    """Greedy class-wise NMS on BEV IoU; returns kept indices in descending score order."""
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = scores.argsort(descending=True)
+    boxes, labels = boxes[order], labels[order]
+    iou = rotated_iou_bev(boxes.double(), boxes.double())
+    iou[labels[:, None] != labels[None, :]] = 0
+    over = (iou > iou_thr).cpu().numpy()
+    suppressed = np.zeros(len(order), dtype=bool)
+    keep = []
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= over[i]
+    return order[torch.as_tensor(keep, dtype=torch.long, device=order.device)]
+
+
+@MODELS.register_module()
+class CenterHead3D(nn.Module):
+    """Centre-heatmap 3D box head.
+
+    Args:
+        in_channels (int): BEV feature channels.
+        num_classes (int): object classes.
+        point_cloud_range (list[float]): as the voxelizer's.
+        voxel_size (list[float]): pillar size.
+        out_size_factor (int): feature-map stride in pillars.
+        feat_channels (int): channels of the shared conv.
+        loss_heatmap, loss_bbox (dict): mmdet loss configs.
+        code_weights (list[float]): per-channel weights of the box code's L1 loss.
+        min_radius (int): smallest Gaussian radius in cells; min_overlap: gaussian_radius's.
+        test_cfg (dict): ``max_per_img`` top-k peaks, ``score_thr``, ``nms_thr`` (BEV IoU),
+            ``max_num`` boxes kept after NMS.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, point_cloud_range: Sequence[float],
+                 voxel_size: Sequence[float], out_size_factor: int = 2, feat_channels: int = 64,
+                 loss_heatmap: dict = dict(type='GaussianFocalLoss', loss_weight=1.0),
+                 loss_bbox: dict = dict(type='L1Loss', reduction='mean', loss_weight=0.25),
+                 code_weights: Sequence[float] = (1.0,) * CODE_SIZE, min_radius: int = 2,
+                 min_overlap: float = 0.1,
+                 test_cfg: Optional[dict] = None):
+        super().__init__()
+        self.num_classes = num_classes
+        self.pc_range = [float(v) for v in point_cloud_range]
+        self.cell = (voxel_size[0] * out_size_factor, voxel_size[1] * out_size_factor)
+        self.min_radius, self.min_overlap = min_radius, min_overlap
+        self.test_cfg = dict(max_per_img=100, score_thr=0.1, nms_thr=0.1, max_num=50)
+        self.test_cfg.update(test_cfg or {})
+        self.shared = nn.Sequential(nn.Conv2d(in_channels, feat_channels, 3, padding=1, bias=False),
+                                    nn.BatchNorm2d(feat_channels), nn.ReLU(inplace=True))
+        self.heatmap = nn.Sequential(nn.Conv2d(feat_channels, feat_channels, 3, padding=1),
+                                     nn.ReLU(inplace=True),
+                                     nn.Conv2d(feat_channels, num_classes, 1))
+        self.reg = nn.Sequential(nn.Conv2d(feat_channels, feat_channels, 3, padding=1),
+                                 nn.ReLU(inplace=True), nn.Conv2d(feat_channels, CODE_SIZE, 1))
+        nn.init.constant_(self.heatmap[-1].bias, -2.19)
+        self.loss_heatmap = MODELS.build(loss_heatmap)
+        self.loss_bbox = MODELS.build(loss_bbox)
+        self.register_buffer('code_weights', torch.tensor(code_weights, dtype=torch.float32),
+                             persistent=False)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        x = self.shared(x)
+        return self.heatmap(x), self.reg(x)
+
+    # --------------------------------------------------------------------------- targets
+    def _cells(self, boxes: Tensor) -> Tuple[Tensor, Tensor]:
+        cx = (boxes[:, 0] - self.pc_range[0]) / self.cell[0]
+        cy = (boxes[:, 1] - self.pc_range[1]) / self.cell[1]
+        return cx, cy
+
+    def get_targets(self, gt: InstanceData, shape: Tuple[int, int],
+                    ignored: Optional[InstanceData] = None):
+        """Heatmap (C, H, W), heatmap loss weight (H, W), code targets (K, 8), flat indices
+        (K,) and the code weight of each target (K,) for one frame."""
+        h, w = shape
+        device = self.code_weights.device
+        heat = torch.zeros(self.num_classes, h, w, device=device)
+        weight = torch.ones(h, w, device=device)
+        boxes = gt.bboxes_3d.to(device).float()
+        labels = gt.labels_3d.to(device)
+        inst_w = gt.weights.to(device).float() if 'weights' in gt else torch.ones(len(boxes),
+                                                                                  device=device)
+        cx, cy = self._cells(boxes)
+        ix, iy = cx.floor().long(), cy.floor().long()
+        inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+        codes, index, code_w = [], [], []
+        for k in torch.nonzero(inside).flatten().tolist():
+            size = (float(boxes[k, 4]) / self.cell[1], float(boxes[k, 3]) / self.cell[0])
+            radius = max(self.min_radius, int(gaussian_radius(size, self.min_overlap)))
+            gen_gaussian_target(heat[labels[k]], (int(ix[k]), int(iy[k])), radius)
+            codes.append(torch.stack([cx[k] - ix[k], cy[k] - iy[k], boxes[k, 2],
+                                      boxes[k, 3].log(), boxes[k, 4].log(), boxes[k, 5].log(),
+                                      boxes[k, 6].sin(), boxes[k, 6].cos()]))
+            index.append(iy[k] * w + ix[k])
+            code_w.append(inst_w[k])
+        if ignored is not None and len(ignored) > 0:
+            weight = self._ignore_weight(ignored.bboxes_3d.to(device).float(), heat, weight)
+        if codes:
+            return heat, weight, torch.stack(codes), torch.stack(index), torch.stack(code_w)
+        return (heat, weight, boxes.new_zeros(0, CODE_SIZE),
+                torch.zeros(0, dtype=torch.long, device=device), boxes.new_zeros(0))
+
+    def _ignore_weight(self, boxes: Tensor, heat: Tensor, weight: Tensor) -> Tensor:
+        h, w = weight.shape
+        ys, xs = torch.meshgrid(torch.arange(h, device=weight.device),
+                                torch.arange(w, device=weight.device), indexing='ij')
+        centres = torch.stack([(xs.flatten() + 0.5) * self.cell[0] + self.pc_range[0],
+                               (ys.flatten() + 0.5) * self.cell[1] + self.pc_range[1]], dim=1)
+        flat = boxes.clone()
+        flat[:, 2] = 0
+        flat[:, 5] = 1.0
+        cells = torch.cat([centres, centres.new_zeros(len(centres), 1)], dim=1)
+        hit = points_in_boxes(cells.cpu(), flat.cpu(), margin=max(self.cell) / 2)
+        ignore = hit.any(dim=1).view(h, w).to(weight.device)
+        # a true object's peak stays supervised even where an ignored box overlaps it
+        ignore &= heat.amax(dim=0) < 1
+        return weight.masked_fill(ignore, 0.0)
+
+    # --------------------------------------------------------------------------- loss
+    def loss(self, feats: Tensor, batch_data_samples: List) -> Dict[str, Tensor]:
+        heat_pred, reg_pred = self(feats)
+        b, _, h, w = heat_pred.shape
+        heats, weights, codes, idx, code_w, batch_idx = [], [], [], [], [], []
+        for i, ds in enumerate(batch_data_samples):
+            ignored = ds.ignored_instances_3d if 'ignored_instances_3d' in ds else None
+            t = self.get_targets(ds.gt_instances_3d, (h, w), ignored)
+            heats.append(t[0])
+            weights.append(t[1])
+            codes.append(t[2])
+            idx.append(t[3])
+            code_w.append(t[4])
+            batch_idx.append(torch.full_like(t[3], i))
+        heat_t = torch.stack(heats)
+        weight_t = torch.stack(weights)[:, None].expand_as(heat_t)
+        num_pos = max(float(sum(len(c) for c in codes)), 1.0)
+        pred = heat_pred.sigmoid().clamp(1e-4, 1 - 1e-4)
+        loss_heat = self.loss_heatmap(pred, heat_t, weight=weight_t, avg_factor=num_pos)
+        codes_t, idx_t, bidx = torch.cat(codes), torch.cat(idx), torch.cat(batch_idx)
+        if len(codes_t):
+            reg = reg_pred.flatten(2)[bidx, :, idx_t]  # (K, 8)
+            w_t = self.code_weights[None] * torch.cat(code_w)[:, None]
+            loss_bbox = self.loss_bbox(reg, codes_t, weight=w_t, avg_factor=num_pos)
+        else:
+            loss_bbox = reg_pred.sum() * 0
+        return dict(loss_heatmap=loss_heat, loss_bbox=loss_bbox)
+
+    # --------------------------------------------------------------------------- predict
+    @torch.no_grad()
+    def predict(self, feats: Tensor, batch_data_samples: List) -> List[InstanceData]:
+        heat_pred, reg_pred = self(feats)
+        cfg = self.test_cfg
+        heat = get_local_maximum(heat_pred.sigmoid(), kernel=3)
+        k = min(cfg['max_per_img'], heat[0].numel())
+        scores, inds, labels, ys, xs = get_topk_from_heatmap(heat, k=k)
+        reg = transpose_and_gather_feat(reg_pred, inds)  # (B, k, 8)
+        results = []
+        for b in range(heat.shape[0]):
+            r = reg[b]
+            x = (xs[b] + r[:, 0]) * self.cell[0] + self.pc_range[0]
+            y = (ys[b] + r[:, 1]) * self.cell[1] + self.pc_range[1]
+            dims = r[:, 3:6].clamp(max=6).exp()
+            yaw = torch.atan2(r[:, 6], r[:, 7])
+            boxes = torch.cat([x[:, None], y[:, None], r[:, 2:3], dims, yaw[:, None]], dim=1)
+            keep = scores[b] > cfg['score_thr']
+            boxes, sc, lab = boxes[keep], scores[b][keep], labels[b][keep].long()
+            keep = rotated_nms(boxes, sc, lab, cfg['nms_thr'])[:cfg['max_num']]
+            results.append(InstanceData(bboxes_3d=boxes[keep].float(), scores_3d=sc[keep],
+                                        labels_3d=lab[keep]))
+        return results

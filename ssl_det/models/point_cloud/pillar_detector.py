@@ -1,0 +1,76 @@
+"""``PillarDetector``: a LiDAR 3D detector built from registered parts that trains and
+evaluates on a CPU as on a GPU.
+
+points → :class:`PillarVoxelizer` → :class:`PillarFeatureNet` → :class:`PillarScatter`
+(BEV canvas) → :class:`BEVBackbone` → :class:`BEVNeck` → :class:`CenterHead3D` (heatmap,
+rotated NMS). It follows mmdet's ``BaseDetector`` interface (``loss`` / ``predict`` /
+``_forward`` on ``inputs=dict(points=[Tensor (N, C), ...])`` and
+:class:`~ssl_det.structures.PointCloudDataSample` lists), so mmengine's runner, the EMA hook
+and the teacher–student wrappers drive it like a 2D detector. Any part can be swapped in a
+config for another registered module with the same interface.
+"""
+from typing import List, Optional, Tuple
+
+from mmdet.models.detectors.base import BaseDetector
+from torch import Tensor
+
+from ssl_det.registry import MODELS
+
+from .voxel_encoder import grid_shape
+
+
+@MODELS.register_module()
+class PillarDetector(BaseDetector):
+    """Pillar-based single-stage LiDAR detector.
+
+    Args:
+        voxelizer, voxel_encoder, middle_encoder, backbone, neck, bbox_head (dict): configs of
+            the parts. When ``middle_encoder`` has no ``output_shape`` it is derived from the
+            voxelizer's range and voxel size.
+        data_preprocessor (dict, optional): defaults to mmengine's ``BaseDataPreprocessor``
+            (moves the points and samples to the device; points stay a list).
+    """
+
+    def __init__(self, voxelizer: dict, voxel_encoder: dict, middle_encoder: dict,
+                 backbone: dict, neck: dict, bbox_head: dict,
+                 train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None,
+                 data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
+        super().__init__(data_preprocessor=data_preprocessor or dict(type='BaseDataPreprocessor'),
+                         init_cfg=init_cfg)
+        self.voxelizer = MODELS.build(voxelizer)
+        self.voxel_encoder = MODELS.build(voxel_encoder)
+        middle_encoder = dict(middle_encoder)
+        middle_encoder.setdefault('output_shape', grid_shape(voxelizer['point_cloud_range'],
+                                                             voxelizer['voxel_size']))
+        self.middle_encoder = MODELS.build(middle_encoder)
+        self.backbone = MODELS.build(backbone)
+        self.neck = MODELS.build(neck)
+        bbox_head = dict(bbox_head)
+        if test_cfg is not None:
+            bbox_head['test_cfg'] = {**bbox_head.get('test_cfg', {}), **test_cfg}
+        self.bbox_head = MODELS.build(bbox_head)
+        self.train_cfg, self.test_cfg = train_cfg, test_cfg
+
+    @property
+    def num_classes(self) -> int:
+        return self.bbox_head.num_classes
+
+    def extract_feat(self, batch_inputs: dict) -> Tensor:
+        points = batch_inputs['points']
+        kept, point_coors = self.voxelizer(points)
+        feats, coors = self.voxel_encoder(kept, point_coors)
+        canvas = self.middle_encoder(feats, coors, len(points))
+        return self.neck(self.backbone(canvas))
+
+    def loss(self, batch_inputs: dict, batch_data_samples: List) -> dict:
+        return self.bbox_head.loss(self.extract_feat(batch_inputs), batch_data_samples)
+
+    def predict(self, batch_inputs: dict, batch_data_samples: List, rescale: bool = True) -> List:
+        results = self.bbox_head.predict(self.extract_feat(batch_inputs), batch_data_samples)
+        for ds, res in zip(batch_data_samples, results):
+            ds.pred_instances_3d = res
+        return batch_data_samples
+
+    def _forward(self, batch_inputs: dict, batch_data_samples: Optional[List] = None
+                 ) -> Tuple[Tensor, Tensor]:
+        return self.bbox_head(self.extract_feat(batch_inputs))

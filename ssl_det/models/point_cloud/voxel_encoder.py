@@ -1,0 +1,118 @@
+"""Points → pillars → a BEV pseudo-image (PointPillars' front end, CPU and GPU alike).
+
+``PillarVoxelizer`` gives every point its pillar (mmcv's dynamic ``Voxelization``, which has
+a CPU kernel; points outside the range are dropped). ``PillarFeatureNet`` extends each point
+with its offsets to its pillar's point mean and to the pillar's centre, runs a shared linear
+layer + BN + ReLU and takes the max over the pillar's points with a scatter (no padding to a
+fixed number of points per pillar, so no point is dropped and no work is wasted on empty
+slots). ``PillarScatter`` places the pillar features on the BEV grid. Grid axes: x →
+columns, y → rows, row 0 at ``y_min``.
+"""
+from typing import List, Sequence, Tuple
+
+import torch
+from mmcv.ops import Voxelization
+from torch import Tensor, nn
+
+from ssl_det.registry import MODELS
+
+
+def grid_shape(point_cloud_range: Sequence[float], voxel_size: Sequence[float]) -> Tuple[int, int]:
+    """(ny, nx) of the BEV grid; the range must be a whole number of voxels."""
+    nx = (point_cloud_range[3] - point_cloud_range[0]) / voxel_size[0]
+    ny = (point_cloud_range[4] - point_cloud_range[1]) / voxel_size[1]
+    if abs(nx - round(nx)) > 1e-4 or abs(ny - round(ny)) > 1e-4:
+        raise ValueError(f'point_cloud_range {list(point_cloud_range)} is not a whole number of '
+                         f'voxels of size {list(voxel_size)} in x and y')
+    return int(round(ny)), int(round(nx))
+
+
+@MODELS.register_module()
+class PillarVoxelizer(nn.Module):
+    """Dynamic pillar voxelization of a batch of point clouds.
+
+    Args:
+        voxel_size (list[float]): (vx, vy, vz); vz spans the whole z range for pillars.
+        point_cloud_range (list[float]): (x_min, y_min, z_min, x_max, y_max, z_max); points
+            outside are dropped.
+    """
+
+    def __init__(self, voxel_size: Sequence[float], point_cloud_range: Sequence[float]):
+        super().__init__()
+        self.voxel_size = list(voxel_size)
+        self.point_cloud_range = list(point_cloud_range)
+        self.voxel_layer = Voxelization(self.voxel_size, self.point_cloud_range, -1)
+
+    @torch.no_grad()
+    def forward(self, points: List[Tensor]) -> Tuple[Tensor, Tensor]:
+        """Returns the in-range points (N, C) and their pillars (N, 4: batch, z, y, x)."""
+        kept, coors = [], []
+        for i, pts in enumerate(points):
+            c = self.voxel_layer(pts.contiguous())
+            valid = (c >= 0).all(dim=1)
+            kept.append(pts[valid])
+            coors.append(nn.functional.pad(c[valid], (1, 0), value=i))
+        return torch.cat(kept), torch.cat(coors)
+
+
+@MODELS.register_module()
+class PillarFeatureNet(nn.Module):
+    """Per-pillar features from its points.
+
+    Each point (x, y, z, extra...) is extended with its offset to the pillar's point mean
+    (3) and to the pillar's xy centre (2); a linear layer + BN1d + ReLU per point, then the
+    max over the pillar's points.
+
+    Args:
+        in_channels (int): point width used (x, y, z + extra features).
+        feat_channels (int): output channels.
+        voxel_size, point_cloud_range: as in :class:`PillarVoxelizer`.
+    """
+
+    def __init__(self, in_channels: int = 4, feat_channels: int = 64,
+                 voxel_size: Sequence[float] = (0.32, 0.32, 4.0),
+                 point_cloud_range: Sequence[float] = (0, -32, -3, 64, 32, 1)):
+        super().__init__()
+        self.in_channels = in_channels
+        self.linear = nn.Linear(in_channels + 5, feat_channels, bias=False)
+        self.norm = nn.BatchNorm1d(feat_channels, eps=1e-3)
+        self.register_buffer('voxel_xy', torch.tensor(voxel_size[:2], dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer('offset_xy', torch.tensor(
+            [voxel_size[0] / 2 + point_cloud_range[0], voxel_size[1] / 2 + point_cloud_range[1]],
+            dtype=torch.float32), persistent=False)
+
+    def forward(self, points: Tensor, coors: Tensor) -> Tuple[Tensor, Tensor]:
+        """Returns pillar features (V, C) and pillar coordinates (V, 4: batch, z, y, x)."""
+        points = points[:, :self.in_channels]
+        key = coors[:, 0].long() << 40 | coors[:, 2].long() << 20 | coors[:, 3].long()
+        uniq, inverse = torch.unique(key, return_inverse=True)
+        num = len(uniq)
+        count = torch.zeros(num, device=points.device).index_add_(
+            0, inverse, torch.ones_like(inverse, dtype=points.dtype))
+        mean = points.new_zeros(num, 3).index_add_(0, inverse, points[:, :3]) / count[:, None]
+        centre = coors[:, [3, 2]].to(points.dtype) * self.voxel_xy + self.offset_xy
+        feats = torch.cat([points, points[:, :3] - mean[inverse], points[:, :2] - centre], dim=1)
+        x = self.norm(self.linear(feats)).relu()
+        out = x.new_zeros(num, x.shape[1]).scatter_reduce(
+            0, inverse[:, None].expand_as(x), x, reduce='amax', include_self=False)
+        pillar_coors = coors.new_zeros(num, 4)
+        pillar_coors[inverse] = coors
+        return out, pillar_coors
+
+
+@MODELS.register_module()
+class PillarScatter(nn.Module):
+    """Scatter pillar features (V, C) onto a (B, C, ny, nx) BEV canvas."""
+
+    def __init__(self, in_channels: int, output_shape: Sequence[int]):
+        super().__init__()
+        self.in_channels = in_channels
+        self.ny, self.nx = int(output_shape[0]), int(output_shape[1])
+
+    def forward(self, features: Tensor, coors: Tensor, batch_size: int) -> Tensor:
+        canvas = features.new_zeros(batch_size, self.ny * self.nx, self.in_channels)
+        index = coors[:, 2].long() * self.nx + coors[:, 3].long()
+        canvas[coors[:, 0].long(), index] = features
+        return canvas.transpose(1, 2).reshape(batch_size, self.in_channels, self.ny,
+                                              self.nx).contiguous()

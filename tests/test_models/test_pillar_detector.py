@@ -1,0 +1,117 @@
+"""PillarDetector: the parts fit together, it overfits one scene, and the heatmap's ignore
+regions and rotated NMS do what they say."""
+import numpy as np
+import pytest
+import torch
+from mmengine.structures import InstanceData
+
+import ssl_det.models  # noqa: F401  (registers the parts)
+from ssl_det.models.point_cloud import rotated_nms
+from ssl_det.registry import MODELS
+from ssl_det.structures import PointCloudDataSample
+
+PCR = [0, -12.8, -3, 25.6, 12.8, 1]
+VOXEL = [0.4, 0.4, 4]
+
+
+def small_detector(**head):
+    cfg = dict(
+        type='PillarDetector',
+        voxelizer=dict(type='PillarVoxelizer', voxel_size=VOXEL, point_cloud_range=PCR),
+        voxel_encoder=dict(type='PillarFeatureNet', in_channels=4, feat_channels=16,
+                           voxel_size=VOXEL, point_cloud_range=PCR),
+        middle_encoder=dict(type='PillarScatter', in_channels=16),
+        backbone=dict(type='BEVBackbone', in_channels=16, out_channels=(16, 32),
+                      layers=(1, 1), strides=(2, 2)),
+        neck=dict(type='BEVNeck', in_channels=(16, 32), out_channels=(32, 32),
+                  upsample_strides=(1, 2)),
+        bbox_head=dict(type='CenterHead3D', in_channels=64, num_classes=3,
+                       point_cloud_range=PCR, voxel_size=VOXEL, out_size_factor=2, **head))
+    return MODELS.build(cfg)
+
+
+def box_surface_points(rng, box, n):
+    local = rng.uniform(-0.5, 0.5, (n, 3)) * box[3:6]
+    c, s = np.cos(box[6]), np.sin(box[6])
+    return local @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T + box[:3]
+
+
+def scene(seed=0):
+    rng = np.random.default_rng(seed)
+    boxes = np.array([[8.0, 3.0, -0.95, 4.0, 1.7, 1.5, 0.6],
+                      [14.0, -5.0, -0.8, 0.7, 0.6, 1.8, -1.0],
+                      [18.0, 4.0, -0.85, 1.8, 0.6, 1.7, 2.5]], np.float32)
+    parts = [box_surface_points(rng, b, 200) for b in boxes]
+    ground = np.c_[rng.uniform(0, 25.6, 3000), rng.uniform(-12.8, 12.8, 3000),
+                   np.full(3000, -1.7)]
+    pts = np.concatenate(parts + [ground])
+    pts = np.c_[pts, rng.uniform(0, 1, len(pts))].astype(np.float32)
+    sample = PointCloudDataSample()
+    sample.gt_instances_3d = InstanceData(bboxes_3d=torch.from_numpy(boxes),
+                                          labels_3d=torch.tensor([0, 1, 2]))
+    return torch.from_numpy(pts), sample
+
+
+def test_overfits_one_scene_and_decodes_boxes_near_the_truth():
+    torch.manual_seed(0)
+    model = small_detector()
+    points, sample = scene()
+    inputs = dict(points=[points, points])
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    first = None
+    for _ in range(60):
+        losses = model.loss(inputs, [sample, sample])
+        total = sum(losses.values())
+        assert torch.isfinite(total)
+        first = total.item() if first is None else first
+        optim.zero_grad()
+        total.backward()
+        optim.step()
+    assert total.item() < 0.1 * first
+    model.eval()
+    pred = model.predict(dict(points=[points]), [sample.clone()])[0].pred_instances_3d
+    gt = sample.gt_instances_3d
+    assert len(pred) >= 3
+    for box, label in zip(gt.bboxes_3d, gt.labels_3d):
+        dist = (pred.bboxes_3d[:, :2] - box[:2]).norm(dim=1)
+        j = int(dist.argmin())
+        assert dist[j] < 0.4, (box, pred.bboxes_3d)
+        assert pred.labels_3d[j] == label
+        assert pred.scores_3d[j] > 0.3
+        assert torch.allclose(pred.bboxes_3d[j, 2:6], box[2:6], atol=0.3)
+        dyaw = torch.remainder(pred.bboxes_3d[j, 6] - box[6] + np.pi, 2 * np.pi) - np.pi
+        assert abs(float(dyaw)) < 0.2
+
+
+def test_ignored_boxes_leave_their_region_out_of_the_heatmap_loss():
+    model = small_detector()
+    _, sample = scene()
+    gt = sample.gt_instances_3d
+    ignored = InstanceData(bboxes_3d=torch.tensor([[20.0, -8.0, -1.0, 3.0, 3.0, 1.5, 0.3]]),
+                           labels_3d=torch.tensor([0]))
+    heat, weight, codes, index, _ = model.bbox_head.get_targets(gt, (32, 32), ignored)
+    cell = 0.8
+    ix, iy = int((20.0 - PCR[0]) / cell), int((-8.0 - PCR[1]) / cell)
+    assert weight[iy, ix] == 0  # the ignored box's centre cell
+    assert weight.sum() < weight.numel() - 8  # a whole region, not one cell
+    assert weight[0, 0] == 1  # far away: background as usual
+    assert len(codes) == 3 and heat.amax() == 1
+    _, weight_none, *_ = model.bbox_head.get_targets(gt, (32, 32), None)
+    assert bool((weight_none == 1).all())
+
+
+def test_rotated_nms_keeps_the_best_of_overlapping_same_class_boxes():
+    boxes = torch.tensor([[5.0, 0, 0, 4, 2, 1.5, 0.1], [5.2, 0.1, 0, 4, 2, 1.5, 0.15],
+                          [5.0, 0, 0, 4, 2, 1.5, 0.1], [20, 0, 0, 4, 2, 1.5, 0]])
+    scores = torch.tensor([0.5, 0.9, 0.8, 0.3])
+    labels = torch.tensor([0, 0, 1, 0])
+    keep = rotated_nms(boxes, scores, labels, iou_thr=0.1)
+    assert keep.tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize('bad', [[0, -12.8, -3, 25.5, 12.8, 1]])
+def test_range_must_be_whole_pillars(bad):
+    from ssl_det.models.point_cloud import grid_shape
+    with pytest.raises(ValueError, match='whole number of voxels'):
+        grid_shape(bad, VOXEL)
