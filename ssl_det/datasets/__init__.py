@@ -1,7 +1,12 @@
-"""Datasets, samplers and data checks for semi-supervised training."""
+"""Datasets, samplers and data checks for semi-supervised training (2D COCO and point
+clouds)."""
 from . import transforms  # noqa: F401  (registers ssl_det's transforms)
 from .coco import CocoDataset
+from .kitti import convert_kitti
+from .mmdet3d_infos import convert_mmdet3d_info
 from .multi_source_sampler import MultiSourceSampler
+from .point_cloud_dataset import PointCloudDataset
 from .semi_checks import SemiSplitSummary, check_semi_split
 
-__all__ = ['CocoDataset', 'MultiSourceSampler', 'check_semi_split', 'SemiSplitSummary']
+__all__ = ['CocoDataset', 'MultiSourceSampler', 'check_semi_split', 'SemiSplitSummary',
+           'PointCloudDataset', 'convert_kitti', 'convert_mmdet3d_info']
