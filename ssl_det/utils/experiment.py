@@ -34,21 +34,22 @@ STAGE2 = {
 }
 
 
-def last_metrics(work_dir: str) -> Dict[str, float]:
-    """The last evaluation logged in the newest run of ``work_dir``."""
+def last_metrics(work_dir: str, marker: str = 'bbox_mAP') -> Dict[str, float]:
+    """The last evaluation logged in the newest run of ``work_dir`` (the last record with a
+    key containing ``marker``: ``bbox_mAP`` for COCO, ``ap3d/mAP`` for the 3D metric)."""
     files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     metrics: Dict[str, float] = {}
     if files:
         with open(files[-1]) as f:
             for line in f:
                 record = json.loads(line)
-                if any('bbox_mAP' in k for k in record):
+                if any(marker in k for k in record):
                     metrics = record
     return metrics
 
 
 def train(config: str, work_dir: str, cfg_options: Optional[List[str]] = None,
-          quiet: bool = False) -> Tuple[Dict[str, float], float]:
+          quiet: bool = False, marker: str = 'bbox_mAP') -> Tuple[Dict[str, float], float]:
     """Train ``config`` with tools/train.py; return (final metrics, seconds)."""
     work_dir = osp.abspath(work_dir)  # the run's cwd is the repository root
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir', work_dir]
@@ -58,7 +59,7 @@ def train(config: str, work_dir: str, cfg_options: Optional[List[str]] = None,
     start = time.time()
     subprocess.run(cmd, check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL if quiet else None)
-    metrics = last_metrics(work_dir)
+    metrics = last_metrics(work_dir, marker)
     if not metrics:
         raise RuntimeError(f'{work_dir} holds no evaluation: did the run validate at the end?')
     return metrics, time.time() - start
@@ -106,6 +107,33 @@ def config_digest(config: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def run_once(config: str, run_dir: str, cfg_options: List[str], reuse: bool = False,
+             need_checkpoint: bool = False, marker: str = 'bbox_mAP') -> dict:
+    """Train ``config`` in ``run_dir`` once, or with ``reuse`` take the finished run found
+    there when it came from the same resolved config and options (``ssl_det_run.json``)
+    and, with ``need_checkpoint``, left its checkpoint.
+
+    Returns:
+        dict: ``metrics`` (the final evaluation), ``seconds`` (None when reused),
+        ``work_dir``, ``config``.
+    """
+    spec_file = osp.join(run_dir, 'ssl_det_run.json')
+    spec = dict(config=config, cfg_options=list(cfg_options), config_sha=config_digest(config))
+    done = {}
+    if reuse and osp.isfile(spec_file) and json.load(open(spec_file)) == spec:
+        done = last_metrics(run_dir, marker)
+    if done and (not need_checkpoint or _checkpoint(run_dir)):
+        print(f'[reuse] {run_dir}', flush=True)
+        result = dict(metrics=done, seconds=None)
+    else:
+        metrics, seconds = train(config, run_dir, list(cfg_options), marker=marker)
+        result = dict(metrics=metrics, seconds=seconds)
+        with open(spec_file, 'w') as f:
+            json.dump(spec, f)
+    result.update(work_dir=run_dir, config=config)
+    return result
+
+
 def two_stage(runs: Iterable[str], seed: int, work_dir: str,
               pretrain_iters: Optional[int] = None, iters: Optional[int] = None,
               options: Optional[Dict[str, List[str]]] = None,
@@ -140,20 +168,8 @@ def two_stage(runs: Iterable[str], seed: int, work_dir: str,
     def run(name: str, config: str, extra: List[str], suffix: str = '',
             reuse: bool = reuse) -> dict:
         run_dir = osp.join(seed_dir, _stem(config) + suffix)
-        spec_file = osp.join(run_dir, 'ssl_det_run.json')
-        spec = dict(config=config, cfg_options=common + extra, config_sha=config_digest(config))
-        done = {}
-        if reuse and osp.isfile(spec_file) and json.load(open(spec_file)) == spec:
-            done = last_metrics(run_dir)
-        if done and (not name.startswith('pretrain') or _checkpoint(run_dir)):
-            print(f'[reuse] {run_dir}', flush=True)
-            result = dict(metrics=done, seconds=None)
-        else:
-            metrics, seconds = train(config, run_dir, common + extra)
-            result = dict(metrics=metrics, seconds=seconds)
-            with open(spec_file, 'w') as f:
-                json.dump(spec, f)
-        result.update(work_dir=run_dir, config=config)
+        result = run_once(config, run_dir, common + extra, reuse,
+                          need_checkpoint=name.startswith('pretrain'))
         results[name] = result
         return result
 

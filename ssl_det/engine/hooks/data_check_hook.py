@@ -2,6 +2,7 @@
 import os.path as osp
 from typing import Iterator, List
 
+from mmdet.datasets import CocoDataset as MMDetCocoDataset
 from mmengine.dataset import ConcatDataset, RepeatDataset
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -28,7 +29,8 @@ def missing_images(dataset) -> List[str]:
         return []
     missing = []
     for idx in range(len(dataset)):
-        path = dataset.get_data_info(idx).get('img_path')
+        info = dataset.get_data_info(idx)
+        path = info.get('img_path', info.get('lidar_path'))
         if path is not None and '://' not in path and not osp.isfile(path):
             missing.append(path)
     return missing
@@ -54,9 +56,19 @@ def check_dataset(dataset, role: str, check_images: bool = True) -> int:
     # Labeled and unlabeled COCO files must agree on their categories, or the unlabeled
     # branch silently trains with shifted or missing labels.
     coco_files = [leaf.ann_file for leaf in leaves
-                  if str(getattr(leaf, 'ann_file', '')).endswith('.json')]
+                  if str(getattr(leaf, 'ann_file', '')).endswith('.json')
+                  and isinstance(leaf, MMDetCocoDataset)]
     for other in coco_files[1:]:
         check_semi_split(coco_files[0], other)
+    # Point-cloud splits (and any other dataset): the class lists must match.
+    others = [leaf for leaf in leaves if not isinstance(leaf, MMDetCocoDataset)
+              and 'classes' in (getattr(leaf, 'metainfo', None) or {})]
+    for leaf in others[1:]:
+        a, b = tuple(others[0].metainfo['classes']), tuple(leaf.metainfo['classes'])
+        if a != b:
+            raise ValueError(f'{role} datasets disagree on classes: {others[0].ann_file} has '
+                             f'{a}, {leaf.ann_file} has {b}; give both the same '
+                             'metainfo=dict(classes=...)')
     return total
 
 
