@@ -38,8 +38,9 @@ class PointCloudDataset(BaseDataset):
     Args:
         ann_file (str): The info file (``.json`` / ``.pkl``); relative paths are joined to
             ``data_root`` as mmengine does.
-        data_root (str): Root of relative point paths (and of ``ann_file``). Default ``''``:
-            point paths are relative to the info file's folder.
+        data_root (str): Root of ``ann_file`` (as in mmengine) and, for mmdet3d info files
+            or with ``data_prefix['pts']`` set, of the point paths. ssl_det info files'
+            relative point paths are relative to the info file's own folder.
         data_prefix (dict): ``pts``: a folder put before each frame's ``lidar_path``
             (mmdet3d's KITTI configs use ``'training/velodyne_reduced'``). Defaults to
             ``dict(pts='')``.
@@ -112,6 +113,7 @@ class PointCloudDataset(BaseDataset):
                 'the converter that wrote it')
         file_meta = dict(info.get('metainfo') or {})
         mmdet3d = is_mmdet3d_info(info)
+        self._mmdet3d_format = mmdet3d
         if mmdet3d:
             label_names = mmdet3d_label_names(file_meta, self.ann_file)
             file_meta['classes'] = mmdet3d_classes(file_meta, self.ann_file)
@@ -196,12 +198,19 @@ class PointCloudDataset(BaseDataset):
         gt_difficulty = np.asarray(difficulty, dtype=np.int64)
 
         path = str(raw['lidar_path'])
-        if self._pts_prefix and not osp.isabs(path):
-            path = osp.join(self._pts_prefix, path)
+        if osp.isabs(path):
+            pass
+        elif self._pts_prefix or getattr(self, '_mmdet3d_format', False):
+            # mmdet3d's layout: data_root / data_prefix['pts'] / lidar_path
+            path = osp.join(self.data_root or '', self._pts_prefix, path)
+        else:
+            # ssl_det info files: relative to the info file's own folder, so that a split
+            # file written elsewhere (tools/misc/split_point_cloud.py) still resolves
+            path = resolve_path(path, self.ann_file)
         num_features = self.point_dim or raw.get('num_point_features') \
             or self._metainfo.get('point_dim') or 4
         data_info = dict(
-            lidar_path=osp.abspath(resolve_path(path, self.ann_file, self.data_root)),
+            lidar_path=osp.abspath(path),
             frame_id=frame_id,
             sample_idx=int(raw['sample_idx']),
             num_point_features=int(num_features),
