@@ -60,15 +60,6 @@ def check_dataset(dataset, role: str, check_images: bool = True) -> int:
                   and isinstance(leaf, MMDetCocoDataset)]
     for other in coco_files[1:]:
         check_semi_split(coco_files[0], other)
-    # Point-cloud splits (and any other dataset): the class lists must match.
-    others = [leaf for leaf in leaves if not isinstance(leaf, MMDetCocoDataset)
-              and 'classes' in (getattr(leaf, 'metainfo', None) or {})]
-    for leaf in others[1:]:
-        a, b = tuple(others[0].metainfo['classes']), tuple(leaf.metainfo['classes'])
-        if a != b:
-            raise ValueError(f'{role} datasets disagree on classes: {others[0].ann_file} has '
-                             f'{a}, {leaf.ann_file} has {b}; give both the same '
-                             'metainfo=dict(classes=...)')
     return total
 
 
