@@ -7,10 +7,12 @@ from .photometric import AlbuPhotometric
 from .point_cloud import (BOX_KEYS, GlobalRotScaleTrans, ObjectMinPointsFilter,
                           ObjectNameFilter, ObjectRangeFilter, PointDropout, PointJitter,
                           PointShuffle, PointsRangeFilter, RandomFlip3D, apply_aug_matrix)
+from .shuffle_3d import BEVPatchShuffle
 
 __all__ = [
     'AlbuPhotometric', 'LoadPointsFromFile', 'PackPointCloudInputs', 'ObjectSample',
     'check_database_leak', 'create_gt_database', 'BOX_KEYS', 'RandomFlip3D',
     'GlobalRotScaleTrans', 'PointsRangeFilter', 'ObjectRangeFilter', 'ObjectNameFilter',
-    'ObjectMinPointsFilter', 'PointDropout', 'PointJitter', 'PointShuffle', 'apply_aug_matrix'
+    'ObjectMinPointsFilter', 'PointDropout', 'PointJitter', 'PointShuffle', 'apply_aug_matrix',
+    'BEVPatchShuffle'
 ]

@@ -6,8 +6,9 @@ Per BEV cell the head predicts a heatmap score per class and, at object centres,
 ``(sin yaw, cos yaw)``. Training: mmdet's ``GaussianFocalLoss`` on the heatmap (Gaussian
 peaks at box centres, radius from the box's footprint via mmdet's ``gaussian_radius``) and L1
 on the code at the centre cells. Regions of ``ignored_instances_3d`` boxes are left out of the
-heatmap loss (neither foreground nor background). Decoding: local maxima, top-k, then
-class-wise rotated NMS on ssl_det's BEV IoU kernel.
+heatmap loss (neither foreground nor background); an instance with a ``weights`` value below 1
+(a teacher's soft pseudo box) scales the heatmap loss over its Gaussian and its code loss.
+Decoding: local maxima, top-k, then class-wise rotated NMS on ssl_det's BEV IoU kernel.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -120,6 +121,10 @@ class CenterHead3D(nn.Module):
             size = (float(boxes[k, 4]) / self.cell[1], float(boxes[k, 3]) / self.cell[0])
             radius = max(self.min_radius, int(gaussian_radius(size, self.min_overlap)))
             gen_gaussian_target(heat[labels[k]], (int(ix[k]), int(iy[k])), radius)
+            if inst_w[k] < 1:  # a soft (weighted) instance: scale the loss around it
+                foot = gen_gaussian_target(torch.zeros_like(weight), (int(ix[k]), int(iy[k])),
+                                           radius)
+                weight = torch.where(foot > 0, weight * inst_w[k], weight)
             codes.append(torch.stack([cx[k] - ix[k], cy[k] - iy[k], boxes[k, 2],
                                       boxes[k, 3].log(), boxes[k, 4].log(), boxes[k, 5].log(),
                                       boxes[k, 6].sin(), boxes[k, 6].cos()]))

@@ -1,0 +1,24 @@
+# HSSDA-style teacher-student on the 3D demo scenes (stage 2, as the mean-teacher config):
+# hierarchical supervision from per-class adaptive dual thresholds - high boxes are pseudo
+# ground truth, middle boxes supervise with the teacher's score as weight, the points of low
+# boxes are removed from the student's input - and the 2x2 BEV patch shuffle on the
+# student's unlabeled view (boxes cut by a patch border are ignored).
+_base_ = ['./mean-teacher_pillar-center_demo3d_semi-10pct.py']
+
+model = dict(middle='weight', low='remove_points', low_score_thr=0.1)
+
+point_cloud_range = {{_base_.point_cloud_range}}
+view_meta_keys = {{_base_.view_meta_keys}}
+strong_pipeline = _base_.strong_geometric + [
+    dict(type='BEVPatchShuffle', point_cloud_range=point_cloud_range, grid=(2, 2)),
+    dict(type='PointsRangeFilter', point_cloud_range=point_cloud_range),
+    dict(type='PackPointCloudInputs', meta_keys=view_meta_keys),
+]
+unsup_pipeline = [
+    dict(type='LoadPointsFromFile'),
+    dict(type='MultiBranch', branch_field=_base_.branch_field,
+         unsup_teacher=_base_.weak_pipeline, unsup_student=strong_pipeline),
+]
+train_dataloader = dict(dataset=dict(datasets=[_base_.labeled_dataset,
+                                               dict(_base_.unlabeled_dataset,
+                                                    pipeline=unsup_pipeline)]))

@@ -1,0 +1,7 @@
+# Stage 2 of the 3D demo protocol, supervised: continue the 10%-label model
+# (pillar-center_demo3d_sup-10pct.py, stage 1) on the same labeled scenes, with exactly the
+# semi-supervised runs' labeled augmentation, schedule and iterations. The baseline a
+# semi-supervised stage 2 must beat.
+_base_ = ['./pillar-center_demo3d_sup-10pct.py', '../_base_/schedules/demo3d_finetune.py']
+
+load_from = 'work_dirs/label_efficiency_3d/seed0/pillar-center_demo3d_sup-10pct/iter_1200.pth'

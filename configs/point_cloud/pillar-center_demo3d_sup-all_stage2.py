@@ -1,0 +1,5 @@
+# Stage 2 of the 3D demo protocol on every label (the oracle): continue the all-label model
+# (pillar-center_demo3d_sup-all.py) for the same iterations and schedule.
+_base_ = ['./pillar-center_demo3d_sup-all.py', '../_base_/schedules/demo3d_finetune.py']
+
+load_from = 'work_dirs/label_efficiency_3d/seed0/pillar-center_demo3d_sup-all/iter_1200.pth'

@@ -1,0 +1,199 @@
+"""``TeacherStudent3D``: teacher–student training for point-cloud detectors, with HSSDA's
+hierarchical pseudo labels and shuffle augmentation.
+
+The 2D design carried to point clouds: batches hold labeled scenes (``sup``) and two views of
+each unlabeled scene, weak for the teacher (``unsup_teacher``) and strong for the student
+(``unsup_student``), made by mmdet's ``MultiBranch``. The teacher (EMA of the student via
+``MeanTeacherHook``, eval mode) predicts on the weak view; a pseudo-label policy's per-class
+thresholds sort its boxes into three tiers (HSSDA):
+
+- **high** (``score >= high``): pseudo ground truth;
+- **middle** (``low <= score < high``): ``middle='weight'`` supervises them with the
+  teacher's score as the instance weight (the heatmap loss around the box and its box-code
+  loss are scaled by it); ``middle='ignore'`` leaves their region out of the heatmap loss;
+- **low** (``low_score_thr <= score < low``, not overlapping a high or middle box):
+  ``low='remove_points'`` deletes the points inside them from the student's input, so an
+  object the teacher barely saw is not learned as background; ``low='ignore'`` ignores their
+  region instead.
+
+Each tier can be switched off (``middle='off'`` drops middle boxes, ``low='off'`` does
+nothing with low ones). Boxes are mapped from the weak to the strong view exactly through
+the views' ``lidar_aug_matrix`` and then through the strong view's patch shuffle
+(``bev_shuffle``, :class:`~ssl_det.datasets.transforms.BEVPatchShuffle`): a box cut by a
+patch border is ignored (its pieces' regions), never split.
+"""
+import copy
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from mmdet.models.detectors.base import BaseDetector
+from mmdet.models.utils import rename_loss_dict, reweight_loss_dict
+from mmengine.structures import InstanceData
+from torch import Tensor
+
+from ssl_det.ops import rotated_iou_bev
+from ssl_det.registry import MODELS, TASK_UTILS
+from ssl_det.structures import points_in_boxes, transform_boxes3d, weak_to_strong_matrix
+from ssl_det.structures.bev_shuffle import shuffle_box_pieces, shuffle_boxes, unshuffle_points
+from ..utils.starving import StarvingWatch
+from .teacher_student import TeacherStudent
+
+MIDDLE_MODES = ('weight', 'ignore', 'off')
+LOW_MODES = ('remove_points', 'ignore', 'off')
+
+
+@MODELS.register_module()
+class TeacherStudent3D(TeacherStudent):
+    """Teacher–student wrapper of a point-cloud detector (``PillarDetector`` or any detector
+    with its ``loss`` / ``predict`` interface on ``dict(points=[...])`` inputs and
+    ``gt_instances_3d`` / ``pred_instances_3d`` / ``ignored_instances_3d`` samples).
+
+    Args:
+        detector (dict): the detector config (student and teacher are built from it).
+        pseudo_label (dict): the threshold policy (``DualThreshold``, ``DynamicThreshold``,
+            ...); its ``high`` / ``low`` thresholds bound the tiers.
+        unsup_weight (float): weight of the student's loss on the unlabeled views.
+        sup_weight (float): weight of the supervised loss.
+        middle (str): ``'weight'``, ``'ignore'`` or ``'off'`` (see the module doc).
+        low (str): ``'remove_points'``, ``'ignore'`` or ``'off'``.
+        low_score_thr (float): the floor of the low tier.
+        predict_on (str): ``'teacher'`` or ``'student'`` for ``predict`` (validation).
+        starving_iters (int): warn after this many iterations without a high pseudo box.
+        log_per_class (bool): log per-class tier counts and thresholds.
+    """
+
+    def __init__(self,
+                 detector: dict,
+                 pseudo_label: Optional[dict] = None,
+                 unsup_weight: float = 1.0,
+                 sup_weight: float = 1.0,
+                 middle: str = 'weight',
+                 low: str = 'remove_points',
+                 low_score_thr: float = 0.1,
+                 predict_on: str = 'teacher',
+                 starving_iters: int = 50,
+                 log_per_class: bool = True,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        BaseDetector.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if middle not in MIDDLE_MODES:
+            raise ValueError(f'middle must be one of {MIDDLE_MODES}, got {middle!r}')
+        if low not in LOW_MODES:
+            raise ValueError(f'low must be one of {LOW_MODES}, got {low!r}')
+        if predict_on not in ('teacher', 'student'):
+            raise ValueError(f"predict_on must be 'teacher' or 'student', got {predict_on!r}")
+        self.pseudo_label = TASK_UTILS.build(
+            pseudo_label or dict(type='DualThreshold', high=0.5, low=0.3))
+        self.student = MODELS.build(copy.deepcopy(detector))
+        self.teacher = MODELS.build(copy.deepcopy(detector))
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.freeze(self.teacher)
+        num_classes = getattr(self.pseudo_label, 'num_classes', None)
+        if num_classes is not None and num_classes != self.student.num_classes:
+            raise ValueError(f'the pseudo-label policy has {num_classes} classes but the '
+                             f'detector has {self.student.num_classes}')
+        self.middle, self.low = middle, low
+        self.low_score_thr = float(low_score_thr)
+        self.unsup_weight, self.sup_weight = float(unsup_weight), float(sup_weight)
+        self.unsup_loss_keys = None
+        self.predict_on = predict_on
+        self.starving = StarvingWatch(starving_iters)
+        self.log_per_class = log_per_class
+        self.unsup_active = True
+        self.latest_pseudo: Optional[dict] = None
+
+    # ------------------------------------------------------------------ training
+    def unsup_loss(self, weak_inputs: dict, weak_samples: List, strong_inputs: dict,
+                   strong_samples: List) -> dict:
+        strong_inputs, strong_samples, stats = self.pseudo_instances(
+            weak_inputs, weak_samples, strong_inputs, strong_samples)
+        num_pseudo = sum(len(s.gt_instances_3d) for s in strong_samples)
+        losses = self.student.loss(strong_inputs, strong_samples)
+        weight = self.unsup_weight if num_pseudo > 0 else 0.0
+        device = strong_inputs['points'][0].device
+        self.latest_pseudo = dict(inputs=dict(points=[p.detach() for p in strong_inputs['points']]),
+                                  data_samples=strong_samples)
+        return self.finish_unsup_losses(losses, weight, stats, device)
+
+    @torch.no_grad()
+    def teacher_predict(self, inputs: dict, data_samples: List) -> List[InstanceData]:
+        self.teacher.eval()
+        results = self.teacher.predict(inputs, copy.deepcopy(data_samples))
+        return [r.pred_instances_3d for r in results]
+
+    @torch.no_grad()
+    def pseudo_instances(self, weak_inputs: dict, weak_samples: List, strong_inputs: dict,
+                         strong_samples: List) -> Tuple[dict, List, dict]:
+        """Teacher boxes on the weak views → tiers on the strong views: ``gt_instances_3d``
+        (high, and middle with ``weights`` when ``middle='weight'``),
+        ``ignored_instances_3d``, and the strong points with low boxes' points removed."""
+        predictions = self.teacher_predict(weak_inputs, weak_samples)
+        scores = torch.cat([p.scores_3d for p in predictions])
+        labels = torch.cat([p.labels_3d for p in predictions])
+        self.pseudo_label.update(scores, labels)
+        split = self.pseudo_label(scores, labels)
+        low_mask = split.dropped & (scores >= self.low_score_thr)
+        sizes = [len(p) for p in predictions]
+        points_out = list(strong_inputs['points'])
+        counts = dict(high=0, middle=0, low=0, cut=0, removed_points=0)
+        for i, (pred, high, middle, low) in enumerate(zip(
+                predictions, split.confident.split(sizes), split.ignored.split(sizes),
+                low_mask.split(sizes))):
+            weak, strong = weak_samples[i], strong_samples[i]
+            w2s = weak_to_strong_matrix(weak.lidar_aug_matrix, strong.lidar_aug_matrix)
+            boxes = transform_boxes3d(pred.bboxes_3d.float(), w2s)
+            shuffle = strong.metainfo.get('bev_shuffle')
+            if shuffle is not None:
+                moved, whole = shuffle_boxes(boxes, shuffle)
+                whole = torch.as_tensor(whole, device=boxes.device)
+            else:
+                moved, whole = boxes, torch.ones(len(boxes), dtype=torch.bool,
+                                                 device=boxes.device)
+            if self.middle == 'off':
+                middle = torch.zeros_like(middle)
+            low = low & ~self._overlaps(boxes, boxes[high | middle])
+            gt_mask = high | (middle if self.middle == 'weight' else torch.zeros_like(middle))
+            keep_gt = gt_mask & whole
+            ignore_mask = (gt_mask & ~whole) | (middle if self.middle == 'ignore'
+                                                else torch.zeros_like(middle))
+            if self.low == 'ignore':
+                ignore_mask = ignore_mask | low
+            weights = torch.where(high, torch.ones_like(pred.scores_3d), pred.scores_3d)
+            strong.gt_instances_3d = InstanceData(
+                bboxes_3d=moved[keep_gt], labels_3d=pred.labels_3d[keep_gt],
+                weights=weights[keep_gt], scores_3d=pred.scores_3d[keep_gt])
+            strong.ignored_instances_3d = self._ignored(boxes[ignore_mask],
+                                                        pred.labels_3d[ignore_mask], shuffle)
+            if self.low == 'remove_points' and bool(low.any()):
+                pts = points_out[i]
+                at = unshuffle_points(pts, shuffle) if shuffle is not None else pts
+                inside = points_in_boxes(at, boxes[low]).any(dim=1)
+                points_out[i] = pts[~inside]
+                counts['removed_points'] += int(inside.sum())
+            strong.set_metainfo(dict(pseudo_tiers=dict(
+                high=moved[high & whole], middle=moved[middle & whole],
+                low=boxes[low] if shuffle is None else moved[low & whole])))
+            counts['high'] += int((high & whole).sum())
+            counts['middle'] += int((middle & whole).sum())
+            counts['low'] += int(low.sum())
+            counts['cut'] += int((gt_mask & ~whole).sum())
+        num_high = counts['high']
+        stats = self.split_stats(split, scores, labels, num_high)
+        stats.update({f'pseudo/num_{k}': float(v) for k, v in counts.items()})
+        return dict(strong_inputs, points=points_out), strong_samples, stats
+
+    @staticmethod
+    def _overlaps(boxes: Tensor, others: Tensor) -> Tensor:
+        if len(boxes) == 0 or len(others) == 0:
+            return torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+        return (rotated_iou_bev(boxes.double(), others.double()) > 0).any(dim=1)
+
+    @staticmethod
+    def _ignored(boxes: Tensor, labels: Tensor, shuffle: Optional[dict]) -> InstanceData:
+        """Ignored boxes in the strong view: with a shuffle, one piece per patch touched."""
+        if shuffle is not None and len(boxes):
+            pieces, owner = shuffle_box_pieces(boxes, shuffle)
+            owner = torch.as_tensor(owner, device=boxes.device)
+            return InstanceData(bboxes_3d=pieces, labels_3d=labels[owner])
+        return InstanceData(bboxes_3d=boxes, labels_3d=labels)

@@ -1,0 +1,192 @@
+"""TeacherStudent3D: the teacher's boxes land on the strong view's objects (flip + rotation +
+scaling + patch shuffle), the tiers supervise as configured, the removed points are exactly
+those in low boxes, and the patch shuffle keeps every point and whole box."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from mmengine.structures import InstanceData
+
+import ssl_det.models  # noqa: F401
+from ssl_det.datasets.transforms import (BEVPatchShuffle, GlobalRotScaleTrans,
+                                         PackPointCloudInputs, RandomFlip3D)
+from ssl_det.registry import MODELS
+from ssl_det.structures import points_in_boxes
+from ssl_det.structures.bev_shuffle import (make_shuffle, shuffle_boxes, shuffle_points,
+                                            unshuffle_points)
+
+PCR = [0, -12.8, -3, 25.6, 12.8, 1]
+VOXEL = [0.4, 0.4, 4]
+META = ('frame_id', 'lidar_aug_matrix', 'bev_shuffle', 'flip_x', 'flip_y')
+
+
+def detector_cfg():
+    return dict(
+        type='PillarDetector',
+        voxelizer=dict(type='PillarVoxelizer', voxel_size=VOXEL, point_cloud_range=PCR),
+        voxel_encoder=dict(type='PillarFeatureNet', in_channels=4, feat_channels=8,
+                           voxel_size=VOXEL, point_cloud_range=PCR),
+        middle_encoder=dict(type='PillarScatter', in_channels=8),
+        backbone=dict(type='BEVBackbone', in_channels=8, out_channels=(8, 16), layers=(1, 1),
+                      strides=(2, 2)),
+        neck=dict(type='BEVNeck', in_channels=(8, 16), out_channels=(16, 16),
+                  upsample_strides=(1, 2)),
+        bbox_head=dict(type='CenterHead3D', in_channels=32, num_classes=3,
+                       point_cloud_range=PCR, voxel_size=VOXEL, out_size_factor=2))
+
+
+def build(**kwargs):
+    cfg = dict(type='TeacherStudent3D', detector=detector_cfg(),
+               pseudo_label=dict(type='DualThreshold', high=0.7, low=0.4))
+    cfg.update(kwargs)
+    return MODELS.build(cfg)
+
+
+def scene(seed=0):
+    """Objects of random yaw with points inside (column 3 holds each point's index)."""
+    rng = np.random.default_rng(seed)
+    boxes = np.array([[4.0, -8.0, -1.0, 3.8, 1.6, 1.5, 0.4],    # quadrants of the 2x2 grid
+                      [18.0, -7.0, -1.0, 0.7, 0.6, 1.8, -1.2],
+                      [5.0, 6.0, -1.0, 1.8, 0.6, 1.7, 2.0],
+                      [19.0, 3.0, -1.0, 4.0, 1.7, 1.5, -2.6],
+                      [12.8, 3.0, -1.0, 4.0, 1.7, 1.5, 0.1],     # cut by the x = 12.8 border
+                      [8.0, -6.0, -1.0, 3.9, 1.6, 1.5, 1.0]], np.float32)
+    parts = []
+    for b in boxes:
+        local = rng.uniform(-0.45, 0.45, (60, 3)) * b[3:6]
+        c, s = np.cos(b[6]), np.sin(b[6])
+        parts.append(local @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T + b[:3])
+    ground = np.c_[rng.uniform(0.5, 25, 400), rng.uniform(-12, 12, 400), np.full(400, -2.2)]
+    xyz = np.concatenate(parts + [ground])
+    points = np.c_[xyz, np.arange(len(xyz))].astype(np.float32)
+    return points, boxes
+
+
+def view(points, boxes, transforms):
+    results = dict(points=points.copy(), gt_bboxes_3d=boxes[:0], gt_labels_3d=np.zeros(0, int),
+                   lidar_aug_matrix=np.eye(4), frame_id='f0')
+    for t in transforms:
+        results = t(results)
+    packed = PackPointCloudInputs(meta_keys=META)(results)
+    return packed['inputs']['points'], packed['data_samples']
+
+
+def weak_and_strong(seed=9, shuffle=True):
+    points, boxes = scene()
+    np.random.seed(seed)
+    weak_pts, weak = view(points, boxes, [RandomFlip3D(flip_y_ratio=1.0)])
+    strong_t = [RandomFlip3D(flip_y_ratio=0.0, flip_x_ratio=0.0),
+                GlobalRotScaleTrans(rot_range=(0.3, 0.3), scale_range=(1.07, 1.07),
+                                    translation_std=(0, 0, 0))]
+    if shuffle:
+        strong_t.append(BEVPatchShuffle(point_cloud_range=PCR, grid=(2, 2)))
+    strong_pts, strong = view(points, boxes, strong_t)
+    if shuffle:  # the seed draws a permutation that moves every patch
+        assert all(p != k for k, p in enumerate(strong.bev_shuffle['perm']))
+    return points, boxes, (weak_pts, weak), (strong_pts, strong)
+
+
+def fake_teacher(model, weak_sample, boxes, scores):
+    """The teacher 'predicts' the objects, in the weak view's frame, with given scores."""
+    from ssl_det.structures import transform_boxes3d
+    pred = InstanceData(
+        bboxes_3d=torch.as_tensor(transform_boxes3d(boxes, weak_sample.lidar_aug_matrix)),
+        scores_3d=torch.tensor(scores), labels_3d=torch.arange(len(boxes)) % 3)
+    model.teacher_predict = lambda inputs, samples: [copy.deepcopy(pred)]
+
+
+def test_shuffle_keeps_every_point_and_whole_box():
+    points, boxes = scene()
+    info = make_shuffle(PCR, (2, 2), [3, 2, 0, 1])
+    moved = shuffle_points(points, info)
+    assert moved.shape == points.shape
+    np.testing.assert_allclose(unshuffle_points(moved, info), points, atol=1e-4)
+    moved_boxes, whole = shuffle_boxes(boxes, info)
+    assert whole.tolist() == [True, True, True, True, False, True]
+    inside_before = points_in_boxes(points, boxes)
+    inside_after = points_in_boxes(moved, moved_boxes)
+    assert (inside_before[:, whole] == inside_after[:, whole]).all()
+    # the translation is not the identity (a test with perm = identity could not fail)
+    assert not np.allclose(moved_boxes[whole, :2], boxes[whole, :2])
+
+
+@pytest.mark.parametrize('shuffle', [False, True])
+def test_pseudo_boxes_land_on_the_strong_views_objects(shuffle):
+    points, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=shuffle)
+    model = build(middle='off', low='off')
+    fake_teacher(model, weak, boxes, [0.9] * 6)
+    _, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    gt = samples[0].gt_instances_3d
+    expected_whole = 5 if shuffle else 6
+    assert len(gt) == expected_whole and stats['pseudo/num_high'] == expected_whole
+    # every pseudo box holds exactly the points of its object (identified by index)
+    index = strong_pts[:, 3].long().numpy()
+    for box in gt.bboxes_3d.numpy():
+        inside = points_in_boxes(strong_pts.numpy(), box[None])[:, 0]
+        owners = points_in_boxes(points, boxes)[index[inside]]
+        obj = int(np.argmax(owners.sum(axis=0)))
+        assert inside.sum() == points_in_boxes(points, boxes[obj:obj + 1]).sum() == 60
+    if shuffle:  # the cut box is ignored, in pieces, not supervised
+        assert len(samples[0].ignored_instances_3d) >= 2
+
+
+def test_tiers_and_exactly_the_low_boxes_points_removed():
+    points, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=True)
+    model = build(middle='weight', low='remove_points', low_score_thr=0.1)
+    scores = [0.9, 0.5, 0.2, 0.05, 0.9, 0.25]  # high, middle, low, dropped, high (cut), low
+    fake_teacher(model, weak, boxes, scores)
+    out_inputs, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    gt = samples[0].gt_instances_3d
+    assert stats['pseudo/num_high'] == 1 and stats['pseudo/num_middle'] == 1
+    assert stats['pseudo/num_low'] == 2 and stats['pseudo/num_cut'] == 1
+    assert sorted(gt.weights.tolist()) == pytest.approx([0.5, 1.0])
+    # removed = the points of objects 2 and 5 (by index), nothing else
+    kept = set(out_inputs['points'][0][:, 3].long().tolist())
+    removed = set(strong_pts[:, 3].long().tolist()) - kept
+    in_low = points_in_boxes(points, boxes[[2, 5]]).any(axis=1)
+    assert removed == set(np.flatnonzero(in_low).tolist())
+    assert stats['pseudo/num_removed_points'] == len(removed) == 120
+
+
+def test_middle_ignore_and_low_ignore_modes():
+    _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=False)
+    model = build(middle='ignore', low='ignore')
+    fake_teacher(model, weak, boxes, [0.9, 0.5, 0.2, 0.05, 0.9, 0.25])
+    out_inputs, samples, _ = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    assert len(samples[0].gt_instances_3d) == 2
+    assert len(samples[0].ignored_instances_3d) == 3  # one middle, two low
+    assert len(out_inputs['points'][0]) == len(strong_pts)  # nothing removed
+
+
+def test_dynamic_thresholds_are_saved_and_restored():
+    model = build(pseudo_label=dict(type='DynamicThreshold', num_classes=3, init_high=0.5,
+                                    init_low=0.3, min_count=5, momentum=0.5))
+    scores = torch.cat([torch.full((40,), 0.8), torch.full((40,), 0.2)])
+    labels = torch.zeros(80, dtype=torch.long)
+    for _ in range(3):
+        model.pseudo_label.update(scores, labels)
+    state = model.state_dict()
+    assert any(k.startswith('pseudo_label.') for k in state)
+    fresh = build(pseudo_label=dict(type='DynamicThreshold', num_classes=3, init_high=0.5,
+                                    init_low=0.3, min_count=5, momentum=0.5))
+    assert not torch.equal(fresh.pseudo_label.high_thr, model.pseudo_label.high_thr)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.pseudo_label.high_thr, model.pseudo_label.high_thr)
+    assert torch.equal(fresh.pseudo_label.low_thr, model.pseudo_label.low_thr)
+
+
+def test_a_low_box_on_a_high_box_removes_nothing():
+    # a weak duplicate of a confident detection is not an unseen object: keep its points
+    _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=False)
+    dup = boxes[0].copy()
+    dup[:2] += 0.3
+    model = build(middle='off', low='remove_points')
+    fake_teacher(model, weak, np.vstack([boxes[:1], dup[None]]), [0.9, 0.2])
+    out_inputs, _, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    assert stats['pseudo/num_low'] == 0
+    assert len(out_inputs['points'][0]) == len(strong_pts)
