@@ -1,17 +1,27 @@
 """Label efficiency of the point-cloud detector on the synthetic LiDAR demo scenes, over
-several seeds: supervised on 10% of the labeled frames (``sup``) vs on all of them
-(``oracle``), the same detector, schedule, iterations and augmentation on both sides.
+several seeds, with the same detector, labeled scenes per iteration, schedule, iterations
+and augmentation of the labeled scenes on every side.
 
-    python benchmarks/label_efficiency_3d.py [--method sup] [--seeds 0 1 2] [--iters N]
-        [--work-dir DIR] [--reuse] [--out FILE]
+    python benchmarks/label_efficiency_3d.py [--method sup | --method semi [--methods ...]]
+        [--ablations ...] [--seeds 0 1 2] [--work-dir DIR] [--reuse] [--out FILE]
 
-``--method sup`` (the only method until the semi-supervised 3D wrapper lands) trains both
-supervised runs per seed. Runs go to ``{work_dir}/seed{seed}/{config name}``; ``--reuse``
-takes a finished run whose resolved config and options are unchanged. The metric is
+``--method sup``: per seed, supervised from scratch on 10% of the labeled frames (``sup``)
+and on all of them (``oracle``), 1,200 iterations each (stage 1 of the protocol below).
+
+``--method semi``: the two-stage protocol of the 2D demo. Stage 1 is the ``sup`` run above
+(and ``oracle``'s); stage 2 continues each from its checkpoint for the same iterations and
+schedule: supervised on the 10% (``sup``), each semi-supervised method (teacher ``semi``,
+student ``semi_student``: mean teacher, HSSDA-style), each ablation (one tier or the shuffle
+off), and supervised on all labels (``oracle``). ``gap_closed = (semi - sup) / (oracle -
+sup)``.
+
+Runs go to ``{work_dir}/seed{seed}/{config name}[_{variant}]``; ``--reuse`` takes a
+finished run whose resolved config and options are unchanged. The metric is
 ``Box3DAPMetric``'s headline ``ap3d/mAP`` (3D AP averaged over the classes, R40, at the IoU
-set the config names ``primary``); every other key of the final evaluation is kept in the
-JSON. Writes ``benchmarks/results/label_efficiency_3d.json`` with top-level ``sup`` and
-``oracle`` (means over seeds), ``per_seed``, ``std``, ``seeds``, ``iou_thresholds``.
+set the config names ``primary``); every key of each final evaluation is kept in the JSON.
+Writes ``benchmarks/results/label_efficiency_3d.json``: top-level ``sup``, ``oracle`` (and
+with ``semi``: ``semi``, ``semi_student``, ``gap_closed`` of the best method), ``per_seed``,
+``std``, ``seeds``, ``iou_thresholds``, other methods under ``methods``.
 """
 import argparse
 import json
@@ -29,6 +39,25 @@ RUNS = {
     'sup': 'configs/point_cloud/pillar-center_demo3d_sup-10pct.py',
     'oracle': 'configs/point_cloud/pillar-center_demo3d_sup-all.py',
 }
+# stage 2: name -> (stage-1 run it continues, config, extra --cfg-options)
+STAGE2 = {
+    'sup': ('sup', 'configs/point_cloud/pillar-center_demo3d_sup-10pct_stage2.py', []),
+    'oracle': ('oracle', 'configs/point_cloud/pillar-center_demo3d_sup-all_stage2.py', []),
+    'mean_teacher': ('sup', 'configs/point_cloud/mean-teacher_pillar-center_demo3d_semi-10pct.py',
+                     []),
+    'hssda': ('sup', 'configs/point_cloud/hssda_pillar-center_demo3d_semi-10pct.py', []),
+}
+ABLATIONS = {
+    'hssda_no_middle': ('hssda', ['model.middle=off'], 'middle tier off'),
+    'hssda_middle_ignore': ('hssda', ['model.middle=ignore'], 'middle boxes ignored, not weighted'),
+    'hssda_no_low': ('hssda', ['model.low=off'], 'low tier off (no points removed)'),
+    'hssda_low_ignore': ('hssda', ['model.low=ignore'], 'low boxes ignored, points kept'),
+    'hssda_no_shuffle': ('hssda', ['train_dataloader.dataset.datasets.1.pipeline.1'
+                                   '.unsup_student.3.prob=0.0'], 'patch shuffle off'),
+    'hssda_unsup_0': ('hssda', ['model.unsup_weight=0.0'],
+                      'no unlabeled loss: the teacher is an EMA of a supervised student'),
+}
+SEMI = ('mean_teacher', 'hssda')
 METHODS = {'sup': ('sup', 'oracle')}
 METRIC = 'ap3d/mAP'
 
@@ -45,12 +74,64 @@ def mean_std(values):
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def run_dir(work_dir: str, seed: int, config: str, variant: str = '') -> str:
+    stem = osp.splitext(osp.basename(config))[0]
+    return osp.join(work_dir, f'seed{seed}', stem + (f'_{variant}' if variant else ''))
+
+
+def value(metrics: dict, network: str = '') -> float:
+    key = f'{network}/{METRIC}' if network else METRIC
+    if key not in metrics:
+        raise KeyError(f'no {key} among {sorted(metrics)}')
+    return float(metrics[key])
+
+
+def stage1(seed: int, args) -> dict:
+    """The supervised runs from scratch (10% and all labels) of one seed."""
+    out = {}
+    for name, config in RUNS.items():
+        opts = [f'randomness.seed={seed}']
+        if args.iters:
+            opts += experiment.iteration_options(args.iters)
+        out[name] = experiment.run_once(config, run_dir(args.work_dir, seed, config), opts,
+                                        args.reuse, need_checkpoint=True, marker=METRIC)
+    return out
+
+
+def stage2(seed: int, first: dict, names, args) -> dict:
+    """Stage-2 runs of one seed, each continuing its stage-1 checkpoint."""
+    out = {}
+    for name in names:
+        key, extra, _ = (ABLATIONS[name] if name in ABLATIONS else (name, [], ''))
+        parent, config, opts = STAGE2[key]
+        ckpt = experiment._checkpoint(first[parent]['work_dir'])
+        if ckpt is None:
+            raise RuntimeError(f'stage 1 {first[parent]["work_dir"]} left no checkpoint')
+        options = [f'randomness.seed={seed}', f'load_from={ckpt}'] + list(opts) + list(extra)
+        if args.stage2_iters:
+            options += experiment.iteration_options(args.stage2_iters)
+        reuse = args.reuse and first[parent]['seconds'] is None
+        out[name] = experiment.run_once(config, run_dir(args.work_dir, seed, config,
+                                                        name if name in ABLATIONS else ''),
+                                        options, reuse, marker=METRIC)
+    return out
+
+
+def record(res: dict, seed: int, val: float) -> dict:
+    return dict(seed=seed, value=val, seconds=res['seconds'],
+                work_dir=osp.relpath(res['work_dir'], experiment.ROOT), metrics=res['metrics'])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--method', default='sup', choices=sorted(METHODS))
+    parser.add_argument('--method', default='sup', choices=('sup', 'semi'))
+    parser.add_argument('--methods', nargs='+', default=list(SEMI), choices=SEMI)
+    parser.add_argument('--ablations', nargs='*', default=[], choices=sorted(ABLATIONS))
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--iters', type=int, default=None,
-                        help='iterations of every run (default: the configs\')')
+                        help='iterations of the stage-1 runs (default: the configs\')')
+    parser.add_argument('--stage2-iters', type=int, default=None,
+                        help='iterations of the stage-2 runs (default: the configs\')')
     parser.add_argument('--work-dir', default=osp.join(experiment.ROOT, 'work_dirs',
                                                        'label_efficiency_3d'))
     parser.add_argument('--reuse', action='store_true')
@@ -61,45 +142,81 @@ def main(argv=None):
 
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(experiment.ROOT, RUNS['sup']))
-    per_seed = {name: [] for name in METHODS[args.method]}
-    runs = {name: [] for name in METHODS[args.method]}
+    semi = args.method == 'semi'
+    names = (['sup'] + args.methods + args.ablations + ['oracle']) if semi else list(RUNS)
+    per_seed = {n: [] for n in names}
+    students = {n: [] for n in names if n in SEMI or n in ABLATIONS}
+    first_stage = {n: [] for n in RUNS}
+    runs = {n: [] for n in names}
     for seed in args.seeds:
-        for name in METHODS[args.method]:
-            opts = [f'randomness.seed={seed}']
-            if args.iters:
-                opts += experiment.iteration_options(args.iters)
-            run_dir = osp.join(args.work_dir, f'seed{seed}',
-                               osp.splitext(osp.basename(RUNS[name]))[0])
-            res = experiment.run_once(RUNS[name], run_dir, opts, args.reuse, marker=METRIC)
-            value = float(res['metrics'][METRIC])
-            per_seed[name].append(value)
-            runs[name].append(dict(seed=seed, value=value, seconds=res['seconds'],
-                                   work_dir=osp.relpath(res['work_dir'], experiment.ROOT),
-                                   metrics=res['metrics']))
-            print(f'[seed {seed}] {name}: {METRIC} = {value:.4f}', flush=True)
+        first = stage1(seed, args)
+        for name, res in first.items():
+            first_stage[name].append(value(res['metrics']))
+        results = stage2(seed, first, names, args) if semi else first
+        for name in names:
+            res = results[name]
+            teacher = name in students
+            val = value(res['metrics'], 'teacher' if teacher else '')
+            per_seed[name].append(val)
+            runs[name].append(record(res, seed, val))
+            if teacher:
+                students[name].append(value(res['metrics'], 'student'))
+            print(f'[seed {seed}] {name}: {METRIC} = {val:.4f}', flush=True)
 
-    summary = {name: mean_std(v)[0] for name, v in per_seed.items()}
-    result = dict(
-        summary,
-        std={name: mean_std(v)[1] for name, v in per_seed.items()},
-        per_seed=per_seed, seeds=args.seeds, method=args.method,
+    def mean(v):
+        return mean_std(v)[0]
+
+    result = dict(seeds=args.seeds, protocol='two-stage' if semi else 'one stage, from scratch')
+    result['sup'], result['oracle'] = mean(per_seed['sup']), mean(per_seed['oracle'])
+    gap = result['oracle'] - result['sup']
+    methods = {}
+    for name in names:
+        if name in students:
+            sm, ss = mean_std(per_seed[name])
+            methods[name] = dict(
+                semi=sm, semi_std=ss, semi_student=mean(students[name]),
+                semi_student_std=mean_std(students[name])[1], per_seed=per_seed[name],
+                per_seed_student=students[name],
+                gain=sm - result['sup'],
+                gain_per_seed=[a - b for a, b in zip(per_seed[name], per_seed['sup'])],
+                gap_closed=(sm - result['sup']) / gap if gap > 0 else None,
+                what=ABLATIONS[name][2] if name in ABLATIONS else STAGE2[name][1])
+    best = max(args.methods, key=lambda n: methods[n]['semi']) if semi else None
+    if best:
+        result.update(semi=methods[best]['semi'], semi_student=methods[best]['semi_student'],
+                      gap_closed=methods[best]['gap_closed'], method=best)
+    else:
+        result['method'] = 'sup'
+    result['per_seed'] = {k: per_seed[k] for k in ('sup', 'oracle')}
+    result['std'] = {k: mean_std(per_seed[k])[1] for k in ('sup', 'oracle')}
+    if best:
+        result['per_seed'].update(semi=per_seed[best], semi_student=students[best])
+        result['std'].update(semi=methods[best]['semi_std'],
+                             semi_student=methods[best]['semi_student_std'])
+    result.update(
+        oracle_minus_sup=gap, methods=methods,
+        stage1={k: dict(mean=mean(v), std=mean_std(v)[1], per_seed=v)
+                for k, v in first_stage.items()},
         metric=f'{METRIC}: 3D AP averaged over {list(cfg.metainfo["classes"])}, R40, '
                f'primary={cfg.val_evaluator.get("primary") or "3d/mAP@set0/R40"}',
         iou_thresholds=cfg.val_evaluator['iou_thresholds'],
-        iters=args.iters or cfg.train_cfg.max_iters,
-        batch_size=cfg.train_dataloader.batch_size,
+        batch_size_labeled=cfg.train_dataloader.batch_size,
         runs=runs, machine=f'{platform.processor() or platform.machine()}, '
                            f'{os.cpu_count()} CPUs')
-    if 'oracle' in summary and 'sup' in summary:
-        result['oracle_minus_sup'] = summary['oracle'] - summary['sup']
 
     print(f'\n| run | {METRIC} (mean ± std) | per seed {args.seeds} |')
     print('| --- | --- | --- |')
-    for name, values in per_seed.items():
-        m, s = mean_std(values)
-        print(f'| {name} | {m:.3f} ± {s:.3f} | {" / ".join(f"{v:.3f}" for v in values)} |')
-    if 'oracle_minus_sup' in result:
-        print(f'\noracle - sup = {result["oracle_minus_sup"]:.3f}')
+    for name in names:
+        m, sd = mean_std(per_seed[name])
+        label = f'{name} (teacher)' if name in students else name
+        print(f'| {label} | {m:.3f} ± {sd:.3f} | {" / ".join(f"{v:.3f}" for v in per_seed[name])} |')
+        if name in students:
+            m, sd = mean_std(students[name])
+            print(f'| {name} (student) | {m:.3f} ± {sd:.3f} | '
+                  f'{" / ".join(f"{v:.3f}" for v in students[name])} |')
+    print(f'\noracle - sup = {gap:.3f}')
+    for name, m in methods.items():
+        print(f'{name}: gain {m["gain"]:+.3f}, gap closed {m["gap_closed"]:.2f}')
     os.makedirs(osp.dirname(args.out), exist_ok=True)
     with open(args.out, 'w') as f:
         json.dump(result, f, indent=2)

@@ -33,4 +33,5 @@ custom_hooks = [
     dict(type='SafeCheckpointHook'),
     dict(type='DataCheckHook'),
     dict(type='MeanTeacherHook', momentum_decay=0.99, burn_in_iters=0),
+    dict(type='PseudoLabelVisHook', interval=100),  # BEV pictures of the tiers
 ]

@@ -190,3 +190,22 @@ def test_a_low_box_on_a_high_box_removes_nothing():
         dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
     assert stats['pseudo/num_low'] == 0
     assert len(out_inputs['points'][0]) == len(strong_pts)
+
+
+def test_pseudo_label_picture_draws_the_tiers():
+    from ssl_det.engine.hooks.pseudo_label_vis_hook import PseudoLabelVisHook
+    _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=True)
+    model = build(middle='weight', low='remove_points')
+    fake_teacher(model, weak, boxes, [0.9, 0.5, 0.2, 0.05, 0.9, 0.25])
+    out_inputs, samples, _ = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    tiers = samples[0].pseudo_tiers
+    assert (len(tiers['high']), len(tiers['middle']), len(tiers['low'])) == (1, 1, 2)
+    image = PseudoLabelVisHook.draw_3d(out_inputs['points'][0], samples[0],
+                                       ('Car', 'Pedestrian', 'Cyclist'), PCR)
+    empty = samples[0].clone()
+    empty.set_metainfo(dict(pseudo_tiers=dict()))
+    empty.ignored_instances_3d = InstanceData(bboxes_3d=torch.zeros(0, 7))
+    blank = PseudoLabelVisHook.draw_3d(out_inputs['points'][0], empty, None, PCR)
+    assert image.ndim == 3 and image.dtype == np.uint8 and image.shape == blank.shape
+    assert (image != blank).any(axis=2).sum() > 500  # the boxes are drawn

@@ -79,6 +79,9 @@ class PseudoLabelVisHook(Hook):
         if pseudo is None:  # burn-in, or a model that does not expose its pseudo labels
             return
         data_samples = pseudo['data_samples']
+        if data_samples and 'gt_instances_3d' in data_samples[0]:
+            self._after_train_iter_3d(runner, model, pseudo)
+            return
         num_images = max(len(data_samples), 1)
         num_pseudo = sum(len(s.gt_instances) for s in data_samples)
         num_ignored = sum(_num_ignored(s) for s in data_samples)
@@ -93,6 +96,47 @@ class PseudoLabelVisHook(Hook):
             image = self.draw(visualizer, model.data_preprocessor, pseudo['inputs'],
                               data_samples)
             visualizer.add_image('pseudo_labels', image, step=runner.iter + 1)
+
+    def _after_train_iter_3d(self, runner, model: nn.Module, pseudo: dict) -> None:
+        """Point clouds: counts per scene, and a bird's-eye view of the first strong view
+        with its tiers (high solid, middle dashed, low and ignored grey)."""
+        samples = pseudo['data_samples']
+        num = max(len(samples), 1)
+        runner.message_hub.update_scalar(
+            'train/pseudo_boxes_per_img', sum(len(s.gt_instances_3d) for s in samples) / num)
+        runner.message_hub.update_scalar(
+            'train/ignored_boxes_per_img',
+            sum(len(s.ignored_instances_3d) for s in samples
+                if 'ignored_instances_3d' in s and 'bboxes_3d' in s.ignored_instances_3d) / num)
+        if not (self.interval and self.every_n_train_iters(runner, self.interval)
+                and is_main_process()):
+            return
+        visualizer = getattr(runner, 'visualizer', None) or Visualizer.get_current_instance()
+        voxelizer = getattr(getattr(model, 'student', None), 'voxelizer', None)
+        image = self.draw_3d(pseudo['inputs']['points'][0], samples[0],
+                             (runner.train_dataloader.dataset.metainfo or {}).get('classes'),
+                             getattr(voxelizer, 'point_cloud_range', None))
+        visualizer.add_image('pseudo_labels', image, step=runner.iter + 1)
+
+    @staticmethod
+    def draw_3d(points: torch.Tensor, sample, classes=None,
+                point_cloud_range=None) -> np.ndarray:
+        """BEV picture of one strong view: high pseudo boxes solid, middle dashed, low and
+        ignored grey (``metainfo['pseudo_tiers']`` when the model sets it)."""
+        from ssl_det.visualization import draw_bev
+        tiers = sample.metainfo.get('pseudo_tiers') or dict(high=sample.gt_instances_3d.bboxes_3d)
+        boxes, styles = [], []
+        for name, style in (('high', 'solid'), ('middle', 'dashed'), ('low', 'grey')):
+            if name in tiers and len(tiers[name]):
+                boxes.append(_as_numpy(tiers[name]).reshape(-1, 7))
+                styles += [style] * len(boxes[-1])
+        ignored = sample.get('ignored_instances_3d')
+        if ignored is not None and 'bboxes_3d' in ignored and len(ignored):
+            boxes.append(_as_numpy(ignored.bboxes_3d).reshape(-1, 7))
+            styles += ['grey'] * len(boxes[-1])
+        pred = np.concatenate(boxes) if boxes else np.zeros((0, 7))
+        return draw_bev(_as_numpy(points), pred_boxes=pred, styles=styles, classes=classes,
+                        point_cloud_range=point_cloud_range, title='pseudo labels: high solid, middle dashed, low / ignored grey')
 
     def draw(self, visualizer: Visualizer, data_preprocessor: nn.Module, inputs: torch.Tensor,
              data_samples: Sequence) -> np.ndarray:
