@@ -16,7 +16,7 @@ model = dict(
     type='TeacherStudent3D',
     detector=detector,
     data_preprocessor=dict(type='MultiBranchDataPreprocessor',
-                           data_preprocessor=detector.data_preprocessor),
+                           data_preprocessor=dict(type='PointCloudDataPreprocessor')),
     pseudo_label=dict(
         type='DynamicThreshold', num_classes=3, init_high=0.5, init_low=0.3,
         momentum=0.98, high_floor=0.3, high_ceil=0.8, low_floor=0.15, low_ceil=0.5,

@@ -7,7 +7,7 @@ point_cloud_range = [0, -39.68, -3, 69.12, 39.68, 1]
 voxel_size = [0.16, 0.16, 4]
 model = dict(
     type='PillarDetector',
-    data_preprocessor=dict(type='BaseDataPreprocessor'),
+    data_preprocessor=dict(type='PointCloudDataPreprocessor'),
     voxelizer=dict(type='PillarVoxelizer', voxel_size=voxel_size,
                    point_cloud_range=point_cloud_range),
     voxel_encoder=dict(type='PillarFeatureNet', in_channels=4, feat_channels=64,

@@ -2,6 +2,7 @@
 clouds)."""
 from . import transforms  # noqa: F401  (registers ssl_det's transforms)
 from .coco import CocoDataset
+from .collate_3d import point_cloud_collate
 from .demo_data_3d import make_demo_data_3d
 from .kitti import convert_kitti
 from .mmdet3d_infos import convert_mmdet3d_info
@@ -12,4 +13,4 @@ from .semi_checks import SemiSplitSummary, check_semi_split
 
 __all__ = ['CocoDataset', 'MultiSourceSampler', 'check_semi_split', 'SemiSplitSummary',
            'PointCloudDataset', 'convert_kitti', 'convert_mmdet3d_info',
-           'make_demo_data_3d', 'split_point_cloud']
+           'make_demo_data_3d', 'split_point_cloud', 'point_cloud_collate']

@@ -125,6 +125,9 @@ class PointCloudDataset(BaseDataset):
                 raise PointCloudDataError(
                     f'{self.ann_file}: metainfo.box_convention is {convention!r}; this reader '
                     f'knows {INFO_CONVENTION!r} only')
+        # 'unlabeled' describes the file, not the data: labeled and unlabeled splits of one
+        # data set share their metainfo (ConcatDataset compares it); see self.unlabeled
+        self.unlabeled = bool(file_meta.pop('unlabeled', False))
         for key, value in file_meta.items():
             self._metainfo.setdefault(key, value)
         classes = self._metainfo.get('classes')

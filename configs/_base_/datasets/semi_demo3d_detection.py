@@ -51,4 +51,6 @@ train_dataloader = dict(
     num_workers=2,
     persistent_workers=True,
     sampler=dict(type='MultiSourceSampler', batch_size=batch_size, source_ratio=[1, 1]),
+    # labeled and unlabeled scenes fill different branches: keep the absent ones as None
+    collate_fn=dict(type='point_cloud_collate'),
     dataset=dict(type='ConcatDataset', datasets=[labeled_dataset, unlabeled_dataset]))

@@ -27,16 +27,17 @@ class PillarDetector(BaseDetector):
         voxelizer, voxel_encoder, middle_encoder, backbone, neck, bbox_head (dict): configs of
             the parts. When ``middle_encoder`` has no ``output_shape`` it is derived from the
             voxelizer's range and voxel size.
-        data_preprocessor (dict, optional): defaults to mmengine's ``BaseDataPreprocessor``
-            (moves the points and samples to the device; points stay a list).
+        data_preprocessor (dict, optional): defaults to ``PointCloudDataPreprocessor`` (moves
+            the points and samples to the device; points stay a list).
     """
 
     def __init__(self, voxelizer: dict, voxel_encoder: dict, middle_encoder: dict,
                  backbone: dict, neck: dict, bbox_head: dict,
                  train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
-        super().__init__(data_preprocessor=data_preprocessor or dict(type='BaseDataPreprocessor'),
-                         init_cfg=init_cfg)
+        super().__init__(
+            data_preprocessor=data_preprocessor or dict(type='PointCloudDataPreprocessor'),
+            init_cfg=init_cfg)
         self.voxelizer = MODELS.build(voxelizer)
         self.voxel_encoder = MODELS.build(voxel_encoder)
         middle_encoder = dict(middle_encoder)

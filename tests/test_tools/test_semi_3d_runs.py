@@ -1,0 +1,93 @@
+"""The HSSDA-style 3D teacher-student config trains through tools/train.py (one process) and
+tools/dist_train.sh (two gloo processes) on a few generated LiDAR scenes."""
+import glob
+import math
+import os
+import os.path as osp
+import re
+import socket
+import subprocess
+import sys
+import uuid
+
+import pytest
+import torch
+
+from demo_helpers import ROOT, as_cli
+from ssl_det.datasets.demo_data_3d import make_demo_data_3d
+from tools import train as train_tool
+
+CFG = osp.join(ROOT, 'configs/point_cloud/hssda_pillar-center_demo3d_semi-10pct.py')
+
+
+@pytest.fixture(scope='module')
+def scenes(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('semi3d'))
+    make_demo_data_3d(root, num_train=20, num_val=3, seed=1, verbose=False)
+    return root + '/'
+
+
+def overrides(root, iters=3):
+    opts = {'experiment_name': f'test_{uuid.uuid4().hex[:8]}', 'load_from': None,
+            'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters,
+            'default_hooks.checkpoint.interval': iters, 'default_hooks.logger.interval': 1,
+            'train_dataloader.batch_size': 4, 'train_dataloader.sampler.batch_size': 4,
+            'custom_hooks.2.burn_in_iters': 1, 'custom_hooks.3.interval': 2,
+            # an untrained teacher scores about 0.1: thresholds low enough for boxes to flow
+            'model.pseudo_label.init_high': 0.1, 'model.pseudo_label.init_low': 0.05,
+            'model.pseudo_label.high_floor': 0.05, 'model.pseudo_label.low_floor': 0.01,
+            'model.low_score_thr': 0.01, 'model.detector.test_cfg.score_thr': 0.01}
+    for i in range(2):
+        opts[f'train_dataloader.dataset.datasets.{i}.data_root'] = root
+    for loader in ('val_dataloader', 'test_dataloader'):
+        opts[f'{loader}.dataset.data_root'] = root
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        opts[f'{loader}.num_workers'] = 0
+        opts[f'{loader}.persistent_workers'] = False
+    return opts
+
+
+def test_semi_3d_trains_with_tiers_ema_pictures_and_saved_thresholds(scenes, tmp_path):
+    args = train_tool.parse_args([CFG, '--work-dir', str(tmp_path), '--cfg-options',
+                                  *as_cli(overrides(scenes))])
+    runner = train_tool.build_runner(args)
+    runner.train()
+    log = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
+    for key in ('sup_loss_heatmap', 'unsup_loss_heatmap', 'unsup_loss_bbox'):
+        values = [float(v) for v in re.findall(rf' {key}: ([-\d.e+naif]+)', log)]
+        assert values and all(math.isfinite(v) for v in values), key
+    high = [float(v) for v in re.findall(r' pseudo_num_high: ([\d.]+)', log)]
+    assert high and max(high) > 0  # pseudo boxes reached the student
+    assert re.search(r'teacher/ap3d/mAP: [\d.]+', log) and re.search(r'student/ap3d/mAP', log)
+    assert glob.glob(str(tmp_path / '*' / 'vis_data' / 'vis_image' / 'pseudo_labels_*.png'))
+    state = torch.load(str(tmp_path / 'iter_3.pth'), weights_only=True)['state_dict']
+    teacher = {k[8:]: v for k, v in state.items() if k.startswith('teacher.')}
+    student = {k[8:]: v for k, v in state.items() if k.startswith('student.')}
+    assert [k for k in teacher if teacher[k].is_floating_point()
+            and not torch.equal(teacher[k], student[k])]  # EMA, not a copy
+    model = runner.model
+    assert torch.equal(state['pseudo_label.high_thr'], model.pseudo_label.high_thr)
+    assert state['pseudo_label.num_updates'] == model.pseudo_label.num_updates > 0
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_gloo_training_3d(scenes, tmp_path):
+    opts = overrides(scenes)
+    opts.update({'train_dataloader.batch_size': 2, 'train_dataloader.sampler.batch_size': 2,
+                 'train_cfg.val_interval': 1000})
+    env = dict(os.environ, PORT=str(_free_port()), OMP_NUM_THREADS='1', PYTHON=sys.executable)
+    proc = subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), CFG, '2', '--work-dir',
+         str(tmp_path), '--cfg-options', *as_cli(opts)],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = '\n'.join(open(p).read() for p in glob.glob(str(tmp_path / '*' / '*.log')))
+    assert 'Distributed training: True' in log and 'GPU number: 2' in log
+    state = torch.load(str(tmp_path / 'iter_3.pth'), weights_only=True)['state_dict']
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    assert any(k.startswith('teacher.bbox_head') for k in state)
