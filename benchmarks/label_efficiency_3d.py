@@ -143,7 +143,7 @@ def main(argv=None):
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(experiment.ROOT, RUNS['sup']))
     semi = args.method == 'semi'
-    names = (['sup'] + args.methods + args.ablations + ['oracle']) if semi else list(RUNS)
+    names = (['sup', 'oracle'] + args.methods + args.ablations) if semi else list(RUNS)
     per_seed = {n: [] for n in names}
     students = {n: [] for n in names if n in SEMI or n in ABLATIONS}
     first_stage = {n: [] for n in RUNS}
