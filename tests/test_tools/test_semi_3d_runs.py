@@ -29,6 +29,8 @@ def scenes(tmp_path_factory):
 
 def overrides(root, iters=3):
     opts = {'experiment_name': f'test_{uuid.uuid4().hex[:8]}', 'load_from': None,
+            # a visualizer of its own (mmengine keeps instances by name): pictures land here
+            'visualizer.name': f'vis_{uuid.uuid4().hex[:8]}',
             'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters,
             'default_hooks.checkpoint.interval': iters, 'default_hooks.logger.interval': 1,
             'train_dataloader.batch_size': 4, 'train_dataloader.sampler.batch_size': 4,
