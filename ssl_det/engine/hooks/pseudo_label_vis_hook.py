@@ -125,17 +125,23 @@ class PseudoLabelVisHook(Hook):
         ignored grey (``metainfo['pseudo_tiers']`` when the model sets it)."""
         from ssl_det.visualization import draw_bev
         tiers = sample.metainfo.get('pseudo_tiers') or dict(high=sample.gt_instances_3d.bboxes_3d)
-        boxes, styles = [], []
+        boxes, labels, styles = [], [], []
         for name, style in (('high', 'solid'), ('middle', 'dashed'), ('low', 'grey')):
             if name in tiers and len(tiers[name]):
                 boxes.append(_as_numpy(tiers[name]).reshape(-1, 7))
+                labels.append(_as_numpy(tiers[f'{name}_labels']) if f'{name}_labels' in tiers
+                              else np.zeros(len(boxes[-1]), np.int64))
                 styles += [style] * len(boxes[-1])
         ignored = sample.get('ignored_instances_3d')
         if ignored is not None and 'bboxes_3d' in ignored and len(ignored):
             boxes.append(_as_numpy(ignored.bboxes_3d).reshape(-1, 7))
+            labels.append(_as_numpy(ignored.labels_3d) if 'labels_3d' in ignored
+                          else np.zeros(len(boxes[-1]), np.int64))
             styles += ['grey'] * len(boxes[-1])
         pred = np.concatenate(boxes) if boxes else np.zeros((0, 7))
-        return draw_bev(_as_numpy(points), pred_boxes=pred, styles=styles, classes=classes,
+        pred_labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
+        return draw_bev(_as_numpy(points), pred_boxes=pred, pred_labels=pred_labels,
+                        styles=styles, classes=classes,
                         point_cloud_range=point_cloud_range, title='pseudo labels: high solid, middle dashed, low / ignored grey')
 
     def draw(self, visualizer: Visualizer, data_preprocessor: nn.Module, inputs: torch.Tensor,

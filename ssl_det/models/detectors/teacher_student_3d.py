@@ -171,9 +171,12 @@ class TeacherStudent3D(TeacherStudent):
                 inside = points_in_boxes(at, boxes[low]).any(dim=1)
                 points_out[i] = pts[~inside]
                 counts['removed_points'] += int(inside.sum())
+            low_shown = low if shuffle is None else low & whole
             strong.set_metainfo(dict(pseudo_tiers=dict(
-                high=moved[high & whole], middle=moved[middle & whole],
-                low=boxes[low] if shuffle is None else moved[low & whole])))
+                high=moved[high & whole], middle=moved[middle & whole], low=moved[low_shown],
+                high_labels=pred.labels_3d[high & whole],
+                middle_labels=pred.labels_3d[middle & whole],
+                low_labels=pred.labels_3d[low_shown])))
             counts['high'] += int((high & whole).sum())
             counts['middle'] += int((middle & whole).sum())
             counts['low'] += int(low.sum())

@@ -35,9 +35,11 @@ class PillarDetector(BaseDetector):
                  backbone: dict, neck: dict, bbox_head: dict,
                  train_cfg: Optional[dict] = None, test_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None):
-        super().__init__(
-            data_preprocessor=data_preprocessor or dict(type='PointCloudDataPreprocessor'),
-            init_cfg=init_cfg)
+        # built here through ssl_det's registry, so it resolves under any default scope
+        if data_preprocessor is None or isinstance(data_preprocessor, dict):
+            data_preprocessor = MODELS.build(
+                data_preprocessor or dict(type='PointCloudDataPreprocessor'))
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.voxelizer = MODELS.build(voxelizer)
         self.voxel_encoder = MODELS.build(voxel_encoder)
         middle_encoder = dict(middle_encoder)
