@@ -1,0 +1,16 @@
+# As hssda_pillar-center_kitti-3class_semi-2pct.py, with 1% of the training frames labeled
+# (its own split files and object database).
+_base_ = ['./hssda_pillar-center_kitti-3class_semi-2pct.py']
+
+percent = 1
+labeled_pipeline = [
+    dict(t, db_info_file=f'data/kitti/gt_database_1@{percent}/dbinfos.json')
+    if t['type'] == 'ObjectSample' else t
+    for t in _base_.train_dataloader.dataset.datasets[0].pipeline
+]
+train_dataloader = dict(dataset=dict(datasets=[
+    dict(_base_.train_dataloader.dataset.datasets[0],
+         ann_file=f'semi_anns/kitti_infos_train.1@{percent}.json', pipeline=labeled_pipeline),
+    dict(_base_.train_dataloader.dataset.datasets[1],
+         ann_file=f'semi_anns/kitti_infos_train.1@{percent}-unlabeled.json'),
+]))

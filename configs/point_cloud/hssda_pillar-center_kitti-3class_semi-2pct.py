@@ -1,0 +1,50 @@
+# HSSDA-style teacher-student PillarDetector on KITTI 3-class with 2% of the training frames
+# labeled (3DIoUMatch / HSSDA's setting; they report the mean of 3 splits). Stage 2: continue
+# a supervised model of the same labeled split (pillar-center_kitti-3class.py trained on
+# semi_anns/kitti_infos_train.1@2.json: pass its checkpoint as load_from). EMA keep-rate
+# ramps towards 0.9996; per-class adaptive dual thresholds; the three tiers; 2x2 shuffle.
+_base_ = ['../_base_/models/pillar-center_kitti.py', '../_base_/datasets/semi_kitti-3class.py',
+          '../_base_/default_runtime.py']
+
+detector = _base_.model
+model = dict(
+    _delete_=True,
+    type='TeacherStudent3D',
+    detector=detector,
+    data_preprocessor=dict(type='MultiBranchDataPreprocessor',
+                           data_preprocessor=dict(type='PointCloudDataPreprocessor')),
+    pseudo_label=dict(
+        type='DynamicThreshold', num_classes=3, init_high=0.5, init_low=0.3, momentum=0.99,
+        high_floor=0.3, high_ceil=0.9, low_floor=0.1, low_ceil=0.6, min_count=200),
+    middle='weight',
+    low='remove_points',
+    low_score_thr=0.1,
+    unsup_weight=1.0,
+    predict_on='teacher')
+
+max_iters = 30000
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=2000)
+test_cfg = dict(type='TestLoop')
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.95, 0.99), weight_decay=0.01),
+    clip_grad=dict(max_norm=35, norm_type=2))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=500),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters, T_max=max_iters,
+         eta_min=1e-6),
+]
+default_hooks = dict(logger=dict(type='LoggerHook', interval=50),
+                     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2000,
+                                     max_keep_ckpts=3, save_best='teacher/ap3d/mAP',
+                                     rule='greater'))
+load_from = None  # the supervised checkpoint of the same labeled split
+randomness = dict(seed=0)
+log_processor = dict(by_epoch=False)
+val_cfg = dict(type='TeacherStudentValLoop')
+custom_hooks = [
+    dict(type='SafeCheckpointHook'),
+    dict(type='DataCheckHook'),
+    dict(type='MeanTeacherHook', momentum_decay=0.9996, warmup=1, burn_in_iters=0),
+    dict(type='PseudoLabelVisHook', interval=500),
+]
