@@ -10,7 +10,7 @@ import json
 import math
 import os
 import os.path as osp
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -51,6 +51,20 @@ def _subset(data: Dict, image_ids: set, with_annotations: bool) -> Dict:
     return out
 
 
+def fold_splits(ids: np.ndarray, percents: Sequence[float], counts: Sequence[int], folds: int,
+                seed: int) -> Iterator[Tuple[int, float, Set, Set]]:
+    """``(fold, percent, labeled ids, unlabeled ids)`` for every fold (from 1) and percentage:
+    fold ``k`` draws one permutation of the sorted ``ids`` seeded by ``(seed, k)`` and labels
+    its first ``counts[i]`` entries, so a fold's percentages are nested, the two sets are
+    disjoint and cover every id. Shared by the COCO and the point-cloud split tools."""
+    all_ids = set(ids.tolist())
+    for fold in range(1, folds + 1):
+        order = np.random.default_rng([seed, fold]).permutation(len(ids))
+        for percent, count in zip(percents, counts):
+            labeled = set(ids[order[:count]].tolist())
+            yield fold, percent, labeled, all_ids - labeled
+
+
 def split_coco(ann_file: str, percents: Sequence[float], folds: int, out_dir: str,
                seed: int = 1) -> List[Tuple[str, str]]:
     """Write labeled/unlabeled files for every fold (from 1) and percentage.
@@ -74,17 +88,13 @@ def split_coco(ann_file: str, percents: Sequence[float], folds: int, out_dir: st
     counts = [num_labeled(len(ids), p) for p in percents]
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    for fold in range(1, folds + 1):
-        order = np.random.default_rng([seed, fold]).permutation(len(ids))
-        for percent, count in zip(percents, counts):
-            labeled = set(ids[order[:count]].tolist())
-            unlabeled = set(ids.tolist()) - labeled
-            names = split_names(ann_file, out_dir, fold, percent)
-            for path, subset in zip(names, (_subset(data, labeled, True),
-                                            _subset(data, unlabeled, False))):
-                if osp.abspath(path) == osp.abspath(ann_file):
-                    raise ValueError(f'refusing to overwrite the input file {ann_file}')
-                with open(path, 'w') as f:
-                    json.dump(subset, f)
-            written.append(names)
+    for fold, percent, labeled, unlabeled in fold_splits(ids, percents, counts, folds, seed):
+        names = split_names(ann_file, out_dir, fold, percent)
+        for path, subset in zip(names, (_subset(data, labeled, True),
+                                        _subset(data, unlabeled, False))):
+            if osp.abspath(path) == osp.abspath(ann_file):
+                raise ValueError(f'refusing to overwrite the input file {ann_file}')
+            with open(path, 'w') as f:
+                json.dump(subset, f)
+        written.append(names)
     return written

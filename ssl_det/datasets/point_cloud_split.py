@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from mmengine.logging import print_log
 
-from .coco_split import num_labeled, split_names
+from .coco_split import fold_splits, num_labeled, split_names
 from .point_cloud_io import (PointCloudDataError, dump_info_file, load_info_file,
                              resolve_path)
 
@@ -124,16 +124,12 @@ def split_point_cloud(info_file: str, percents: Sequence[float], folds: int, out
         raise ValueError(f'{info_file}: {str(err).replace("images", "frames")}') from None
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    for fold in range(1, folds + 1):
-        order = np.random.default_rng([seed, fold]).permutation(len(ids))
-        for percent, count in zip(percents, counts):
-            labeled = set(ids[order[:count]].tolist())
-            unlabeled = set(ids.tolist()) - labeled
-            names = point_cloud_split_names(info_file, out_dir, fold, percent)
-            for path, frame_ids, is_labeled in zip(names, (labeled, unlabeled), (True, False)):
-                if osp.abspath(path) == osp.abspath(info_file):
-                    raise ValueError(f'refusing to overwrite the input file {info_file}')
-                dump_info_file(_subset(info, frame_ids, is_labeled, info_file, path, data_root),
-                               path)
-            written.append(names)
+    for fold, percent, labeled, unlabeled in fold_splits(ids, percents, counts, folds, seed):
+        names = point_cloud_split_names(info_file, out_dir, fold, percent)
+        for path, frame_ids, is_labeled in zip(names, (labeled, unlabeled), (True, False)):
+            if osp.abspath(path) == osp.abspath(info_file):
+                raise ValueError(f'refusing to overwrite the input file {info_file}')
+            dump_info_file(_subset(info, frame_ids, is_labeled, info_file, path, data_root),
+                           path)
+        written.append(names)
     return written
