@@ -117,18 +117,22 @@ def save_points(path: str, points: np.ndarray) -> None:
     np.ascontiguousarray(points, dtype=np.float32).tofile(path)
 
 
-def load_info_file(path: str) -> Dict:
-    """Read an info file (``.json`` or ``.pkl``) into ``{'metainfo', 'data_list'}``."""
+def load_json_or_pickle(path: str, what: str = 'info'):
+    """Read a ``.json`` or ``.pkl`` file; errors name ``what`` kind of file it should be."""
     if not osp.isfile(path):
-        raise PointCloudDataError(f'info file not found: {path}')
+        raise PointCloudDataError(f'{what} file not found: {path}')
     if path.endswith('.json'):
         with open(path) as f:
-            info = json.load(f)
-    elif path.endswith(('.pkl', '.pickle')):
+            return json.load(f)
+    if path.endswith(('.pkl', '.pickle')):
         with open(path, 'rb') as f:
-            info = pickle.load(f)
-    else:
-        raise PointCloudDataError(f'{path}: info files are .json or .pkl')
+            return pickle.load(f)
+    raise PointCloudDataError(f'{path}: {what} files are .json or .pkl')
+
+
+def load_info_file(path: str) -> Dict:
+    """Read an info file (``.json`` or ``.pkl``) into ``{'metainfo', 'data_list'}``."""
+    info = load_json_or_pickle(path, 'info')
     if not isinstance(info, dict) or 'data_list' not in info:
         raise PointCloudDataError(f'{path}: expected a dict with "metainfo" and "data_list"')
     info.setdefault('metainfo', {})

@@ -25,15 +25,14 @@ files are still written.
 import argparse
 import os
 import os.path as osp
-import pickle
 import sys
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
-from ssl_det.datasets.point_cloud_io import (PointCloudDataError, load_info_file,  # noqa: E402
-                                             load_points, resolve_path)
+from ssl_det.datasets.point_cloud_io import (  # noqa: E402
+    PointCloudDataError, load_info_file, load_json_or_pickle, load_points, resolve_path)
 from ssl_det.visualization import (render_perspective_png, save_bev_png,  # noqa: E402
                                    write_scene_ply)
 from tools.analysis.dataset_stats_3d import frame_boxes  # noqa: E402
@@ -64,17 +63,7 @@ def _pred_arrays(pred, where: str) -> Dict[str, np.ndarray]:
 
 def load_predictions(path: str) -> Dict[str, Dict[str, np.ndarray]]:
     """Read a prediction file (either form in the module doc) into ``{frame_id: arrays}``."""
-    if not osp.isfile(path):
-        raise PointCloudDataError(f'prediction file not found: {path}')
-    if path.endswith('.json'):
-        import json
-        with open(path) as f:
-            data = json.load(f)
-    elif path.endswith(('.pkl', '.pickle')):
-        with open(path, 'rb') as f:
-            data = pickle.load(f)
-    else:
-        raise PointCloudDataError(f'{path}: prediction files are .json or .pkl')
+    data = load_json_or_pickle(path, 'prediction')
     if isinstance(data, dict):
         return {str(fid): _pred_arrays(pred, f'{path} (frame {fid})')
                 for fid, pred in data.items()}
