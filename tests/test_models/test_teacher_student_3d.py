@@ -209,3 +209,8 @@ def test_pseudo_label_picture_draws_the_tiers():
     blank = PseudoLabelVisHook.draw_3d(out_inputs['points'][0], empty, None, PCR)
     assert image.ndim == 3 and image.dtype == np.uint8 and image.shape == blank.shape
     assert (image != blank).any(axis=2).sum() > 500  # the boxes are drawn
+
+
+def test_policy_and_detector_must_agree_on_classes():
+    with pytest.raises(ValueError, match='thresholds for 5 classes.*predicts 3'):
+        build(pseudo_label=dict(type='DynamicThreshold', num_classes=5))

@@ -78,11 +78,7 @@ class TeacherStudent(BaseDetector):
             pseudo_label or dict(type='DualThreshold', high=0.9, low=0.5))
         if self.pseudo_label.can_ignore():
             detector = configure_ignored_band(detector, ignore_iof_thr)
-        self.student = MODELS.build(copy.deepcopy(detector))
-        self.teacher = MODELS.build(copy.deepcopy(detector))
-        self.teacher.load_state_dict(self.student.state_dict())
-        self.freeze(self.teacher)
-        check_num_classes(self.pseudo_label, self.student)
+        self._build_members(detector)
         self.starving = StarvingWatch(starving_iters)
         if predict_on not in ('teacher', 'student'):
             raise ValueError(f"predict_on must be 'teacher' or 'student', got {predict_on!r}")
@@ -97,6 +93,15 @@ class TeacherStudent(BaseDetector):
         self.unsup_active = True
         # The last strong-view batch with its pseudo instances, for PseudoLabelVisHook.
         self.latest_pseudo: Optional[dict] = None
+
+    def _build_members(self, detector: dict) -> None:
+        """Student and teacher from one detector config, the teacher a frozen copy of the
+        student; the policy must threshold the detector's classes."""
+        self.student = MODELS.build(copy.deepcopy(detector))
+        self.teacher = MODELS.build(copy.deepcopy(detector))
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.freeze(self.teacher)
+        check_num_classes(self.pseudo_label, self.student)
 
     @staticmethod
     def freeze(model: nn.Module) -> None:

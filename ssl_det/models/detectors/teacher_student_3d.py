@@ -85,14 +85,7 @@ class TeacherStudent3D(TeacherStudent):
             raise ValueError(f"predict_on must be 'teacher' or 'student', got {predict_on!r}")
         self.pseudo_label = TASK_UTILS.build(
             pseudo_label or dict(type='DualThreshold', high=0.5, low=0.3))
-        self.student = MODELS.build(copy.deepcopy(detector))
-        self.teacher = MODELS.build(copy.deepcopy(detector))
-        self.teacher.load_state_dict(self.student.state_dict())
-        self.freeze(self.teacher)
-        num_classes = getattr(self.pseudo_label, 'num_classes', None)
-        if num_classes is not None and num_classes != self.student.num_classes:
-            raise ValueError(f'the pseudo-label policy has {num_classes} classes but the '
-                             f'detector has {self.student.num_classes}')
+        self._build_members(detector)
         self.middle, self.low = middle, low
         self.low_score_thr = float(low_score_thr)
         self.unsup_weight, self.sup_weight = float(unsup_weight), float(sup_weight)
