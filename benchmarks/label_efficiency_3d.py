@@ -55,6 +55,7 @@ ABLATIONS = {
                                    '.unsup_student.3.prob=0.0'], 'patch shuffle off'),
     'hssda_unsup_0': ('hssda', ['model.unsup_weight=0.0'],
                       'no unlabeled loss: the teacher is an EMA of a supervised student'),
+    'hssda_unsup_2': ('hssda', ['model.unsup_weight=2.0'], 'unlabeled loss weight 2'),
 }
 SEMI = ('mean_teacher', 'hssda')
 METHODS = {'sup': ('sup', 'oracle')}
