@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 import torch
+from mmengine.hooks import Hook
 
 from demo_helpers import ROOT, as_cli
 from ssl_det.datasets.demo_data_3d import make_demo_data_3d
@@ -93,3 +94,42 @@ def test_two_process_gloo_training_3d(scenes, tmp_path):
     state = torch.load(str(tmp_path / 'iter_3.pth'), weights_only=True)['state_dict']
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     assert any(k.startswith('teacher.bbox_head') for k in state)
+
+
+class _Capture(Hook):
+    """Records the policy's state when training starts (after ``--resume`` loaded it)."""
+    state = None
+
+    def before_train(self, runner):
+        policy = runner.model.pseudo_label
+        self.state = {k: v.clone() for k, v in policy.state_dict().items()}
+
+
+def test_thresholds_survive_train_resume(scenes, tmp_path):
+    """A run stopped after 2 iterations and continued with ``tools/train.py --resume`` (no
+    path: the work dir's latest checkpoint) starts from the saved adapted thresholds, not the
+    config's initial ones, and goes on adapting them."""
+    opts = overrides(scenes, iters=2)
+    opts.update({'default_hooks.checkpoint.interval': 1, 'train_cfg.val_interval': 1000,
+                 'custom_hooks.3.interval': 0, 'model.pseudo_label.min_count': 1})
+    runner = train_tool.build_runner(train_tool.parse_args(
+        [CFG, '--work-dir', str(tmp_path), '--cfg-options', *as_cli(opts)]))
+    runner.train()
+    saved = torch.load(str(tmp_path / 'iter_2.pth'), weights_only=True)['state_dict']
+    saved = {k[len('pseudo_label.'):]: v for k, v in saved.items()
+             if k.startswith('pseudo_label.')}
+    assert saved['num_updates'] > 0
+    assert saved['score_hist'].sum() > 0  # adapted state, unlike a fresh policy's zeros
+
+    opts.update({'train_cfg.max_iters': 3, 'experiment_name': f'test_{uuid.uuid4().hex[:8]}',
+                 'visualizer.name': f'vis_{uuid.uuid4().hex[:8]}'})
+    resumed = train_tool.build_runner(train_tool.parse_args(
+        [CFG, '--work-dir', str(tmp_path), '--resume', '--cfg-options', *as_cli(opts)]))
+    capture = _Capture()
+    resumed.register_hook(capture, priority='LOWEST')
+    resumed.train()
+    assert resumed.iter == 3
+    for key, value in saved.items():
+        assert torch.equal(capture.state[key], value), key
+    policy = resumed.model.pseudo_label
+    assert policy.num_updates > saved['num_updates']  # and it kept adapting from there
