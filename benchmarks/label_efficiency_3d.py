@@ -31,21 +31,11 @@ import statistics
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from ssl_det.datasets.demo_data_3d import ensure_demo_data_3d  # noqa: E402
 from ssl_det.utils import experiment  # noqa: E402
 
 DATA_ROOT = osp.join(experiment.ROOT, 'data', 'demo3d')
-RUNS = {
-    'sup': 'configs/point_cloud/pillar-center_demo3d_sup-10pct.py',
-    'oracle': 'configs/point_cloud/pillar-center_demo3d_sup-all.py',
-}
-# stage 2: name -> (stage-1 run it continues, config, extra --cfg-options)
-STAGE2 = {
-    'sup': ('sup', 'configs/point_cloud/pillar-center_demo3d_sup-10pct_stage2.py', []),
-    'oracle': ('oracle', 'configs/point_cloud/pillar-center_demo3d_sup-all_stage2.py', []),
-    'mean_teacher': ('sup', 'configs/point_cloud/mean-teacher_pillar-center_demo3d_semi-10pct.py',
-                     []),
-    'hssda': ('sup', 'configs/point_cloud/hssda_pillar-center_demo3d_semi-10pct.py', []),
-}
+STAGE2 = experiment.STAGE2_3D
 ABLATIONS = {
     'hssda_no_middle': ('hssda', ['model.middle=off'], 'middle tier off'),
     'hssda_middle_ignore': ('hssda', ['model.middle=ignore'], 'middle boxes ignored, not weighted'),
@@ -58,25 +48,11 @@ ABLATIONS = {
     'hssda_unsup_2': ('hssda', ['model.unsup_weight=2.0'], 'unlabeled loss weight 2'),
 }
 SEMI = ('mean_teacher', 'hssda')
-METHODS = {'sup': ('sup', 'oracle')}
 METRIC = 'ap3d/mAP'
-
-
-def ensure_data_3d(data_root: str = DATA_ROOT) -> None:
-    """Generate the 3D demo scenes and their 10% split unless present."""
-    from ssl_det.datasets.demo_data_3d import make_demo_data_3d
-    if not osp.isfile(osp.join(data_root, 'train.json')):
-        print(f'[demo3d] generating the demo scenes in {data_root}', flush=True)
-        make_demo_data_3d(data_root)
 
 
 def mean_std(values):
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def run_dir(work_dir: str, seed: int, config: str, variant: str = '') -> str:
-    stem = osp.splitext(osp.basename(config))[0]
-    return osp.join(work_dir, f'seed{seed}', stem + (f'_{variant}' if variant else ''))
 
 
 def value(metrics: dict, network: str = '') -> float:
@@ -86,35 +62,12 @@ def value(metrics: dict, network: str = '') -> float:
     return float(metrics[key])
 
 
-def stage1(seed: int, args) -> dict:
-    """The supervised runs from scratch (10% and all labels) of one seed."""
-    out = {}
-    for name, config in RUNS.items():
-        opts = [f'randomness.seed={seed}']
-        if args.iters:
-            opts += experiment.iteration_options(args.iters)
-        out[name] = experiment.run_once(config, run_dir(args.work_dir, seed, config), opts,
-                                        args.reuse, need_checkpoint=True, marker=METRIC)
-    return out
-
-
-def stage2(seed: int, first: dict, names, args) -> dict:
-    """Stage-2 runs of one seed, each continuing its stage-1 checkpoint."""
-    out = {}
-    for name in names:
-        key, extra, _ = (ABLATIONS[name] if name in ABLATIONS else (name, [], ''))
-        parent, config, opts = STAGE2[key]
-        ckpt = experiment._checkpoint(first[parent]['work_dir'])
-        if ckpt is None:
-            raise RuntimeError(f'stage 1 {first[parent]["work_dir"]} left no checkpoint')
-        options = [f'randomness.seed={seed}', f'load_from={ckpt}'] + list(opts) + list(extra)
-        if args.stage2_iters:
-            options += experiment.iteration_options(args.stage2_iters)
-        reuse = args.reuse and first[parent]['seconds'] is None
-        out[name] = experiment.run_once(config, run_dir(args.work_dir, seed, config,
-                                                        name if name in ABLATIONS else ''),
-                                        options, reuse, marker=METRIC)
-    return out
+def runs_of_seed(seed: int, names, args) -> dict:
+    """Stage 1 (10% and all labels) and every stage-2 run of one seed (the demo protocol)."""
+    specs = [f'{n}={ABLATIONS[n][0]}' if n in ABLATIONS else n for n in names]
+    options = {n: ABLATIONS[n][1] for n in names if n in ABLATIONS}
+    return experiment.two_stage(specs, seed, args.work_dir, args.iters, args.stage2_iters,
+                                options, args.reuse, task='3d')
 
 
 def record(res: dict, seed: int, val: float) -> dict:
@@ -138,21 +91,20 @@ def main(argv=None):
     parser.add_argument('--out', default=osp.join(experiment.ROOT, 'benchmarks', 'results',
                                                   'label_efficiency_3d.json'))
     args = parser.parse_args(argv)
-    ensure_data_3d()
+    ensure_demo_data_3d(DATA_ROOT)
 
     from mmengine.config import Config
-    cfg = Config.fromfile(osp.join(experiment.ROOT, RUNS['sup']))
+    cfg = Config.fromfile(osp.join(experiment.ROOT, experiment.PRETRAIN_3D['10pct']))
     semi = args.method == 'semi'
     names = ['sup', 'oracle'] + ((args.methods + args.ablations) if semi else [])
     per_seed = {n: [] for n in names}
     students = {n: [] for n in names if n in SEMI or n in ABLATIONS}
-    first_stage = {n: [] for n in RUNS}
+    first_stage = {'sup': [], 'oracle': []}
     runs = {n: [] for n in names}
     for seed in args.seeds:
-        first = stage1(seed, args)
-        for name, res in first.items():
-            first_stage[name].append(value(res['metrics']))
-        results = stage2(seed, first, names, args)
+        results = runs_of_seed(seed, names, args)
+        for name, labels in (('sup', '10pct'), ('oracle', 'all')):
+            first_stage[name].append(value(results[f'pretrain_{labels}']['metrics']))
         for name in names:
             res = results[name]
             teacher = name in students

@@ -501,3 +501,13 @@ def make_demo_data_3d(out_dir: str, num_train: int = 600, num_val: int = 120, se
         print_log(f'3D demo data written to {out_dir} in {time.time() - start:.1f} s',
                   logger='current')
     return files
+
+
+def ensure_demo_data_3d(data_root: str) -> None:
+    """Write the 3D demo data set (with its 10% split) into ``data_root`` unless it is there:
+    the demo configs' ``data/demo3d``, used by ``tools/demo.py --task 3d`` and the 3D
+    benchmarks."""
+    if not (osp.isfile(osp.join(data_root, 'val.json'))
+            and osp.isfile(osp.join(data_root, 'semi_anns', 'train.1@10-unlabeled.json'))):
+        print_log(f'[demo3d] generating the 3D demo scenes in {data_root}', logger='current')
+        make_demo_data_3d(data_root)

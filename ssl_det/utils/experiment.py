@@ -32,6 +32,24 @@ STAGE2 = {
     'soft_teacher': ('10pct',
                      'configs/demo/soft-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py'),
 }
+# The same protocol on the 3D demo scenes (PillarDetector, metric ``ap3d/mAP``).
+PRETRAIN_3D = {
+    '10pct': 'configs/point_cloud/pillar-center_demo3d_sup-10pct.py',
+    'all': 'configs/point_cloud/pillar-center_demo3d_sup-all.py',
+}
+STAGE2_3D = {
+    'sup': ('10pct', 'configs/point_cloud/pillar-center_demo3d_sup-10pct_stage2.py'),
+    'oracle': ('all', 'configs/point_cloud/pillar-center_demo3d_sup-all_stage2.py'),
+    'mean_teacher': ('10pct',
+                     'configs/point_cloud/mean-teacher_pillar-center_demo3d_semi-10pct.py'),
+    'hssda': ('10pct', 'configs/point_cloud/hssda_pillar-center_demo3d_semi-10pct.py'),
+}
+PROTOCOLS = {
+    # pretrain_lr_step: stage 1's schedule has an LR step to keep at 75% of its iterations
+    '2d': dict(pretrain=PRETRAIN, stage2=STAGE2, marker='bbox_mAP', pretrain_lr_step=False),
+    '3d': dict(pretrain=PRETRAIN_3D, stage2=STAGE2_3D, marker='ap3d/mAP',
+               pretrain_lr_step=True),
+}
 
 
 def last_metrics(work_dir: str, marker: str = 'bbox_mAP') -> Dict[str, float]:
@@ -137,12 +155,13 @@ def run_once(config: str, run_dir: str, cfg_options: List[str], reuse: bool = Fa
 def two_stage(runs: Iterable[str], seed: int, work_dir: str,
               pretrain_iters: Optional[int] = None, iters: Optional[int] = None,
               options: Optional[Dict[str, List[str]]] = None,
-              reuse: bool = False) -> Dict[str, dict]:
+              reuse: bool = False, task: str = '2d') -> Dict[str, dict]:
     """Train the demo protocol for one seed and return each run's result.
 
     Stage 1 (one per labeled set the runs need) trains from scratch; every stage-2 run in
-    ``runs`` (keys of :data:`STAGE2`, or ``name=key`` for a variant of a key with its own
-    ``options[name]``) continues from its labeled set's stage-1 checkpoint.
+    ``runs`` (keys of the task's stage-2 table, :data:`STAGE2` or :data:`STAGE2_3D`, or
+    ``name=key`` for a variant of a key with its own ``options[name]``) continues from its
+    labeled set's stage-1 checkpoint.
 
     Args:
         runs: stage-2 runs, e.g. ``['sup', 'mean_teacher', 'oracle']``.
@@ -155,12 +174,16 @@ def two_stage(runs: Iterable[str], seed: int, work_dir: str,
         reuse (bool): reuse a run whose work dir holds its final evaluation (and, for
             stage 1, its checkpoint) from the same config contents and options instead of
             training it again.
+        task (str): ``'2d'`` (the COCO demo, bbox mAP) or ``'3d'`` (the LiDAR demo scenes,
+            ``ap3d/mAP``): which tables of :data:`PROTOCOLS`.
 
     Returns:
         dict: run name → ``dict(metrics=..., seconds=..., work_dir=..., config=...)``;
         stage-1 runs are named ``pretrain_10pct`` / ``pretrain_all``.
     """
     options = options or {}
+    protocol = PROTOCOLS[task]
+    pretrain, stage2 = protocol['pretrain'], protocol['stage2']
     seed_dir = osp.join(osp.abspath(work_dir), f'seed{seed}')
     common = [f'randomness.seed={seed}']
     results: Dict[str, dict] = {}
@@ -169,7 +192,8 @@ def two_stage(runs: Iterable[str], seed: int, work_dir: str,
             reuse: bool = reuse) -> dict:
         run_dir = osp.join(seed_dir, _stem(config) + suffix)
         result = run_once(config, run_dir, common + extra, reuse,
-                          need_checkpoint=name.startswith('pretrain'))
+                          need_checkpoint=name.startswith('pretrain'),
+                          marker=protocol['marker'])
         results[name] = result
         return result
 
@@ -177,12 +201,13 @@ def two_stage(runs: Iterable[str], seed: int, work_dir: str,
     for spec in runs:
         name, _, key = spec.partition('=')
         parsed.append((name, key or name))
-    for labels in dict.fromkeys(STAGE2[key][0] for _, key in parsed):
-        opts = iteration_options(pretrain_iters, lr_step=False) if pretrain_iters else []
-        run(f'pretrain_{labels}', PRETRAIN[labels],
+    for labels in dict.fromkeys(stage2[key][0] for _, key in parsed):
+        opts = (iteration_options(pretrain_iters, lr_step=protocol['pretrain_lr_step'])
+                if pretrain_iters else [])
+        run(f'pretrain_{labels}', pretrain[labels],
             opts + list(options.get(f'pretrain_{labels}', [])))
     for name, key in parsed:
-        labels, config = STAGE2[key]
+        labels, config = stage2[key]
         checkpoint = _checkpoint(results[f'pretrain_{labels}']['work_dir'])
         if checkpoint is None:
             raise RuntimeError(f'stage 1 of {name} saved no checkpoint in '
