@@ -1,3 +1,4 @@
-"""Training engine: hooks and loops for teacher-student training."""
+"""Training engine: hooks, loops, the log processor and the optimizer wrapper."""
 from .hooks import *  # noqa: F401,F403
+from .log_processor import SemiLogProcessor  # noqa: F401
 from .runner import *  # noqa: F401,F403

@@ -1,4 +1,5 @@
 """What tools/train.py and tools/test.py do to a config before building the Runner."""
+import logging
 import os
 from typing import Optional
 
@@ -54,6 +55,32 @@ def finish_distributed() -> None:
         dist.destroy_process_group()
 
 
+def use_semi_log_processor(cfg: Config) -> None:
+    """mmengine's ``LogProcessor`` (what mmdet's runtime names) becomes ssl_det's
+    ``SemiLogProcessor``, same arguments: per-class pseudo-label keys go to the scalar
+    backends and a periodic table rather than onto every text line. Another type named by
+    the config is kept."""
+    processor = dict(cfg.get('log_processor', None) or {})
+    if str(processor.get('type', 'LogProcessor')).split('.')[-1] == 'LogProcessor':
+        processor['type'] = 'ssl_det.SemiLogProcessor'
+        cfg.log_processor = processor
+
+
+class _DropExpected(logging.Filter):
+    """Drops mmengine's "Reach the end of the dataloader" warning: an iteration-based loop
+    over a sampler with epochs (ssl_det's ``MultiSourceSampler``, mmengine's
+    ``DefaultSampler``) restarts it by design, and ``set_epoch`` reshuffles."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith('Reach the end of the dataloader')
+
+
+def silence_expected_warnings(runner) -> None:
+    """Install :class:`_DropExpected` on the run's logger (once)."""
+    if not any(isinstance(f, _DropExpected) for f in runner.logger.filters):
+        runner.logger.addFilter(_DropExpected())
+
+
 def prepare_config(cfg: Config, launcher: str = 'none',
                    trust_checkpoint: Optional[bool] = None) -> Config:
     """Apply ssl_det's run-time requirements to ``cfg`` (in place) and return it."""
@@ -61,6 +88,7 @@ def prepare_config(cfg: Config, launcher: str = 'none',
     if trust_checkpoint or cfg.get('trust_checkpoint', False):
         trust_checkpoints(True)
     add_required_hooks(cfg)
+    use_semi_log_processor(cfg)
     init_cpu_distributed(cfg, launcher)
     os.environ.setdefault('LOCAL_RANK', '0')
     return cfg
