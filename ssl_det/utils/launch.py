@@ -12,7 +12,8 @@ from .checkpoint import trust_checkpoints
 # Hooks every ssl_det run needs, whatever the config: checkpoints loadable with
 # weights_only=True, and the start-up checks of the data (missing files, empty splits,
 # category mismatches between labeled and unlabeled files).
-REQUIRED_HOOKS = ('SafeCheckpointHook', 'DataCheckHook')
+# And the guard that logs, counts and bounds the steps skipped for a non-finite loss.
+REQUIRED_HOOKS = ('SafeCheckpointHook', 'DataCheckHook', 'NonFiniteGuardHook')
 
 
 def add_required_hooks(cfg: Config) -> None:
@@ -55,6 +56,17 @@ def finish_distributed() -> None:
         dist.destroy_process_group()
 
 
+def use_skip_non_finite(cfg: Config) -> None:
+    """mmengine's plain ``OptimWrapper`` becomes ``SkipNonFiniteOptimWrapper`` (same
+    arguments): a NaN/Inf loss or gradient skips its step instead of poisoning the weights.
+    ``AmpOptimWrapper`` (its loss scaler already skips overflowing steps) and other types
+    are kept."""
+    wrapper = cfg.get('optim_wrapper', None)
+    if wrapper is not None and str(wrapper.get('type', 'OptimWrapper')).split('.')[-1] == \
+            'OptimWrapper':
+        wrapper['type'] = 'ssl_det.SkipNonFiniteOptimWrapper'
+
+
 def use_semi_log_processor(cfg: Config) -> None:
     """mmengine's ``LogProcessor`` (what mmdet's runtime names) becomes ssl_det's
     ``SemiLogProcessor``, same arguments: per-class pseudo-label keys go to the scalar
@@ -88,6 +100,7 @@ def prepare_config(cfg: Config, launcher: str = 'none',
     if trust_checkpoint or cfg.get('trust_checkpoint', False):
         trust_checkpoints(True)
     add_required_hooks(cfg)
+    use_skip_non_finite(cfg)
     use_semi_log_processor(cfg)
     init_cpu_distributed(cfg, launcher)
     os.environ.setdefault('LOCAL_RANK', '0')

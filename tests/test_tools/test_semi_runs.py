@@ -88,3 +88,62 @@ def test_text_log_keeps_totals_and_scalars_keep_per_class_keys(tiny_demo, tmp_pa
     table = text[text.index('per-class statistics at iteration 2'):]
     assert '| class | num_confident |' in table and f'| {classes[0]} |' in table
     assert 'Reach the end of the dataloader' not in text
+
+
+def _inject_nan(runner, at_iters, key):
+    """Make loss ``key`` NaN at the 0-based iterations ``at_iters`` (None: all from 1 on)."""
+    model = runner.model
+    loss = model.loss
+
+    def poisoned(*args, **kwargs):
+        losses = loss(*args, **kwargs)
+        if (runner.iter in at_iters) if at_iters is not None else runner.iter >= 1:
+            losses[key] = losses[key] * float('nan')
+        return losses
+    model.loss = poisoned
+
+
+def test_nan_loss_skips_the_step_and_the_ema_and_is_logged(tiny_demo, tmp_path):
+    args = semi_args(tiny_demo, tmp_path, 4, **{'default_hooks.logger.interval': 1})
+    runner = train_tool.build_runner(train_tool.parse_args(args))
+    _inject_nan(runner, {2}, 'sup_loss_cls')
+    runner.train()  # the run goes on
+    before = torch.load(str(tmp_path / 'iter_2.pth'), weights_only=True)['state_dict']
+    skipped = torch.load(str(tmp_path / 'iter_3.pth'), weights_only=True)['state_dict']
+    after = torch.load(str(tmp_path / 'iter_4.pth'), weights_only=True)['state_dict']
+    for key, value in before.items():
+        if key.startswith(('student.', 'teacher.')) and value.is_floating_point():
+            # weights, BN statistics (restored after the NaN forward) and the teacher's EMA
+            assert torch.equal(skipped[key], value), key
+    assert any(not torch.equal(after[k], skipped[k]) for k in after
+               if k.startswith('student.'))  # the next iteration trained again
+    log = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
+    assert 'iteration 3: non-finite loss (sup_loss_cls=nan' in log
+    assert '1 in the run' in log
+    assert runner.optim_wrapper.num_skipped == 1
+    scalars = [json.loads(line) for line in
+               open(glob.glob(str(tmp_path / '*' / 'vis_data' / 'scalars.json'))[0])]
+    train = [s for s in scalars if 'loss' in s]
+    assert [s['nonfinite_skips'] for s in train] == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_consecutive_nan_losses_stop_the_run_without_a_nan_checkpoint(tiny_demo, tmp_path):
+    args = semi_args(tiny_demo, tmp_path, 8, **{'optim_wrapper.max_consecutive_skips': 3})
+    runner = train_tool.build_runner(train_tool.parse_args(args))
+    _inject_nan(runner, None, 'sup_loss_bbox')
+    with pytest.raises(RuntimeError, match=r'3 optimizer steps in a row had a non-finite loss '
+                                           r'\(last: sup_loss_bbox=nan'):
+        runner.train()
+    assert runner.iter == 3  # iterations 2, 3, 4 skipped: stopped inside the 4th
+    for path in glob.glob(str(tmp_path / 'iter_*.pth')):
+        state = torch.load(path, weights_only=True)['state_dict']
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_checkpoint_with_non_finite_weights_is_refused(tiny_demo, tmp_path):
+    runner = train_tool.build_runner(train_tool.parse_args(semi_args(tiny_demo, tmp_path, 1)))
+    runner.train()
+    next(runner.model.student.parameters()).data[0] = float('inf')
+    with pytest.raises(RuntimeError, match='refusing to save a checkpoint'):
+        runner.save_checkpoint(str(tmp_path), 'bad.pth')
+    assert not (tmp_path / 'bad.pth').exists()

@@ -2,7 +2,8 @@
 checkpoint safety."""
 from .data_check_hook import DataCheckHook
 from .mean_teacher_hook import MeanTeacherHook
+from .non_finite_guard_hook import NonFiniteGuardHook
 from .pseudo_label_vis_hook import PseudoLabelVisHook
 from .safe_checkpoint_hook import SafeCheckpointHook
 
-__all__ = ['DataCheckHook', 'MeanTeacherHook', 'PseudoLabelVisHook', 'SafeCheckpointHook']
+__all__ = ['DataCheckHook', 'MeanTeacherHook', 'NonFiniteGuardHook', 'PseudoLabelVisHook', 'SafeCheckpointHook']

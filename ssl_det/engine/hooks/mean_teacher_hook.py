@@ -4,6 +4,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+from mmengine.dist import all_reduce, get_world_size
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
@@ -36,10 +38,14 @@ class MeanTeacherHook(Hook):
     and the teacher is part of the model's state dict, so a resumed run continues
     exactly (the copy is not repeated after resuming past the burn-in). Under DDP
     every rank applies the same update to identical student parameters, so the
-    teachers' parameters stay identical. BN statistics follow the student's: DDP's
-    ``broadcast_buffers=True`` (its default) re-syncs all buffers from rank 0 at
-    each forward; with ``broadcast_buffers=False`` each rank keeps its own, as the
-    student does, and rank 0's are saved.
+    teachers' parameters stay identical. The students' BN statistics are not: with
+    ``broadcast_buffers=False`` (ssl_det's CPU launch, mmengine's DDP wrapper) each
+    rank's student keeps statistics of its own batches. With ``sync_buffers`` (the
+    default) the teachers' floating-point buffers are averaged over the ranks after
+    every update (one all-reduce of the BN statistics), so every rank's teacher is the
+    same network, labels its images alike, and is the one rank 0 saves. An iteration
+    whose optimizer step ``SkipNonFiniteOptimWrapper`` skipped (non-finite loss or
+    gradient) gets no EMA update either.
 
     The current keep-rate and ``unsup_active`` are logged as
     ``train/ema_momentum`` and ``train/unsup_active``.
@@ -60,6 +66,9 @@ class MeanTeacherHook(Hook):
         burn_in_iters (int): Number of supervised-only iterations before the
             teacher is initialised from the student and unsupervised training
             starts. Defaults to 0.
+        sync_buffers (bool): In a distributed run, average the teacher's
+            floating-point buffers over the ranks after each update and after the
+            burn-in copy. Defaults to True.
     """
 
     priority = 'NORMAL'
@@ -69,7 +78,8 @@ class MeanTeacherHook(Hook):
                  warmup: int = 0,
                  interval: int = 1,
                  buffers: str = 'average',
-                 burn_in_iters: int = 0) -> None:
+                 burn_in_iters: int = 0,
+                 sync_buffers: bool = True) -> None:
         if not 0.0 <= momentum_decay < 1.0:
             raise ValueError(f'MeanTeacherHook: momentum_decay must be in [0, 1), got '
                              f'{momentum_decay}. It is the keep-rate of the teacher, '
@@ -89,6 +99,7 @@ class MeanTeacherHook(Hook):
         self.interval = interval
         self.buffers = buffers
         self.burn_in_iters = burn_in_iters
+        self.sync_buffers = sync_buffers
         # (teacher tensors, student tensors) pairs, collected once in before_train.
         self._params: Optional[Tuple[List[torch.Tensor], List[torch.Tensor]]] = None
         self._float_buffers: Optional[Tuple[List[torch.Tensor], List[torch.Tensor]]] = None
@@ -139,6 +150,8 @@ class MeanTeacherHook(Hook):
         step = runner.iter + 1 - self.burn_in_iters
         if step <= 0 or step % self.interval != 0:
             return
+        if getattr(runner.optim_wrapper, 'last_step_skipped', False):
+            return  # SkipNonFiniteOptimWrapper left the student as it was: so is the teacher
         keep = self.keep_rate(step)
         self.ema_update(self._unwrap(runner), keep)
         runner.message_hub.update_scalar('train/ema_momentum', keep)
@@ -164,12 +177,24 @@ class MeanTeacherHook(Hook):
         for teacher, student in copied:
             if teacher:
                 torch._foreach_copy_(teacher, student)
+        self._sync_teacher_buffers()
 
     @torch.no_grad()
     def _copy_student_to_teacher(self, model: nn.Module) -> None:
         for teacher, student in self._collect(model):
             if teacher:
                 torch._foreach_copy_(teacher, student)
+        self._sync_teacher_buffers()
+
+    @torch.no_grad()
+    def _sync_teacher_buffers(self) -> None:
+        """Average the teacher's float buffers over the ranks (one flat all-reduce)."""
+        buffers = self._float_buffers[0] if self._float_buffers else []
+        if not (self.sync_buffers and buffers and get_world_size() > 1):
+            return
+        flat = _flatten_dense_tensors(buffers)
+        all_reduce(flat, op='mean')
+        torch._foreach_copy_(buffers, _unflatten_dense_tensors(flat, buffers))
 
     # ------------------------------------------------------------------- helpers
     @staticmethod
