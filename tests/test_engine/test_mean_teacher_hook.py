@@ -294,3 +294,54 @@ def test_ddp_wrapped_model(tmp_path, model):
                                        teacher_before[name] * keep + student[name] * (1 - keep))
     finally:
         dist.destroy_process_group()
+
+
+def _two_rank_teachers(rank, init_file, sync, out):
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=2)
+    try:
+        models, runners, hooks = [], [], []
+        for synced in (sync, False):  # the run under test, and a local one to compare with
+            torch.manual_seed(0)  # the same student parameters on both ranks
+            models.append(FakeTeacherStudent())
+            runners.append(FakeRunner(models[-1]))
+            hooks.append(MeanTeacherHook(momentum_decay=0.9, sync_buffers=synced))
+            hooks[-1].before_train(runners[-1])
+            models[-1].student.train()
+        torch.manual_seed(1 + rank)
+        for i in range(3):
+            # each rank's own images: BN statistics differ between the ranks' students
+            images = torch.randn(2, 3, 8, 8) * (1 + rank) + rank
+            for model, runner, hook in zip(models, runners, hooks):
+                runner.iter = i
+                hook.before_train_iter(runner, batch_idx=i)
+                with torch.no_grad():
+                    model.student(images)
+                hook.after_train_iter(runner, batch_idx=i)
+        states = [None, None]
+        dist.all_gather_object(states, [{k: v.clone() for k, v in m.teacher.state_dict().items()}
+                                        for m in models])
+        if rank == 0:
+            torch.save(states, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize('sync', [True, False])
+def test_teachers_identical_across_ranks_with_own_bn_statistics(tmp_path, sync):
+    """Two gloo ranks whose students see different images (DDP's broadcast_buffers=False)
+    end with the same teacher, BN statistics included, when the hook syncs the buffers; and
+    without the sync they would not (which shows the test can tell)."""
+    import torch.multiprocessing as mp
+    out = str(tmp_path / 'teachers.pt')
+    mp.spawn(_two_rank_teachers, args=(str(tmp_path / 'pg'), sync, out), nprocs=2)
+    (first, local0), (second, local1) = torch.load(out, weights_only=True)
+    differ = [k for k in first if not torch.equal(first[k], second[k])]
+    if sync:
+        assert not differ
+        # the EMA is linear: the synced teacher is the mean of the ranks' own teachers
+        for key in first:
+            if first[key].is_floating_point():
+                torch.testing.assert_close(first[key], (local0[key] + local1[key]) / 2)
+    else:
+        assert differ and all('running' in k for k in differ)

@@ -150,7 +150,7 @@ class MeanTeacherHook(Hook):
         step = runner.iter + 1 - self.burn_in_iters
         if step <= 0 or step % self.interval != 0:
             return
-        if getattr(runner.optim_wrapper, 'last_step_skipped', False):
+        if getattr(getattr(runner, 'optim_wrapper', None), 'last_step_skipped', False):
             return  # SkipNonFiniteOptimWrapper left the student as it was: so is the teacher
         keep = self.keep_rate(step)
         self.ema_update(self._unwrap(runner), keep)
