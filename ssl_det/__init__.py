@@ -15,7 +15,8 @@ if os.environ.get('SSL_DET_OPS_ONLY', '0') != '1':
     from . import registry  # noqa: F401,E402
     from . import datasets, engine, evaluation, models, structures  # noqa: F401,E402
     from .engine.hooks import data_check_hook, safe_checkpoint_hook  # noqa: F401,E402
-    from .utils.checkpoint import register_safe_loader
+    from .utils.checkpoint import register_atomic_writes, register_safe_loader
     register_safe_loader()
+    register_atomic_writes()
 
 __all__ = ['__version__']

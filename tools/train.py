@@ -17,7 +17,8 @@ from mmengine.runner import Runner  # noqa: E402
 import ssl_det  # noqa: E402,F401  (registers every ssl_det module)
 from ssl_det.registry import RUNNERS  # noqa: E402
 from ssl_det.utils.launch import (finish_distributed, prepare_config,  # noqa: E402
-                                  silence_expected_warnings, use_fast_roi_align)
+                                  resume_config, silence_expected_warnings,
+                                  use_fast_roi_align)
 
 
 def parse_args(argv=None):
@@ -57,11 +58,9 @@ def build_runner(args) -> Runner:
             raise RuntimeError('--auto-scale-lr needs `auto_scale_lr = dict(enable=False, '
                                'base_batch_size=N)` in the config')
         cfg.auto_scale_lr.enable = True
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        cfg.resume, cfg.load_from = True, args.resume
     prepare_config(cfg, args.launcher, args.trust_checkpoint)
+    if args.resume is not None:
+        resume_config(cfg, None if args.resume == 'auto' else args.resume)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     use_fast_roi_align(runner, cfg)
     silence_expected_warnings(runner)

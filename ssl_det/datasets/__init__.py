@@ -9,8 +9,10 @@ from .mmdet3d_infos import convert_mmdet3d_info
 from .multi_source_sampler import MultiSourceSampler
 from .point_cloud_dataset import PointCloudDataset
 from .point_cloud_split import split_point_cloud
+from .resumable import DrawIndex, ResumableBatchSampler, SeededDataset
 from .semi_checks import SemiSplitSummary, check_semi_split
 
 __all__ = ['CocoDataset', 'MultiSourceSampler', 'check_semi_split', 'SemiSplitSummary',
            'PointCloudDataset', 'convert_kitti', 'convert_mmdet3d_info',
-           'make_demo_data_3d', 'split_point_cloud', 'point_cloud_collate']
+           'make_demo_data_3d', 'split_point_cloud', 'point_cloud_collate', 'DrawIndex',
+           'ResumableBatchSampler', 'SeededDataset']

@@ -13,12 +13,13 @@ from ssl_det.structures import check_boxes3d
 from .mmdet3d_infos import (convert_mmdet3d_info, default_cam_key, is_mmdet3d_info,
                             mmdet3d_classes, mmdet3d_label_names, resolve_box_frame)
 from .point_cloud_io import INFO_CONVENTION, PointCloudDataError, load_info_file, resolve_path
+from .unreadable import UNREADABLE_MODES, SkipUnreadableMixin
 
 OTHER_CLASSES = ('error', 'drop')
 
 
 @DATASETS.register_module()
-class PointCloudDataset(BaseDataset):
+class PointCloudDataset(SkipUnreadableMixin, BaseDataset):
     """Frames of LiDAR points with 3D boxes, from one info file.
 
     The info file is ssl_det's format (:mod:`ssl_det.datasets.point_cloud_io`) or mmdet3d
@@ -61,6 +62,11 @@ class PointCloudDataset(BaseDataset):
         point_dim (int, optional): Values per point in the point files; overrides the
             frames' ``num_point_features``. Default: each frame's value, else
             ``metainfo['point_dim']``, else 4.
+        unreadable (str): A frame whose point file is missing or broken while training:
+            ``'skip'`` takes the next frame instead (counted and named in the log by
+            ``DataCheckHook``), ``'error'`` raises naming the file, ``'auto'`` skips in an
+            unlabeled info file (``unlabeled: true``) and raises otherwise. Defaults to
+            ``'auto'``.
         **kwargs: ``lazy_init``, ``max_refetch``, ``indices``, ``serialize_data`` as
             mmengine's ``BaseDataset``. With ``lazy_init=True`` ``metainfo`` holds the file's
             classes only after ``full_init()``.
@@ -80,7 +86,13 @@ class PointCloudDataset(BaseDataset):
                  box_frame: str = 'auto',
                  cam_key: Optional[str] = None,
                  point_dim: Optional[int] = None,
+                 unreadable: str = 'auto',
                  **kwargs) -> None:
+        if unreadable not in UNREADABLE_MODES:
+            raise ValueError(f'unreadable must be one of {UNREADABLE_MODES}, got '
+                             f'{unreadable!r}')
+        self.unreadable = unreadable
+        self.unlabeled = False
         if other_classes not in OTHER_CLASSES:
             raise ValueError(f'other_classes must be one of {OTHER_CLASSES}, got '
                              f'{other_classes!r}')
@@ -101,6 +113,9 @@ class PointCloudDataset(BaseDataset):
         super().__init__(ann_file=ann_file, metainfo=metainfo, data_root=data_root,
                          data_prefix=data_prefix, pipeline=list(pipeline),
                          test_mode=test_mode, **kwargs)
+
+    def is_unlabeled(self) -> bool:
+        return self.unlabeled
 
     # ------------------------------------------------------------------ loading
     def load_data_list(self) -> List[dict]:

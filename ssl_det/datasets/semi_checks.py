@@ -4,10 +4,13 @@ Categories that differ between the two files make CocoDataset map the unlabeled 
 classes differently (or not at all), which shows up much later as all-zero unsupervised
 losses or nonsense pseudo labels.
 """
+import logging
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 from mmengine import fileio
+from mmengine.logging import print_log
 
 
 @dataclass
@@ -77,6 +80,18 @@ def _describe_difference(labeled: Dict[int, str], unlabeled: Dict[int, str]) -> 
     return '; '.join(parts)
 
 
+def check_same_categories(labeled_cats: Dict[int, str], unlabeled_cats: Dict[int, str],
+                          labeled_ann_file: str, unlabeled_ann_file: str) -> None:
+    """Raise a ValueError naming both files and the differing ids and names unless the
+    labeled and unlabeled files' categories (``{id: name}``) are the same."""
+    if labeled_cats != unlabeled_cats:
+        raise ValueError(
+            f'The categories of the labeled file {labeled_ann_file} and the unlabeled file '
+            f'{unlabeled_ann_file} differ ({_describe_difference(labeled_cats, unlabeled_cats)}). '
+            'Pseudo labels would map to the wrong classes; give both files the same '
+            '`categories` list.')
+
+
 def check_semi_split(labeled_ann_file: str,
                      unlabeled_ann_file: str,
                      backend_args: Optional[dict] = None) -> SemiSplitSummary:
@@ -101,12 +116,7 @@ def check_semi_split(labeled_ann_file: str,
     unlabeled = load_coco(unlabeled_ann_file, backend_args)
     labeled_cats = coco_categories(labeled, labeled_ann_file, 'labeled')
     unlabeled_cats = coco_categories(unlabeled, unlabeled_ann_file, 'unlabeled')
-    if labeled_cats != unlabeled_cats:
-        raise ValueError(
-            f'The categories of the labeled file {labeled_ann_file} and the unlabeled file '
-            f'{unlabeled_ann_file} differ ({_describe_difference(labeled_cats, unlabeled_cats)}). '
-            'Pseudo labels would map to the wrong classes; give both files the same '
-            '`categories` list.')
+    check_same_categories(labeled_cats, unlabeled_cats, labeled_ann_file, unlabeled_ann_file)
     labeled_images = coco_images(labeled, labeled_ann_file, 'labeled')
     unlabeled_images = coco_images(unlabeled, unlabeled_ann_file, 'unlabeled')
     labeled_names = {img.get('file_name') for img in labeled_images} - {None}
@@ -117,3 +127,81 @@ def check_semi_split(labeled_ann_file: str,
         num_labeled_annotations=len(labeled.get('annotations') or []),
         categories=sorted(labeled_cats.items()),
         num_shared_images=shared)
+
+
+def check_coco_content(coco: dict, ann_file: str) -> Dict[str, int]:
+    """Check a loaded COCO file's images and annotations, in one pass each (numpy, so a
+    million-image file costs seconds, not Python objects per image).
+
+    Raises a ValueError naming the file and examples for what would silently corrupt
+    training: duplicated image ids (pycocotools keeps the last one, and its annotations
+    go to the wrong image) and annotations whose ``category_id`` is not among the file's
+    ``categories``. Logs one line with the counts of what mmdet's ``CocoDataset`` drops or
+    keeps silently: boxes with zero or negative width/height (dropped), boxes entirely
+    outside their image (dropped), boxes partly outside (kept; the transforms clip them),
+    annotations of an image id the file does not list (never used).
+
+    Returns:
+        dict: The counts (``duplicate_image_ids``, ``unknown_category``, ``degenerate``,
+        ``outside``, ``partly_outside``, ``unknown_image``).
+    """
+    images = coco.get('images') or []
+    anns = coco.get('annotations') or []
+    image_ids = np.fromiter((img['id'] for img in images), dtype=np.int64, count=len(images))
+    unique, counts = np.unique(image_ids, return_counts=True)
+    duplicated = unique[counts > 1]
+    if duplicated.size:
+        raise ValueError(f'{ann_file} lists {duplicated.size} image id(s) more than once '
+                         f'(e.g. {duplicated[:5].tolist()}); pycocotools would keep one entry '
+                         'per id and give its annotations to the wrong image. Give every '
+                         'image its own id.')
+    counts_out = dict(duplicate_image_ids=0, unknown_category=0, degenerate=0, outside=0,
+                      partly_outside=0, unknown_image=0)
+    if not anns:
+        return counts_out
+    known_cats = np.array(sorted({int(c['id']) for c in coco.get('categories') or []}),
+                          dtype=np.int64)
+    cat_ids = np.fromiter((a.get('category_id', -1) for a in anns), dtype=np.int64,
+                          count=len(anns))
+    unknown = ~np.isin(cat_ids, known_cats)
+    if unknown.any():
+        bad = np.unique(cat_ids[unknown])
+        raise ValueError(f'{ann_file}: {int(unknown.sum())} annotation(s) have a category_id '
+                         f'that is not in its `categories` ({bad[:5].tolist()}); fix the '
+                         'annotations or add the categories.')
+    ann_images = np.fromiter((a.get('image_id', -1) for a in anns), dtype=np.int64,
+                             count=len(anns))
+    position = np.searchsorted(unique, ann_images).clip(0, max(len(unique) - 1, 0))
+    listed = unique.size > 0
+    known_image = (unique[position] == ann_images) if listed else np.zeros(len(anns), bool)
+    boxes = np.array([a.get('bbox') or [0, 0, 0, 0] for a in anns], dtype=np.float64)
+    boxes = boxes.reshape(len(anns), 4)
+    order = np.argsort(image_ids, kind='stable')
+    sizes = np.array([[img.get('width') or np.inf, img.get('height') or np.inf]
+                      for img in images], dtype=np.float64).reshape(-1, 2)[order]
+    wh = sizes[position] if listed else np.full((len(anns), 2), np.inf)
+    x1, y1, w, h = boxes.T
+    degenerate = (w <= 0) | (h <= 0) | ~np.isfinite(boxes).all(1)
+    inter_w = np.minimum(x1 + w, wh[:, 0]) - np.maximum(x1, 0)
+    inter_h = np.minimum(y1 + h, wh[:, 1]) - np.maximum(y1, 0)
+    valid = known_image & ~degenerate
+    outside = valid & ((inter_w <= 0) | (inter_h <= 0))
+    partly = valid & ~outside & ((x1 < 0) | (y1 < 0) | (x1 + w > wh[:, 0])
+                                 | (y1 + h > wh[:, 1]))
+    counts_out.update(degenerate=int((known_image & degenerate).sum()),
+                      outside=int(outside.sum()), partly_outside=int(partly.sum()),
+                      unknown_image=int((~known_image).sum()))
+    found = {k: v for k, v in counts_out.items() if v}
+    if found:
+        ids = np.array([a.get('id', -1) for a in anns])
+        examples = []
+        for key, mask in (('degenerate', known_image & degenerate), ('outside', outside),
+                          ('unknown_image', ~known_image)):
+            if mask.any():
+                examples.append(f'{key}: annotation id {ids[mask][0]}')
+        print_log(f'{ann_file}: {len(anns)} annotations; {found} (degenerate = zero or '
+                  'negative width/height or non-finite, and outside = no overlap with the '
+                  'image: both dropped by the loader; partly_outside: kept and clipped by '
+                  'the transforms; unknown_image: the image id is not listed, never used). '
+                  'E.g. ' + '; '.join(examples), logger='current', level=logging.WARNING)
+    return counts_out

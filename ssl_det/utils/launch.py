@@ -1,7 +1,8 @@
 """What tools/train.py and tools/test.py do to a config before building the Runner."""
 import logging
 import os
-from typing import Optional
+import subprocess
+from typing import Dict, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -12,8 +13,10 @@ from .checkpoint import trust_checkpoints
 # Hooks every ssl_det run needs, whatever the config: checkpoints loadable with
 # weights_only=True, and the start-up checks of the data (missing files, empty splits,
 # category mismatches between labeled and unlabeled files).
-# And the guard that logs, counts and bounds the steps skipped for a non-finite loss.
-REQUIRED_HOOKS = ('SafeCheckpointHook', 'DataCheckHook', 'NonFiniteGuardHook')
+# And the guard that logs, counts and bounds the steps skipped for a non-finite loss, and
+# the random states a resumed run continues from.
+REQUIRED_HOOKS = ('SafeCheckpointHook', 'DataCheckHook', 'NonFiniteGuardHook',
+                  'RandomStateHook')
 
 
 def add_required_hooks(cfg: Config) -> None:
@@ -25,18 +28,74 @@ def add_required_hooks(cfg: Config) -> None:
     cfg.custom_hooks = hooks
 
 
+def _scontrol_hosts(nodelist: str) -> Optional[list]:
+    """``scontrol show hostnames NODELIST`` (None where scontrol is missing or fails)."""
+    try:
+        proc = subprocess.run(['scontrol', 'show', 'hostnames', nodelist],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    hosts = proc.stdout.split()
+    return hosts if proc.returncode == 0 and hosts else None
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The first host of a Slurm node list (``node[01-04],gpu7`` -> ``node01``): scontrol's
+    answer, or without scontrol the list read directly (the first entry of each bracket)."""
+    hosts = _scontrol_hosts(nodelist)
+    if hosts:
+        return hosts[0]
+    host, i = '', 0
+    while i < len(nodelist) and nodelist[i] != ',':
+        if nodelist[i] == '[':
+            end = nodelist.index(']', i)
+            host += nodelist[i + 1:end].split(',')[0].split('-')[0]
+            i = end + 1
+        else:
+            host += nodelist[i]
+            i += 1
+    return host
+
+
+def slurm_to_torch_env(environ: Mapping[str, str] = os.environ) -> Dict[str, str]:
+    """torch.distributed's ``env://`` variables for a task started by ``srun``, as mmengine's
+    slurm set-up derives them: ``RANK`` = ``SLURM_PROCID``, ``WORLD_SIZE`` =
+    ``SLURM_NTASKS``, ``LOCAL_RANK`` = ``SLURM_LOCALID``; ``MASTER_ADDR`` (the first host of
+    the step's node list) and ``MASTER_PORT`` (29500) unless already set."""
+    for key in ('SLURM_PROCID', 'SLURM_NTASKS'):
+        if key not in environ:
+            raise KeyError(f'--launcher slurm needs {key} (set by srun); start the job with '
+                           'tools/slurm_train.sh or srun, or use --launcher pytorch (torchrun)')
+    env = {'RANK': environ['SLURM_PROCID'], 'WORLD_SIZE': environ['SLURM_NTASKS'],
+           'LOCAL_RANK': environ.get('SLURM_LOCALID', '0'),
+           'MASTER_PORT': environ.get('MASTER_PORT', '29500')}
+    if environ.get('MASTER_ADDR'):
+        env['MASTER_ADDR'] = environ['MASTER_ADDR']
+    else:
+        nodelist = environ.get('SLURM_STEP_NODELIST') or environ.get('SLURM_NODELIST')
+        if not nodelist:
+            raise KeyError('--launcher slurm needs SLURM_NODELIST (set by srun) or MASTER_ADDR')
+        env['MASTER_ADDR'] = first_slurm_host(nodelist)
+    return env
+
+
 def init_cpu_distributed(cfg: Config, launcher: str) -> None:
     """Distributed training without CUDA: a gloo process group and CPU-friendly DDP.
 
-    mmengine 0.10's ``init_dist('pytorch')`` calls ``torch.cuda.set_device`` and fails on CPU
-    torch; the Runner skips its own initialisation when a process group exists, and its
-    default DDP wrapper passes ``device_ids=[LOCAL_RANK]``, which DDP rejects for CPU modules.
+    mmengine 0.10's ``init_dist('pytorch')`` and ``init_dist('slurm')`` call
+    ``torch.cuda.set_device`` and fail on CPU torch; the Runner skips its own initialisation
+    when a process group exists, and its default DDP wrapper passes
+    ``device_ids=[LOCAL_RANK]``, which DDP rejects for CPU modules. ``--launcher slurm``
+    first sets torch's ``env://`` variables from the ``SLURM_*`` ones
+    (:func:`slurm_to_torch_env`).
     """
     if launcher == 'none' or torch.cuda.is_available() or dist.is_initialized():
         return
-    if launcher != 'pytorch':
-        raise ValueError(f'CPU distributed training supports --launcher pytorch (torchrun), '
-                         f'got {launcher!r}')
+    if launcher not in ('pytorch', 'slurm'):
+        raise ValueError(f'CPU distributed training supports --launcher pytorch (torchrun) '
+                         f'and slurm (srun), got {launcher!r}')
+    if launcher == 'slurm':
+        os.environ.update(slurm_to_torch_env(os.environ))
     dist.init_process_group(backend='gloo')
     wrapper = dict(cfg.get('model_wrapper_cfg', None) or {})
     wrapper.setdefault('type', 'MMDistributedDataParallel')
@@ -93,6 +152,48 @@ def silence_expected_warnings(runner) -> None:
         runner.logger.addFilter(_DropExpected())
 
 
+def use_resumable_training(cfg: Config) -> None:
+    """The bare ``CheckpointHook`` and ``IterBasedTrainLoop`` of a config are ssl_det's
+    (with ``default_scope='ssl_det'`` they are anyway; this holds under another scope too):
+    checkpoints written so that a kill leaves a complete one, and a resume that skips the
+    trained batches by index and continues them exactly."""
+    hook = (cfg.get('default_hooks', None) or {}).get('checkpoint', None)
+    if hook is not None and hook.get('type') == 'CheckpointHook':
+        hook['type'] = 'ssl_det.CheckpointHook'
+    loop = cfg.get('train_cfg', None)
+    if loop is not None and loop.get('type') == 'IterBasedTrainLoop':
+        loop['type'] = 'ssl_det.IterBasedTrainLoop'
+
+
+def resume_config(cfg: Config, checkpoint: Optional[str] = None) -> Optional[str]:
+    """Set ``cfg`` to resume from ``checkpoint``, or (None) from the newest complete
+    checkpoint of ``cfg.work_dir`` (``last_checkpoint``, else the highest-numbered one
+    that is complete). The run takes the checkpoint's seed (``meta.seed``) before the
+    Runner builds anything, so the sampler continues the shuffle it was trained with.
+    Returns the checkpoint, or None when there is none yet (the run starts afresh)."""
+    from mmengine.logging import print_log
+
+    from .checkpoint import checkpoint_seed, find_resume_checkpoint
+    if checkpoint is None:
+        checkpoint = find_resume_checkpoint(cfg.work_dir)
+        if checkpoint is None:
+            print_log(f'--resume: no complete checkpoint in {cfg.work_dir}; starting from '
+                      'scratch', logger='current')
+            cfg.resume, cfg.load_from = False, None
+            return None
+    cfg.resume, cfg.load_from = True, checkpoint
+    seed = checkpoint_seed(checkpoint)
+    if seed is not None:
+        randomness = dict(cfg.get('randomness', None) or {})
+        if randomness.get('seed') not in (None, seed):
+            print_log(f'--resume: the config says randomness.seed={randomness["seed"]}, '
+                      f'{checkpoint} was trained with {seed}; continuing with {seed}',
+                      logger='current', level=logging.WARNING)
+        randomness['seed'] = seed
+        cfg.randomness = randomness
+    return checkpoint
+
+
 def prepare_config(cfg: Config, launcher: str = 'none',
                    trust_checkpoint: Optional[bool] = None) -> Config:
     """Apply ssl_det's run-time requirements to ``cfg`` (in place) and return it."""
@@ -102,6 +203,7 @@ def prepare_config(cfg: Config, launcher: str = 'none',
     add_required_hooks(cfg)
     use_skip_non_finite(cfg)
     use_semi_log_processor(cfg)
+    use_resumable_training(cfg)
     init_cpu_distributed(cfg, launcher)
     os.environ.setdefault('LOCAL_RANK', '0')
     return cfg

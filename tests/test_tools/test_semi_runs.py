@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from demo_helpers import ROOT, as_cli, data_overrides
+from ssl_det.datasets.unreadable import UnreadableDataError
 from tools import train as train_tool
 
 SEMI_CFG = osp.join(ROOT, 'configs/demo/mean-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py')
@@ -147,3 +148,50 @@ def test_checkpoint_with_non_finite_weights_is_refused(tiny_demo, tmp_path):
     with pytest.raises(RuntimeError, match='refusing to save a checkpoint'):
         runner.save_checkpoint(str(tmp_path), 'bad.pth')
     assert not (tmp_path / 'bad.pth').exists()
+
+
+def _dirty_copy(tiny_demo, tmp_path, keep=2):
+    """A copy of the demo data whose unlabeled images are all missing or truncated, in turn,
+    except the last ``keep``."""
+    root = tmp_path / 'dirty'
+    shutil.copytree(tiny_demo, root)
+    unlabeled = json.load(open(root / 'semi_anns' / 'instances_train.1@10-unlabeled.json'))
+    names = sorted(img['file_name'] for img in unlabeled['images'])
+    for i, name in enumerate(names[:-keep]):
+        path = root / 'images' / name
+        if i % 2:
+            path.unlink()
+        else:
+            data = path.read_bytes()
+            path.write_bytes(data[:len(data) // 2])
+    return str(root), names
+
+
+def test_unreadable_unlabeled_images_are_skipped_counted_and_named(tiny_demo, tmp_path):
+    root, names = _dirty_copy(tiny_demo, tmp_path)
+    args = semi_args(root, tmp_path / 'run', 3, **{'default_hooks.logger.interval': 1})
+    runner = train_tool.build_runner(train_tool.parse_args(args))
+    runner.train()  # no crash
+    log = open(glob.glob(str(tmp_path / 'run' / '*' / '*.log'))[0]).read()
+    assert 'are missing on disk' in log and 'they will be skipped while training' in log
+    assert 'skipped an unreadable file' in log
+    assert ': file not found' in log and ': truncated PNG (no IEND chunk)' in log
+    skipped = [line for line in log.splitlines() if 'skipped an unreadable file' in line]
+    hook = next(h for h in runner.hooks if type(h).__name__ == 'DataCheckHook')
+    assert hook.num_skipped == len(skipped) > 0
+    scalars = [json.loads(line) for line in
+               open(glob.glob(str(tmp_path / 'run' / '*' / 'vis_data' / 'scalars.json'))[0])]
+    assert [s for s in scalars if 'loss' in s][-1]['skipped_unreadable'] == len(skipped)
+
+
+def test_unreadable_labeled_image_stops_the_run_naming_it(tiny_demo, tmp_path):
+    root = tmp_path / 'dirty'
+    shutil.copytree(tiny_demo, root)
+    labeled = json.load(open(root / 'semi_anns' / 'instances_train.1@10.json'))
+    for img in labeled['images']:
+        path = root / 'images' / img['file_name']
+        path.write_bytes(path.read_bytes()[:100])
+    runner = train_tool.build_runner(train_tool.parse_args(semi_args(str(root), tmp_path, 2)))
+    with pytest.raises(UnreadableDataError, match=r'truncated PNG .*labeled data .*'
+                                                  r'instances_train.1@10.json'):
+        runner.train()

@@ -6,6 +6,11 @@ from mmcv.transforms import BaseTransform
 
 from ssl_det.registry import TRANSFORMS
 from ..point_cloud_io import PointCloudDataError, load_points
+from ..unreadable import UnreadableDataError
+
+
+class UnreadablePointCloud(UnreadableDataError, PointCloudDataError):
+    """A point file that is missing or whose content is not a valid point cloud."""
 
 
 @TRANSFORMS.register_module()
@@ -17,8 +22,9 @@ class LoadPointsFromFile(BaseTransform):
 
     ``.bin`` / ``.npy`` / ``.pcd`` / ``.ply`` files are read by
     :func:`ssl_det.datasets.point_cloud_io.load_points`, whose errors name the file and frame
-    (wrong ``point_dim``, NaN/Inf, missing file). ``results['num_point_features']`` is set to
-    the number of columns kept.
+    (wrong ``point_dim``, NaN/Inf, missing file), raised as ``UnreadablePointCloud`` (an
+    ``UnreadableDataError``: ``PointCloudDataset`` skips such frames in an unlabeled pool).
+    ``results['num_point_features']`` is set to the number of columns kept.
 
     Args:
         point_dim (int, optional): Values per point in the file. Default:
@@ -50,7 +56,11 @@ class LoadPointsFromFile(BaseTransform):
             raise PointCloudDataError(
                 f'{path} (frame {frame_id}): the number of values per point is unknown; set '
                 'LoadPointsFromFile(point_dim=...) or num_point_features in the info file')
-        points = load_points(path, int(dim), frame_id=frame_id, check_finite=self.check_finite)
+        try:
+            points = load_points(path, int(dim), frame_id=frame_id,
+                                 check_finite=self.check_finite)
+        except PointCloudDataError as exc:  # missing, cut short, NaN: the file is at fault
+            raise UnreadablePointCloud(path, str(exc)) from exc
         if self.use_dims is not None:
             if max(self.use_dims) >= points.shape[1]:
                 raise PointCloudDataError(
