@@ -23,7 +23,7 @@ class UnreadableDataError(ValueError):
     """
 
     def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f'{path}: {reason}')
+        super().__init__(reason if reason.startswith(str(path)) else f'{path}: {reason}')
         self.path = path
         self.reason = reason
 
@@ -99,7 +99,7 @@ class SkipUnreadableMixin:
             try:
                 return super().__getitem__(idx)
             except UnreadableDataError as exc:
-                raise UnreadableDataError(
+                raise type(exc)(
                     exc.path, f'{exc.reason}. It is listed in the labeled data '
                     f'{getattr(self, "ann_file", "")}, which must be readable: fix or remove '
                     'it, or set unreadable="skip" on this dataset to skip such files') from exc

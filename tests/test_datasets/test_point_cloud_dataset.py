@@ -7,6 +7,7 @@ import pytest
 
 import ssl_det.datasets.point_cloud_dataset as pcd_module
 from ssl_det.datasets.point_cloud_dataset import PointCloudDataset
+from ssl_det.datasets.unreadable import UnreadableDataError
 from ssl_det.datasets.point_cloud_io import PointCloudDataError, dump_info_file, load_points
 from ssl_det.datasets.transforms.loading_3d import LoadPointsFromFile
 from ssl_det.registry import TRANSFORMS
@@ -212,3 +213,23 @@ def test_load_points_transform_arguments(tmp_path):
     with pytest.raises(PointCloudDataError, match='use_dims'):
         LoadPointsFromFile(use_dims=[0, 1, 2, 5])(
             dict(lidar_path=str(tmp_path / 'p.bin'), frame_id='p', num_point_features=5))
+
+
+def test_unreadable_frames_skipped_in_unlabeled_pool_error_in_labeled(tmp_path):
+    frames = [dict(frame_id=f, instances=[]) for f in ('a', 'b', 'c')]
+    ann = write_info(tmp_path, frames=frames, unlabeled=True)
+    pipeline = [dict(type='LoadPointsFromFile'),
+                dict(type='PackPointCloudInputs', meta_keys=('frame_id',))]
+    (tmp_path / 'points' / 'a.bin').unlink()
+    np.zeros(13, np.float32).tofile(tmp_path / 'points' / 'b.bin')  # cut short
+    pool = PointCloudDataset(ann, pipeline=pipeline)
+    assert pool.unlabeled and pool.skips_unreadable()
+    data = pool[0]  # a missing, b broken: c instead, with both recorded
+    assert data['data_samples'].metainfo['frame_id'] == 'c'
+    skipped = data['data_samples'].metainfo['skipped_unreadable']
+    assert len(skipped) == 2 and 'a.bin' in skipped[0] and 'not found' in skipped[0]
+    assert 'b.bin' in skipped[1]
+    assert 'skipped_unreadable' not in pool[2]['data_samples'].metainfo
+    labeled = PointCloudDataset(ann, pipeline=pipeline, unreadable='error')
+    with pytest.raises(UnreadableDataError, match=r'a\.bin.*labeled data.*unreadable="skip"'):
+        labeled[0]
