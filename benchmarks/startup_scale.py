@@ -25,8 +25,8 @@ unlabeled ``CocoDataset``, then the sampler), from the real dataset configs:
 * ``ssl_det_plain`` / ``mmdet_plain``: the same without aspect-ratio grouping (ssl_det's
   sampler with ``group_by_aspect_ratio=False``; mmdet's ``MultiSourceSampler``).
 
-Per case (``--repeats`` fresh subprocesses; seconds are the median, peaks the largest): seconds
-to build the dataset and the sampler (+ DataLoader), to draw the first
+Per case (``--repeats`` fresh subprocesses, round-robin over the cases; seconds are the median,
+peaks the largest): seconds to build the dataset and the sampler (+ DataLoader), to draw the first
 batch of indices, peak RSS (``ru_maxrss``) after each phase, the post-import baseline, and how
 many times each annotation file is opened (``open`` is wrapped in the subprocess). Prints a
 markdown table and the ssl_det/mmdet ratios; writes ``benchmarks/results/startup_scale.json``.
@@ -286,9 +286,14 @@ def main(argv=None):
                 write_unlabeled(unlabeled, size)
                 print(f'wrote {unlabeled} ({osp.getsize(unlabeled) / 2**20:.1f} MB) in '
                       f'{time.perf_counter() - start:.1f} s', flush=True)
+            # Round-robin over the cases, so that a change in the machine's load (it may be
+            # shared) hits every case alike.
+            runs = {impl: [] for impl in args.impls}
+            for _ in range(args.repeats):
+                for impl in args.impls:
+                    runs[impl].append(run_case(impl, labeled, unlabeled, tmp, args.timeout))
             for impl in args.impls:
-                row = combine([run_case(impl, labeled, unlabeled, tmp, args.timeout)
-                               for _ in range(args.repeats)])
+                row = combine(runs[impl])
                 row.update(unlabeled_images=size, labeled_images=args.labeled,
                            ann_file_mb=osp.getsize(unlabeled) / 2**20)
                 rows.append(row)
