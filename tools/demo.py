@@ -42,7 +42,7 @@ TASKS = {
                methods=('hssda', 'mean_teacher'), default=['hssda'], unit='scenes',
                metric='ap3d/mAP', second='ap3d/3d/mAP@set0/R40',
                columns=('3D AP (IoU .5/.25/.25)', '3D AP (KITTI .7/.5/.5)'),
-               pretrain_iters=600, iters=500),
+               pretrain_iters=600, iters=400),
 }
 
 
@@ -103,7 +103,7 @@ def main(argv=None):
                         help="stage 1's iterations (default: the config's for 2d, 600 for 3d)")
     parser.add_argument('--iters', type=int,
                         help="every stage-2 run's iterations (default: the configs' for 2d, "
-                             '500 for 3d)')
+                             '400 for 3d)')
     parser.add_argument('--reuse', action='store_true',
                         help='reuse runs of this seed already finished in the work dir')
     args = parser.parse_args(argv)
