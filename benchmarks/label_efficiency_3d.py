@@ -162,7 +162,8 @@ def main(argv=None):
     for name in names:
         m, sd = mean_std(per_seed[name])
         label = f'{name} (teacher)' if name in students else name
-        print(f'| {label} | {m:.3f} ± {sd:.3f} | {" / ".join(f"{v:.3f}" for v in per_seed[name])} |')
+        values = ' / '.join(f'{v:.3f}' for v in per_seed[name])
+        print(f'| {label} | {m:.3f} ± {sd:.3f} | {values} |')
         if name in students:
             m, sd = mean_std(students[name])
             print(f'| {name} (student) | {m:.3f} ± {sd:.3f} | '

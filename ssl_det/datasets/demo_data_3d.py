@@ -482,8 +482,9 @@ def make_demo_data_3d(out_dir: str, num_train: int = 600, num_val: int = 120, se
     names it: ``semi_anns/train.1@{pct}.json`` (``'labeled'``) and
     ``semi_anns/train.1@{pct}-unlabeled.json`` (``'unlabeled'``), fold 1, seed
     ``split_seed``. Their ``lidar_path`` values are relative to ``semi_anns/`` (like every
-    ssl_det info file's: relative to the file's own folder). ``scene_kwargs`` go to :func:`render_scene` (``azimuth_step_deg``,
-    ``num_beams``, ``min_objects``, ``max_objects``, ``clutter_scale``).
+    ssl_det info file's: relative to the file's own folder). ``scene_kwargs`` go to
+    :func:`render_scene` (``azimuth_step_deg``, ``num_beams``, ``min_objects``,
+    ``max_objects``, ``clutter_scale``).
     """
     counts = dict(train=num_train, val=num_val)
     files, first, start = {}, 0, time.time()

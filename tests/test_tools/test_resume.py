@@ -10,7 +10,6 @@ import sys
 import time
 import uuid
 
-import pytest
 import torch
 
 from demo_helpers import ROOT, as_cli, data_overrides

@@ -5,6 +5,7 @@ import os.path as osp
 import shutil
 import uuid
 
+import cv2
 import pytest
 import torch
 
@@ -161,8 +162,10 @@ def _dirty_copy(tiny_demo, tmp_path, keep=2):
         path = root / 'images' / name
         if i % 2:
             path.unlink()
-        else:
+        else:  # cut short: PNGs, and every other one re-encoded as a JPEG first
             data = path.read_bytes()
+            if i % 4 == 2:
+                data = cv2.imencode('.jpg', cv2.imread(str(path)))[1].tobytes()
             path.write_bytes(data[:len(data) // 2])
     return str(root), names
 
@@ -176,6 +179,7 @@ def test_unreadable_unlabeled_images_are_skipped_counted_and_named(tiny_demo, tm
     assert 'are missing on disk' in log and 'they will be skipped while training' in log
     assert 'skipped an unreadable file' in log
     assert ': file not found' in log and ': truncated PNG (no IEND chunk)' in log
+    assert ': truncated JPEG (no end-of-image marker)' in log
     skipped = [line for line in log.splitlines() if 'skipped an unreadable file' in line]
     hook = next(h for h in runner.hooks if type(h).__name__ == 'DataCheckHook')
     assert hook.num_skipped == len(skipped) > 0

@@ -11,7 +11,8 @@ from .point_cloud import (BOX_KEYS, GlobalRotScaleTrans, ObjectMinPointsFilter,
 from .shuffle_3d import BEVPatchShuffle
 
 __all__ = [
-    'AlbuPhotometric', 'LoadImageFromFile', 'LoadPointsFromFile', 'PackPointCloudInputs', 'ObjectSample',
+    'AlbuPhotometric', 'LoadImageFromFile', 'LoadPointsFromFile', 'PackPointCloudInputs',
+    'ObjectSample',
     'check_database_leak', 'create_gt_database', 'BOX_KEYS', 'RandomFlip3D',
     'GlobalRotScaleTrans', 'PointsRangeFilter', 'ObjectRangeFilter', 'ObjectNameFilter',
     'ObjectMinPointsFilter', 'PointDropout', 'PointJitter', 'PointShuffle', 'apply_aug_matrix',

@@ -8,5 +8,5 @@ from .pseudo_label_vis_hook import PseudoLabelVisHook
 from .random_state_hook import RandomStateHook
 from .safe_checkpoint_hook import SafeCheckpointHook
 
-__all__ = ['CheckpointHook', 'DataCheckHook', 'MeanTeacherHook', 'NonFiniteGuardHook', 'PseudoLabelVisHook',
-           'RandomStateHook', 'SafeCheckpointHook']
+__all__ = ['CheckpointHook', 'DataCheckHook', 'MeanTeacherHook', 'NonFiniteGuardHook',
+           'PseudoLabelVisHook', 'RandomStateHook', 'SafeCheckpointHook']
