@@ -78,7 +78,9 @@ def record(res: dict, seed: int, val: float) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--method', default='sup', choices=('sup', 'semi'))
-    parser.add_argument('--methods', nargs='+', default=list(SEMI), choices=SEMI)
+    # an ablation named here (e.g. hssda_unsup_2) competes for the top-level 'best method'
+    parser.add_argument('--methods', nargs='+', default=list(SEMI),
+                        choices=list(SEMI) + sorted(ABLATIONS))
     parser.add_argument('--ablations', nargs='*', default=[], choices=sorted(ABLATIONS))
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--iters', type=int, default=None,
@@ -96,7 +98,8 @@ def main(argv=None):
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(experiment.ROOT, experiment.PRETRAIN_3D['10pct']))
     semi = args.method == 'semi'
-    names = ['sup', 'oracle'] + ((args.methods + args.ablations) if semi else [])
+    names = ['sup', 'oracle'] + (list(dict.fromkeys(args.methods + args.ablations))
+                                 if semi else [])
     per_seed = {n: [] for n in names}
     students = {n: [] for n in names if n in SEMI or n in ABLATIONS}
     first_stage = {'sup': [], 'oracle': []}
