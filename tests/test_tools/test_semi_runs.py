@@ -25,7 +25,10 @@ def semi_args(root, work_dir, iters=2, *extra, **opts):
                     'custom_hooks.2.burn_in_iters': 1,
                     'custom_hooks.3.interval': 0,
                     'model.pseudo_label.min_count': 1,
-                    'experiment_name': f'semi_{uuid.uuid4().hex[:8]}'})
+                    'experiment_name': f'semi_{uuid.uuid4().hex[:8]}',
+                    # a visualizer of its own (mmengine keeps instances by name): its
+                    # vis_data/scalars.json lands in this run's work dir
+                    'visualizer.name': f'vis_{uuid.uuid4().hex[:8]}'})
     options.update(opts)
     return [SEMI_CFG, '--work-dir', str(work_dir), *extra, '--cfg-options', *as_cli(options)]
 
