@@ -24,15 +24,7 @@ class Counting:
 
 def stream(batch_sampler, num_batches):
     """Batches as mmengine's iteration loop draws them: set_epoch at each restart."""
-    out, epoch, iterator = [], 0, iter(batch_sampler)
-    while len(out) < num_batches:
-        try:
-            out.append(next(iterator))
-        except StopIteration:
-            epoch += 1
-            batch_sampler.sampler.set_epoch(epoch)
-            iterator = iter(batch_sampler)
-    return out
+    return stream_from(batch_sampler, num_batches, 0)
 
 
 @pytest.mark.parametrize('make', [

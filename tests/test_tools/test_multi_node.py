@@ -11,12 +11,11 @@ import socket
 import subprocess
 import sys
 import textwrap
-import uuid
 
 import pytest
 import torch
 
-from demo_helpers import ROOT, as_cli
+from demo_helpers import ROOT, as_cli, semi_3d_overrides
 from ssl_det.datasets.demo_data_3d import make_demo_data_3d
 from ssl_det.utils.launch import first_slurm_host, slurm_to_torch_env
 
@@ -57,24 +56,10 @@ def _config(tmp_path):
 
 
 def _overrides(root, iters=3):
-    opts = {'experiment_name': f'test_{uuid.uuid4().hex[:8]}', 'load_from': None,
-            'visualizer.name': f'vis_{uuid.uuid4().hex[:8]}',
-            'train_cfg.max_iters': iters, 'train_cfg.val_interval': 1000,
-            'default_hooks.checkpoint.interval': iters, 'default_hooks.logger.interval': 1,
-            'train_dataloader.batch_size': 2, 'train_dataloader.sampler.batch_size': 2,
-            # the teacher is copied from the student after iteration 0, then EMA-updated
-            'custom_hooks.2.burn_in_iters': 1, 'custom_hooks.3.interval': 1000,
-            'model.pseudo_label.init_high': 0.1, 'model.pseudo_label.init_low': 0.05,
-            'model.pseudo_label.high_floor': 0.05, 'model.pseudo_label.low_floor': 0.01,
-            'model.low_score_thr': 0.01, 'model.detector.test_cfg.score_thr': 0.01}
-    for i in range(2):
-        opts[f'train_dataloader.dataset.datasets.{i}.data_root'] = root
-    for loader in ('val_dataloader', 'test_dataloader'):
-        opts[f'{loader}.dataset.data_root'] = root
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        opts[f'{loader}.num_workers'] = 0
-        opts[f'{loader}.persistent_workers'] = False
-    return opts
+    # the teacher is copied from the student after iteration 0, then EMA-updated
+    return semi_3d_overrides(root, iters, **{
+        'train_cfg.val_interval': 1000, 'train_dataloader.batch_size': 2,
+        'train_dataloader.sampler.batch_size': 2, 'custom_hooks.3.interval': 1000})
 
 
 def _env(**extra):

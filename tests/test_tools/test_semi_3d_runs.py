@@ -14,7 +14,7 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 
-from demo_helpers import ROOT, as_cli
+from demo_helpers import ROOT, as_cli, semi_3d_overrides
 from ssl_det.datasets.demo_data_3d import make_demo_data_3d
 from tools import train as train_tool
 
@@ -29,25 +29,7 @@ def scenes(tmp_path_factory):
 
 
 def overrides(root, iters=3):
-    opts = {'experiment_name': f'test_{uuid.uuid4().hex[:8]}', 'load_from': None,
-            # a visualizer of its own (mmengine keeps instances by name): pictures land here
-            'visualizer.name': f'vis_{uuid.uuid4().hex[:8]}',
-            'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters,
-            'default_hooks.checkpoint.interval': iters, 'default_hooks.logger.interval': 1,
-            'train_dataloader.batch_size': 4, 'train_dataloader.sampler.batch_size': 4,
-            'custom_hooks.2.burn_in_iters': 1, 'custom_hooks.3.interval': 2,
-            # an untrained teacher scores about 0.1: thresholds low enough for boxes to flow
-            'model.pseudo_label.init_high': 0.1, 'model.pseudo_label.init_low': 0.05,
-            'model.pseudo_label.high_floor': 0.05, 'model.pseudo_label.low_floor': 0.01,
-            'model.low_score_thr': 0.01, 'model.detector.test_cfg.score_thr': 0.01}
-    for i in range(2):
-        opts[f'train_dataloader.dataset.datasets.{i}.data_root'] = root
-    for loader in ('val_dataloader', 'test_dataloader'):
-        opts[f'{loader}.dataset.data_root'] = root
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        opts[f'{loader}.num_workers'] = 0
-        opts[f'{loader}.persistent_workers'] = False
-    return opts
+    return semi_3d_overrides(root, iters)
 
 
 def test_semi_3d_trains_with_tiers_ema_pictures_and_saved_thresholds(scenes, tmp_path):
