@@ -9,6 +9,7 @@ from mmengine.runner.loops import _InfiniteDataloaderIterator
 from torch.utils.data import DataLoader
 
 from ssl_det.datasets.resumable import ResumableBatchSampler
+from ssl_det.engine.hooks.random_state_hook import RandomStateHook
 from ssl_det.registry import LOOPS
 
 
@@ -53,7 +54,7 @@ class IterBasedTrainLoop(MMEngineIterBasedTrainLoop):
         if self._iter > 0:
             self._fast_forward()
         for hook in self.runner.hooks:
-            if hasattr(hook, 'restore') and type(hook).__name__ == 'RandomStateHook':
+            if isinstance(hook, RandomStateHook):
                 hook.restore()
         while self._iter < self._max_iters and not self.stop_training:
             self.runner.model.train()
