@@ -46,6 +46,9 @@ ABLATIONS = {
     'hssda_unsup_0': ('hssda', ['model.unsup_weight=0.0'],
                       'no unlabeled loss: the teacher is an EMA of a supervised student'),
     'hssda_unsup_2': ('hssda', ['model.unsup_weight=2.0'], 'unlabeled loss weight 2'),
+    'hssda_matched_thr': ('hssda', ['model.pseudo_label.type=MatchedScoreThreshold'],
+                          "HSSDA's threshold rule: 2-means centres of the teacher's scores "
+                          'on boxes matching labels'),
 }
 SEMI = ('mean_teacher', 'hssda')
 METRIC = 'ap3d/mAP'

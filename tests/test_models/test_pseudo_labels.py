@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 
 from ssl_det.models.pseudo_labels import (DualThreshold, DynamicThreshold, FixedThreshold,
+                                          MatchedScoreThreshold, two_means,
                                           PseudoLabelSplit, otsu_split)
 from ssl_det.registry import TASK_UTILS
 
@@ -287,3 +288,33 @@ def test_dynamic_thresholds_agree_across_ranks(tmp_path):
     # the thresholds moved, and a rank on its own would have ended elsewhere
     assert not torch.equal(single.high_thr, DynamicThreshold(**kwargs).high_thr)
     assert (single.high_thr - alone.high_thr).abs().max() > 0.05
+
+
+def test_two_means_centres():
+    hist = torch.zeros(2, 10, dtype=torch.float64)
+    hist[0, 1], hist[0, 2] = 10, 30  # 0.15 x10, 0.25 x30: centre 0.225
+    hist[0, 8] = 10  # 0.85
+    hist[1, 4] = 5  # one bin only: no split
+    lower, upper, valid = two_means(hist)
+    assert valid.tolist() == [True, False]
+    assert lower[0].item() == pytest.approx(0.225)
+    assert upper[0].item() == pytest.approx(0.85)
+
+
+def test_matched_threshold_takes_the_cluster_centres():
+    """HSSDA's rule: high and low are the two 2-means centres, where DynamicThreshold's low is
+    the boundary between the clusters."""
+    scores, labels = _two_clusters(300, (0.3, 0.4), 300, (0.7, 0.8))
+    matched = MatchedScoreThreshold(num_classes=2, momentum=0.5, min_count=10,
+                                    low_floor=0.1, high_ceil=0.95)
+    dynamic = DynamicThreshold(num_classes=2, momentum=0.5, min_count=10, low_floor=0.1,
+                               high_ceil=0.95)
+    for policy in (matched, dynamic):
+        policy.update(scores, labels)
+    assert matched.high_thr[0].item() == pytest.approx(0.75, abs=0.01)
+    assert matched.low_thr[0].item() == pytest.approx(0.35, abs=0.01)
+    assert dynamic.low_thr[0].item() == pytest.approx(0.55, abs=0.06)  # the boundary
+    assert matched.high_thr[1].item() == pytest.approx(0.9)  # class 1 unseen: initial
+    assert matched.score_source == 'labeled_matched' and dynamic.score_source == 'teacher'
+    with pytest.raises(ValueError, match='match_iou'):
+        MatchedScoreThreshold(num_classes=2, match_iou=0.0)

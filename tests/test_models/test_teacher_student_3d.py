@@ -214,3 +214,54 @@ def test_pseudo_label_picture_draws_the_tiers():
 def test_policy_and_detector_must_agree_on_classes():
     with pytest.raises(ValueError, match='thresholds for 5 classes.*predicts 3'):
         build(pseudo_label=dict(type='DynamicThreshold', num_classes=5))
+
+
+def test_matched_thresholds_learn_only_from_teacher_boxes_on_labeled_objects():
+    """HSSDA's source: teacher boxes on labeled scenes that match a ground-truth box of their
+    class (BEV IoU >= 0.5) move the thresholds; unmatched boxes and unlabeled views do not."""
+    _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=False)
+    from ssl_det.structures import transform_boxes3d
+    model = build(pseudo_label=dict(type='MatchedScoreThreshold', num_classes=3, init_high=0.5,
+                                    init_low=0.3, min_count=2, momentum=0.5))
+    labeled = copy.deepcopy(weak)
+    gt_boxes = torch.as_tensor(transform_boxes3d(boxes, weak.lidar_aug_matrix))
+    labeled.gt_instances_3d = InstanceData(bboxes_3d=gt_boxes,
+                                           labels_3d=torch.arange(len(boxes)) % 3)
+    shifted = boxes[:2].copy()
+    shifted[:, :2] += 20.0  # far from every object
+    wrong_class = boxes[3:4]
+    predicted = np.vstack([boxes, shifted, wrong_class])
+    scores = [0.9, 0.8, 0.85, 0.4, 0.45, 0.35, 0.6, 0.6, 0.7]
+    fake_teacher(model, labeled, predicted, scores)
+    # the last prediction sits on object 3 (class 0) but says class 2: not a match
+    pred = model.teacher_predict(None, None)[0]
+    pred.labels_3d = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    model.teacher_predict = lambda inputs, samples: [copy.deepcopy(pred)]
+    model.update_from_labeled(dict(points=[weak_pts]), [labeled])
+    hist = model.pseudo_label.score_hist
+    assert hist.sum().item() == 6  # the six labeled objects, nothing else
+    bins = (torch.tensor(scores[:6]).double() * model.pseudo_label.num_bins).long()
+    for label, b in zip(pred.labels_3d[:6].tolist(), bins.tolist()):
+        assert hist[label, b] >= 1
+    # the 2-means centres of class 0's {0.9, 0.4}, to the histogram's bin
+    assert model.pseudo_label.high_thr[0].item() == pytest.approx(0.9, abs=0.011)
+    assert model.pseudo_label.low_thr[0].item() == pytest.approx(0.4, abs=0.011)
+    # the unlabeled views' predictions split by these thresholds without moving them
+    before = hist.clone()
+    fake_teacher(model, weak, boxes, [0.9, 0.5, 0.2, 0.05, 0.9, 0.25])
+    model.pseudo_instances(dict(points=[weak_pts]), [weak], dict(points=[strong_pts]),
+                           [strong])
+    assert torch.equal(model.pseudo_label.score_hist, before)
+    # a policy that adapts to the teacher's unlabeled scores does move
+    dynamic = build(pseudo_label=dict(type='DynamicThreshold', num_classes=3, min_count=3))
+    fake_teacher(dynamic, weak, boxes, [0.9, 0.5, 0.2, 0.05, 0.9, 0.25])
+    dynamic.pseudo_instances(dict(points=[weak_pts]), [weak], dict(points=[strong_pts]),
+                             [strong])
+    assert dynamic.pseudo_label.score_hist.sum().item() == 6
+
+
+def test_matched_thresholds_need_the_3d_model():
+    from ssl_det.models.detectors.teacher_student import TeacherStudent
+    with pytest.raises(ValueError, match='only TeacherStudent3D'):
+        TeacherStudent(detector=detector_cfg(),
+                       pseudo_label=dict(type='MatchedScoreThreshold', num_classes=3))

@@ -76,6 +76,11 @@ class TeacherStudent(BaseDetector):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.pseudo_label = TASK_UTILS.build(
             pseudo_label or dict(type='DualThreshold', high=0.9, low=0.5))
+        if self.pseudo_label.score_source != 'teacher':
+            raise ValueError(
+                f'{type(self.pseudo_label).__name__} adapts to '
+                f'{self.pseudo_label.score_source!r} scores, which only TeacherStudent3D '
+                'collects; use DynamicThreshold for 2D detectors.')
         if self.pseudo_label.can_ignore():
             detector = configure_ignored_band(detector, ignore_iof_thr)
         self._build_members(detector)

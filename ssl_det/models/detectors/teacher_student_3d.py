@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from mmdet.models.detectors.base import BaseDetector
 from mmdet.models.utils import rename_loss_dict, reweight_loss_dict
+from mmengine.logging import MessageHub
 from mmengine.structures import InstanceData
 from torch import Tensor
 
@@ -52,7 +53,10 @@ class TeacherStudent3D(TeacherStudent):
     Args:
         detector (dict): the detector config (student and teacher are built from it).
         pseudo_label (dict): the threshold policy (``DualThreshold``, ``DynamicThreshold``,
-            ...); its ``high`` / ``low`` thresholds bound the tiers.
+            ``MatchedScoreThreshold``, ...); its ``high`` / ``low`` thresholds bound the
+            tiers. An adaptive policy is updated with all the teacher's scores on the weak
+            views, or, for ``MatchedScoreThreshold`` (HSSDA's rule), with the scores of the
+            teacher's boxes that match ground truth on the batch's labeled scenes.
         unsup_weight (float): weight of the student's loss on the unlabeled views.
         sup_weight (float): weight of the supervised loss.
         middle (str): ``'weight'``, ``'ignore'`` or ``'off'`` (see the module doc).
@@ -97,6 +101,38 @@ class TeacherStudent3D(TeacherStudent):
         self.latest_pseudo: Optional[dict] = None
 
     # ------------------------------------------------------------------ training
+    def loss(self, multi_batch_inputs: dict, multi_batch_data_samples: dict) -> dict:
+        if (self.unsup_active and self.pseudo_label.score_source == 'labeled_matched'
+                and multi_batch_inputs.get('unsup_teacher') is not None):
+            self.update_from_labeled(multi_batch_inputs.get('sup'),
+                                     multi_batch_data_samples.get('sup'))
+        return super().loss(multi_batch_inputs, multi_batch_data_samples)
+
+    @torch.no_grad()
+    def update_from_labeled(self, inputs: Optional[dict], data_samples: Optional[List]) -> None:
+        """HSSDA's threshold source: the teacher predicts on the labeled scenes, and the
+        scores of its boxes whose BEV IoU with a ground-truth box of their class reaches the
+        policy's ``match_iou`` update the policy (with none when the batch has no labeled
+        scene, so that every rank still takes part in the policy's sync)."""
+        scores, labels = [], []
+        if inputs is not None and data_samples:
+            for pred, sample in zip(self.teacher_predict(inputs, data_samples), data_samples):
+                gt = sample.gt_instances_3d
+                if len(pred) == 0 or len(gt) == 0:
+                    continue
+                gt_boxes = torch.as_tensor(gt.bboxes_3d, device=pred.bboxes_3d.device)
+                iou = rotated_iou_bev(pred.bboxes_3d.double(), gt_boxes.double())
+                same = pred.labels_3d[:, None] == gt.labels_3d.to(pred.labels_3d.device)[None]
+                matched = (iou * same).amax(dim=1) >= self.pseudo_label.match_iou
+                scores.append(pred.scores_3d[matched])
+                labels.append(pred.labels_3d[matched])
+        device = self.pseudo_label.high_thr.device
+        scores = torch.cat(scores) if scores else torch.zeros(0, device=device)
+        labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=device)
+        self.pseudo_label.update(scores, labels)
+        MessageHub.get_current_instance().update_scalar('train/pseudo/num_matched_labeled',
+                                                        float(len(scores)))
+
     def unsup_loss(self, weak_inputs: dict, weak_samples: List, strong_inputs: dict,
                    strong_samples: List) -> dict:
         strong_inputs, strong_samples, stats = self.pseudo_instances(
@@ -124,7 +160,8 @@ class TeacherStudent3D(TeacherStudent):
         predictions = self.teacher_predict(weak_inputs, weak_samples)
         scores = torch.cat([p.scores_3d for p in predictions])
         labels = torch.cat([p.labels_3d for p in predictions])
-        self.pseudo_label.update(scores, labels)
+        if self.pseudo_label.score_source == 'teacher':
+            self.pseudo_label.update(scores, labels)
         split = self.pseudo_label(scores, labels)
         low_mask = split.dropped & (scores >= self.low_score_thr)
         sizes = [len(p) for p in predictions]

@@ -3,8 +3,9 @@ from .base import BaseThresholdPolicy, PseudoLabelSplit
 from .dual_threshold import DualThreshold
 from .dynamic_threshold import DynamicThreshold, otsu_split
 from .fixed_threshold import FixedThreshold
+from .matched_threshold import MatchedScoreThreshold, two_means
 
 __all__ = [
     'PseudoLabelSplit', 'BaseThresholdPolicy', 'FixedThreshold', 'DualThreshold',
-    'DynamicThreshold', 'otsu_split'
+    'DynamicThreshold', 'otsu_split', 'MatchedScoreThreshold', 'two_means'
 ]

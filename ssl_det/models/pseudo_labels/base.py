@@ -85,6 +85,11 @@ class BaseThresholdPolicy(nn.Module):
             say False so that the config, not an old checkpoint, decides their thresholds.
     """
 
+    #: Which scores :meth:`update` expects: ``'teacher'``, all the teacher's detections on
+    #: the unlabeled (weak) views; ``'labeled_matched'``, the scores of the teacher's boxes
+    #: that match ground truth on labeled scenes (:class:`MatchedScoreThreshold`).
+    score_source = 'teacher'
+
     def __init__(self, high: Tensor, low: Tensor, persistent: bool) -> None:
         super().__init__()
         check_ordered(low, high)
