@@ -46,6 +46,10 @@ ABLATIONS = {
     'hssda_unsup_0': ('hssda', ['model.unsup_weight=0.0'],
                       'no unlabeled loss: the teacher is an EMA of a supervised student'),
     'hssda_unsup_2': ('hssda', ['model.unsup_weight=2.0'], 'unlabeled loss weight 2'),
+    'hssda_unshuffle_features': ('hssda', ['train_dataloader.dataset.datasets.1.pipeline.1'
+                                           '.unsup_student.3.mode=unshuffle_features'],
+                                 "patch shuffle with HSSDA's feature un-shuffle: boxes stay, "
+                                 'the BEV features move back after the backbone'),
     'hssda_matched_thr': ('hssda', ['model.pseudo_label.type=MatchedScoreThreshold'],
                           "HSSDA's threshold rule: 2-means centres of the teacher's scores "
                           'on boxes matching labels'),

@@ -10,17 +10,25 @@ places): :func:`shuffle_boxes` reports it, and the caller ignores it rather than
 :func:`shuffle_box_pieces` gives one copy per patch it touches, moved with that patch, whose
 union covers every part (for ignore regions). Points outside the range stay where they are.
 
-The record ``info = dict(range=[x_min, y_min, x_max, y_max], grid=(nx, ny), perm=[...])``
-travels with the sample (``results['bev_shuffle']``).
+The record ``info = dict(range=[x_min, y_min, x_max, y_max], grid=(nx, ny), perm=[...],
+mode=...)`` travels with the sample (``results['bev_shuffle']``). ``mode`` says how the
+labels follow: ``'move_boxes'`` (boxes move with their patch, cut boxes are ignored) or
+``'unshuffle_features'`` (HSSDA's code: boxes stay in the unshuffled frame and the detector
+moves its BEV feature maps back after the backbone, :func:`unshuffle_bev_map`).
 """
-from typing import Dict, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from .box3d import _boxes, _like, _np, box3d_corners
 
 
-def make_shuffle(point_cloud_range, grid: Tuple[int, int], perm) -> Dict:
+SHUFFLE_MODES = ('move_boxes', 'unshuffle_features')
+
+
+def make_shuffle(point_cloud_range, grid: Tuple[int, int], perm,
+                 mode: str = 'move_boxes') -> Dict:
     """Validate and build a shuffle record from a 4- or 6-value range."""
     r = [float(v) for v in point_cloud_range]
     bev = [r[0], r[1], r[3], r[4]] if len(r) == 6 else r
@@ -29,7 +37,53 @@ def make_shuffle(point_cloud_range, grid: Tuple[int, int], perm) -> Dict:
     if nx < 1 or ny < 1 or sorted(perm) != list(range(nx * ny)):
         raise ValueError(f'a shuffle of a {nx}x{ny} grid needs a permutation of '
                          f'0..{nx * ny - 1}, got {perm}')
-    return dict(range=bev, grid=(nx, ny), perm=perm)
+    if mode not in SHUFFLE_MODES:
+        raise ValueError(f'shuffle mode must be one of {SHUFFLE_MODES}, got {mode!r}')
+    return dict(range=bev, grid=(nx, ny), perm=perm, mode=mode)
+
+
+def moves_features(info) -> bool:
+    """Whether the detector must move its feature maps back (a non-identity shuffle in
+    ``'unshuffle_features'`` mode)."""
+    return (info is not None and info.get('mode', 'move_boxes') == 'unshuffle_features'
+            and list(info['perm']) != list(range(len(info['perm']))))
+
+
+def _patch_cells(info: Dict, map_range: Sequence[float], shape: Tuple[int, int]):
+    """(K, 4) ``[col0, col1, row0, row1)`` of every patch on a (rows, cols) map that covers
+    ``map_range = [x_min, y_min, x_max, y_max]``; patch borders must fall on cell borders."""
+    x0, y0, w, h, nx, ny = _geometry(info)
+    mx0, my0, mx1, my1 = [float(v) for v in map_range]
+    rows, cols = shape
+    cell_x, cell_y = (mx1 - mx0) / cols, (my1 - my0) / rows
+    edges_x = (x0 + w * np.arange(nx + 1) - mx0) / cell_x
+    edges_y = (y0 + h * np.arange(ny + 1) - my0) / cell_y
+    for name, edges, size in (('x', edges_x, cols), ('y', edges_y, rows)):
+        if (np.abs(edges - np.round(edges)) > 1e-4).any() or edges.min() < -1e-4 \
+                or edges.max() > size + 1e-4:
+            raise ValueError(
+                f'the shuffle patches ({nx}x{ny} over {info["range"]}) do not fall on whole '
+                f'cells of a {rows}x{cols} feature map over {list(map_range)} in {name} '
+                f'(patch borders at {np.round(edges, 3).tolist()} cells); choose a grid that '
+                'divides the map at every backbone stride')
+    ex, ey = np.round(edges_x).astype(int), np.round(edges_y).astype(int)
+    k = np.arange(nx * ny)
+    ix, iy = k % nx, k // nx
+    return np.stack([ex[ix], ex[ix + 1], ey[iy], ey[iy + 1]], axis=1)
+
+
+def unshuffle_bev_map(feat: torch.Tensor, info: Dict, map_range: Sequence[float]) -> torch.Tensor:
+    """Move the patches of a (C, rows, cols) BEV feature map of a shuffled scene back to
+    where they came from: the cells of source patch ``k`` take the cells of patch
+    ``perm[k]``. ``map_range = [x_min, y_min, x_max, y_max]`` is the area the map covers
+    (rows along y, columns along x); cells outside the shuffle's range stay."""
+    cells = _patch_cells(info, map_range, tuple(feat.shape[-2:]))
+    out = feat.clone()
+    for k, dst in enumerate(info['perm']):
+        c0, c1, r0, r1 = cells[k]
+        d0, d1, s0, s1 = cells[dst]
+        out[..., r0:r1, c0:c1] = feat[..., s0:s1, d0:d1]
+    return out
 
 
 def _geometry(info: Dict):

@@ -14,7 +14,7 @@ from ssl_det.datasets.transforms import (BEVPatchShuffle, GlobalRotScaleTrans,
 from ssl_det.registry import MODELS
 from ssl_det.structures import points_in_boxes
 from ssl_det.structures.bev_shuffle import (make_shuffle, shuffle_boxes, shuffle_points,
-                                            unshuffle_points)
+                                            unshuffle_bev_map, unshuffle_points)
 
 PCR = [0, -12.8, -3, 25.6, 12.8, 1]
 VOXEL = [0.4, 0.4, 4]
@@ -72,7 +72,7 @@ def view(points, boxes, transforms):
     return packed['inputs']['points'], packed['data_samples']
 
 
-def weak_and_strong(seed=9, shuffle=True):
+def weak_and_strong(seed=9, shuffle=True, mode='move_boxes'):
     points, boxes = scene()
     np.random.seed(seed)
     weak_pts, weak = view(points, boxes, [RandomFlip3D(flip_y_ratio=1.0)])
@@ -80,7 +80,7 @@ def weak_and_strong(seed=9, shuffle=True):
                 GlobalRotScaleTrans(rot_range=(0.3, 0.3), scale_range=(1.07, 1.07),
                                     translation_std=(0, 0, 0))]
     if shuffle:
-        strong_t.append(BEVPatchShuffle(point_cloud_range=PCR, grid=(2, 2)))
+        strong_t.append(BEVPatchShuffle(point_cloud_range=PCR, grid=(2, 2), mode=mode))
     strong_pts, strong = view(points, boxes, strong_t)
     if shuffle:  # the seed draws a permutation that moves every patch
         assert all(p != k for k, p in enumerate(strong.bev_shuffle['perm']))
@@ -265,3 +265,83 @@ def test_matched_thresholds_need_the_3d_model():
     with pytest.raises(ValueError, match='only TeacherStudent3D'):
         TeacherStudent(detector=detector_cfg(),
                        pseudo_label=dict(type='MatchedScoreThreshold', num_classes=3))
+
+
+def occupancy(points, shape=(64, 64)):
+    """(1, rows, cols) BEV occupancy of points over PCR at 0.4 m."""
+    pts = torch.as_tensor(np.asarray(points)[:, :2], dtype=torch.float64)
+    col = ((pts[:, 0] - PCR[0]) / 0.4).floor().long()
+    row = ((pts[:, 1] - PCR[1]) / 0.4).floor().long()
+    ok = (col >= 0) & (col < shape[1]) & (row >= 0) & (row < shape[0])
+    grid = torch.zeros(1, *shape)
+    grid[0, row[ok], col[ok]] = 1.0
+    return grid
+
+
+def test_feature_unshuffle_moves_every_patch_back():
+    """A shuffled scene's BEV map, un-shuffled, is the unshuffled scene's map, at the canvas
+    and at a coarser stride; a cyclic permutation (not its own inverse) fixes the direction."""
+    points, _ = scene()
+    info = make_shuffle(PCR, (2, 2), [1, 2, 3, 0], mode='unshuffle_features')
+    bev = [PCR[0], PCR[1], PCR[3], PCR[4]]
+    shuffled = occupancy(shuffle_points(points, info))
+    assert not torch.equal(shuffled, occupancy(points))
+    assert torch.equal(unshuffle_bev_map(shuffled, info, bev), occupancy(points))
+    pool = torch.nn.functional.max_pool2d
+    assert torch.equal(unshuffle_bev_map(pool(shuffled, 4), info, bev),
+                       pool(occupancy(points), 4))
+    with pytest.raises(ValueError, match='do not fall on whole cells'):
+        unshuffle_bev_map(shuffled, make_shuffle(PCR, (3, 1), [1, 2, 0]), bev)
+
+
+class _ListIdentity(torch.nn.Module):
+    def forward(self, x):
+        return [x]
+
+
+class _First(torch.nn.Module):
+    def forward(self, feats):
+        return feats[0]
+
+
+def test_detector_unshuffles_its_backbone_features():
+    points, boxes = scene()
+    detector = MODELS.build(detector_cfg())
+    detector.backbone, detector.neck = _ListIdentity(), _First()  # features = the canvas
+    np.random.seed(3)
+    results = BEVPatchShuffle(point_cloud_range=PCR, grid=(2, 2), mode='unshuffle_features')(
+        dict(points=points.copy(), gt_bboxes_3d=boxes.copy(),
+             gt_labels_3d=np.zeros(len(boxes), int)))
+    info = results['bev_shuffle']
+    assert info['perm'] != [0, 1, 2, 3]
+    np.testing.assert_array_equal(results['gt_bboxes_3d'], boxes)  # boxes stay
+    assert 'gt_ignore_flags' not in results
+    sample = PackPointCloudInputs(meta_keys=META)(dict(results))['data_samples']
+    shuffled = torch.as_tensor(results['points'])
+    with torch.no_grad():
+        feats = detector.extract_feat(dict(points=[shuffled]), [sample])
+        plain = detector.extract_feat(dict(points=[shuffled]))
+    occupied = (feats[0].abs().sum(0, keepdim=True) > 0).float()
+    assert torch.equal(occupied, occupancy(points))
+    assert not torch.equal((plain[0].abs().sum(0, keepdim=True) > 0).float(), occupancy(points))
+
+
+def test_pseudo_boxes_stay_unshuffled_when_the_features_move_back():
+    points, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(
+        shuffle=True, mode='unshuffle_features')
+    model = build(middle='off', low='remove_points')
+    fake_teacher(model, weak, boxes, [0.9, 0.9, 0.2, 0.9, 0.9, 0.9])
+    out_inputs, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    gt = samples[0].gt_instances_3d
+    assert len(gt) == stats['pseudo/num_high'] == 5 and stats['pseudo/num_cut'] == 0
+    assert len(samples[0].ignored_instances_3d) == 0  # nothing cut, nothing ignored
+    # in the unshuffled frame every pseudo box holds exactly its object's 60 points
+    back = unshuffle_points(strong_pts, strong.bev_shuffle).numpy()
+    assert not np.allclose(back[:, :2], strong_pts.numpy()[:, :2])
+    for box in gt.bboxes_3d.numpy():
+        assert points_in_boxes(back, box[None])[:, 0].sum() == 60
+    # the low box's points (object 2) are removed, found in the unshuffled frame
+    kept = set(out_inputs['points'][0][:, 3].long().tolist())
+    removed = set(strong_pts[:, 3].long().tolist()) - kept
+    assert removed == set(np.flatnonzero(points_in_boxes(points, boxes[[2]])[:, 0]).tolist())

@@ -1,6 +1,7 @@
 """The HSSDA-style 3D teacher-student config trains through tools/train.py (one process) and
 tools/dist_train.sh (two gloo processes) on a few generated LiDAR scenes."""
 import glob
+import json
 import math
 import os
 import os.path as osp
@@ -115,3 +116,33 @@ def test_thresholds_survive_train_resume(scenes, tmp_path):
         assert torch.equal(capture.state[key], value), key
     policy = resumed.model.pseudo_label
     assert policy.num_updates > saved['num_updates']  # and it kept adapting from there
+
+
+def test_hssda_threshold_rule_and_feature_unshuffle_train(scenes, tmp_path):
+    """The two HSSDA variants train end to end: thresholds from the teacher's boxes that
+    match labels (``MatchedScoreThreshold``) and the shuffle undone on the BEV features
+    (no cut boxes, the teacher's boxes supervise in place)."""
+    opts = overrides(scenes, iters=3)
+    opts.update({'train_cfg.val_interval': 1000, 'custom_hooks.3.interval': 0,
+                 'model.pseudo_label.type': 'MatchedScoreThreshold',
+                 'model.pseudo_label.match_iou': 0.01, 'model.pseudo_label.min_count': 1,
+                 'train_dataloader.dataset.datasets.1.pipeline.1.unsup_student.3.mode':
+                     'unshuffle_features'})
+    runner = train_tool.build_runner(train_tool.parse_args(
+        [CFG, '--work-dir', str(tmp_path), '--cfg-options', *as_cli(opts)]))
+    assert type(runner.model.pseudo_label).__name__ == 'MatchedScoreThreshold'
+    runner.train()
+    log = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
+    for key in ('sup_loss_heatmap', 'unsup_loss_heatmap', 'unsup_loss_bbox'):
+        values = [float(v) for v in re.findall(rf' {key}: ([-\d.e+naif]+)', log)]
+        assert values and all(math.isfinite(v) for v in values), key
+    assert max(float(v) for v in re.findall(r' pseudo_num_high: ([\d.]+)', log)) > 0
+    assert {float(v) for v in re.findall(r' pseudo_num_cut: ([\d.]+)', log)} == {0.0}
+    scalars = [json.loads(line) for line in
+               open(glob.glob(str(tmp_path / '*' / 'vis_data' / 'scalars.json'))[0])]
+    matched = [s['pseudo/num_matched_labeled'] for s in scalars
+               if 'pseudo/num_matched_labeled' in s]
+    assert matched and max(matched) > 0
+    policy = runner.model.pseudo_label
+    # updated on every iteration after the 1-iteration burn-in
+    assert policy.score_hist.sum() > 0 and float(policy.num_updates) == 2

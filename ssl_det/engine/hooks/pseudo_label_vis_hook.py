@@ -123,7 +123,11 @@ class PseudoLabelVisHook(Hook):
                 point_cloud_range=None) -> np.ndarray:
         """BEV picture of one strong view: high pseudo boxes solid, middle dashed, low and
         ignored grey (``metainfo['pseudo_tiers']`` when the model sets it)."""
+        from ssl_det.structures.bev_shuffle import moves_features, unshuffle_points
         from ssl_det.visualization import draw_bev
+        shuffle = sample.metainfo.get('bev_shuffle')
+        if moves_features(shuffle):  # the boxes are in the unshuffled frame: so the points
+            points = unshuffle_points(points, shuffle)
         tiers = sample.metainfo.get('pseudo_tiers') or dict(high=sample.gt_instances_3d.bboxes_3d)
         boxes, labels, styles = [], [], []
         for name, style in (('high', 'solid'), ('middle', 'dashed'), ('low', 'grey')):

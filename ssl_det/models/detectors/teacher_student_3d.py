@@ -20,7 +20,9 @@ Each tier can be switched off (``middle='off'`` drops middle boxes, ``low='off'`
 nothing with low ones). Boxes are mapped from the weak to the strong view exactly through
 the views' ``lidar_aug_matrix`` and then through the strong view's patch shuffle
 (``bev_shuffle``, :class:`~ssl_det.datasets.transforms.BEVPatchShuffle`): a box cut by a
-patch border is ignored (its pieces' regions), never split.
+patch border is ignored (its pieces' regions), never split. With the shuffle's
+``mode='unshuffle_features'`` the boxes stay in the unshuffled frame instead and the
+student's detector moves its BEV features back after the backbone (HSSDA's code).
 """
 import copy
 from typing import Dict, List, Optional, Tuple
@@ -174,8 +176,11 @@ class TeacherStudent3D(TeacherStudent):
             w2s = weak_to_strong_matrix(weak.lidar_aug_matrix, strong.lidar_aug_matrix)
             boxes = transform_boxes3d(pred.bboxes_3d.float(), w2s)
             shuffle = strong.metainfo.get('bev_shuffle')
-            if shuffle is not None:
-                moved, whole = shuffle_boxes(boxes, shuffle)
+            # 'unshuffle_features': the student's features are moved back, boxes stay
+            box_shuffle = (shuffle if shuffle is not None
+                           and shuffle.get('mode', 'move_boxes') == 'move_boxes' else None)
+            if box_shuffle is not None:
+                moved, whole = shuffle_boxes(boxes, box_shuffle)
                 whole = torch.as_tensor(whole, device=boxes.device)
             else:
                 moved, whole = boxes, torch.ones(len(boxes), dtype=torch.bool,
@@ -194,14 +199,15 @@ class TeacherStudent3D(TeacherStudent):
                 bboxes_3d=moved[keep_gt], labels_3d=pred.labels_3d[keep_gt],
                 weights=weights[keep_gt], scores_3d=pred.scores_3d[keep_gt])
             strong.ignored_instances_3d = self._ignored(boxes[ignore_mask],
-                                                        pred.labels_3d[ignore_mask], shuffle)
+                                                        pred.labels_3d[ignore_mask],
+                                                        box_shuffle)
             if self.low == 'remove_points' and bool(low.any()):
                 pts = points_out[i]
                 at = unshuffle_points(pts, shuffle) if shuffle is not None else pts
                 inside = points_in_boxes(at, boxes[low]).any(dim=1)
                 points_out[i] = pts[~inside]
                 counts['removed_points'] += int(inside.sum())
-            low_shown = low if shuffle is None else low & whole
+            low_shown = low if box_shuffle is None else low & whole
             strong.set_metainfo(dict(pseudo_tiers=dict(
                 high=moved[high & whole], middle=moved[middle & whole], low=moved[low_shown],
                 high_labels=pred.labels_3d[high & whole],

@@ -9,12 +9,13 @@ rotated NMS). It follows mmdet's ``BaseDetector`` interface (``loss`` / ``predic
 and the teacher–student wrappers drive it like a 2D detector. Any part can be swapped in a
 config for another registered module with the same interface.
 """
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from mmdet.models.detectors.base import BaseDetector
 from torch import Tensor
 
 from ssl_det.registry import MODELS
+from ssl_det.structures.bev_shuffle import moves_features, unshuffle_bev_map
 
 from .voxel_encoder import grid_shape
 
@@ -58,18 +59,48 @@ class PillarDetector(BaseDetector):
     def num_classes(self) -> int:
         return self.bbox_head.num_classes
 
-    def extract_feat(self, batch_inputs: dict) -> Tensor:
+    def extract_feat(self, batch_inputs: dict,
+                     batch_data_samples: Optional[List] = None) -> Tensor:
+        """BEV features. A sample whose ``bev_shuffle`` record asks for
+        ``'unshuffle_features'`` (``BEVPatchShuffle(mode='unshuffle_features')``) has its
+        backbone outputs moved back patch by patch before the neck (HSSDA)."""
         points = batch_inputs['points']
         kept, point_coors = self.voxelizer(points)
         feats, coors = self.voxel_encoder(kept, point_coors)
         canvas = self.middle_encoder(feats, coors, len(points))
-        return self.neck(self.backbone(canvas))
+        return self.neck(self.unshuffle(self.backbone(canvas), batch_data_samples))
+
+    def unshuffle(self, feats: Sequence[Tensor], batch_data_samples: Optional[List]
+                  ) -> Sequence[Tensor]:
+        """Undo each sample's patch shuffle on every backbone output (a no-op without one)."""
+        infos = [ds.metainfo.get('bev_shuffle') for ds in batch_data_samples or ()]
+        todo = [i for i, info in enumerate(infos) if moves_features(info)]
+        if not todo:
+            return feats
+        r = self.voxelizer.point_cloud_range
+        bev_range = [float(r[0]), float(r[1]), float(r[3]), float(r[4])]
+        out = []
+        ny, nx = self.middle_encoder.ny, self.middle_encoder.nx
+        for feat in feats:
+            rows, cols = feat.shape[-2:]
+            if nx % cols or ny % rows or nx // cols != ny // rows:
+                raise ValueError(
+                    f'a backbone output of {rows}x{cols} cells does not tile the {ny}x{nx} '
+                    'BEV canvas at one integer stride, so its patches cannot be moved back; '
+                    'choose a point_cloud_range whose canvas divides by every stride')
+            feat = feat.clone()
+            for i in todo:
+                feat[i] = unshuffle_bev_map(feat[i], infos[i], bev_range)
+            out.append(feat)
+        return type(feats)(out) if isinstance(feats, tuple) else out
 
     def loss(self, batch_inputs: dict, batch_data_samples: List) -> dict:
-        return self.bbox_head.loss(self.extract_feat(batch_inputs), batch_data_samples)
+        return self.bbox_head.loss(self.extract_feat(batch_inputs, batch_data_samples),
+                                   batch_data_samples)
 
     def predict(self, batch_inputs: dict, batch_data_samples: List, rescale: bool = True) -> List:
-        results = self.bbox_head.predict(self.extract_feat(batch_inputs), batch_data_samples)
+        results = self.bbox_head.predict(self.extract_feat(batch_inputs, batch_data_samples),
+                                         batch_data_samples)
         for ds, res in zip(batch_data_samples, results):
             ds.pred_instances_3d = res
         return batch_data_samples
