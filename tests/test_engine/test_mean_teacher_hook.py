@@ -39,6 +39,19 @@ def test_keep_rate_ramp():
     assert default.keep_rate(10_000) == pytest.approx(0.999)
 
 
+def test_linear_keep_rate_ramp_as_hssda():
+    """HSSDA's schedule: 0.5 rising in a straight line to 0.9996 over 2,000 steps."""
+    hook = MeanTeacherHook(momentum_decay=0.9996, ramp_iters=2000, ramp_start=0.5)
+    assert hook.keep_rate(0) == 0.0  # the copy
+    assert hook.keep_rate(1) == pytest.approx(0.5 + 0.4996 / 2000)
+    assert hook.keep_rate(1000) == pytest.approx(0.7498)
+    assert hook.keep_rate(2000) == hook.keep_rate(50_000) == pytest.approx(0.9996)
+    with pytest.raises(ValueError, match='not both'):
+        MeanTeacherHook(warmup=1, ramp_iters=10)
+    with pytest.raises(ValueError, match='ramp_start'):
+        MeanTeacherHook(momentum_decay=0.9, ramp_iters=10, ramp_start=0.95)
+
+
 def test_ema_matches_hand_computation():
     model = FakeTeacherStudent(make_net=one_weight_net)
     set_all(model.teacher, -1.0)

@@ -32,7 +32,11 @@ class MeanTeacherHook(Hook):
     copy (so ``keep(0) = 0`` is the copy itself). With ``warmup=0`` the teacher is
     the plain running mean of the students until ``1 / (1 - momentum_decay)``
     steps, then an EMA with keep-rate ``momentum_decay`` — the schedule of the
-    original SoftTeacher.
+    original SoftTeacher. With ``ramp_iters > 0`` the keep-rate instead rises in a
+    straight line from ``ramp_start`` to ``momentum_decay`` over the first
+    ``ramp_iters`` steps (HSSDA: 0.5 → 0.9996 over 2,000 steps)::
+
+        keep(t) = ramp_start + (momentum_decay - ramp_start) * min(t / ramp_iters, 1)
 
     The hook holds no state of its own: everything follows from ``runner.iter``,
     and the teacher is part of the model's state dict, so a resumed run continues
@@ -56,6 +60,10 @@ class MeanTeacherHook(Hook):
         warmup (int): Slows the ramp of the keep-rate towards
             ``momentum_decay``; 0 gives ``keep(t) = 1 - 1 / (t + 1)``.
             Defaults to 0.
+        ramp_iters (int): Length of the linear ramp of the keep-rate; 0 (the
+            default) uses the ``warmup`` schedule instead.
+        ramp_start (float): Keep-rate at the start of the linear ramp.
+            Defaults to 0.5.
         interval (int): Update the teacher every ``interval`` optimizer steps
             (counted from the end of the burn-in). Defaults to 1.
         buffers (str): How the teacher's floating-point buffers (BN running
@@ -77,6 +85,8 @@ class MeanTeacherHook(Hook):
                  momentum_decay: float = 0.999,
                  warmup: int = 0,
                  interval: int = 1,
+                 ramp_iters: int = 0,
+                 ramp_start: float = 0.5,
                  buffers: str = 'average',
                  burn_in_iters: int = 0,
                  sync_buffers: bool = True) -> None:
@@ -94,8 +104,19 @@ class MeanTeacherHook(Hook):
         if not isinstance(burn_in_iters, int) or burn_in_iters < 0:
             raise ValueError(f'MeanTeacherHook: burn_in_iters must be an int >= 0, got '
                              f'{burn_in_iters}.')
+        if not isinstance(ramp_iters, int) or ramp_iters < 0:
+            raise ValueError(f'MeanTeacherHook: ramp_iters must be an int >= 0, got '
+                             f'{ramp_iters!r}.')
+        if not 0.0 <= ramp_start <= momentum_decay:
+            raise ValueError(f'MeanTeacherHook: ramp_start must lie in [0, momentum_decay='
+                             f'{momentum_decay}], got {ramp_start}.')
+        if ramp_iters and warmup:
+            raise ValueError('MeanTeacherHook: give warmup (the mean-teacher ramp) or '
+                             'ramp_iters (the linear ramp), not both.')
         self.momentum_decay = momentum_decay
         self.warmup = warmup
+        self.ramp_iters = ramp_iters
+        self.ramp_start = ramp_start
         self.interval = interval
         self.buffers = buffers
         self.burn_in_iters = burn_in_iters
@@ -109,6 +130,11 @@ class MeanTeacherHook(Hook):
     def keep_rate(self, step: int) -> float:
         """The teacher's keep-rate after the student's ``step``-th optimizer step
         since the end of the burn-in (``step = 0`` is the copy)."""
+        if self.ramp_iters:
+            if step <= 0:
+                return 0.0
+            frac = min(step / self.ramp_iters, 1.0)
+            return self.ramp_start + (self.momentum_decay - self.ramp_start) * frac
         return min(self.momentum_decay,
                    1.0 - (1.0 + self.warmup) / (step + 1.0 + self.warmup))
 
