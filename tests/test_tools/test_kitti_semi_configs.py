@@ -31,8 +31,11 @@ def kitti_root(tmp_path_factory):
                           objects=[('Car', CAR + shift, 0.0, 0, 150),
                                    ('Pedestrian', PED + shift, 0.1, 1, 60),
                                    ('Cyclist', CYC - shift, 0.0, 0, 80)])
-    for name in ('train', 'val'):
-        kitti_to_ssl_det.main([str(root), '--out', str(root / f'kitti_infos_{name}.json')])
+    kitti_to_ssl_det.main([str(root), '--out', str(root / 'kitti_infos_train.json')])
+    (root / 'ImageSets').mkdir()
+    (root / 'ImageSets' / 'val.txt').write_text('000000\n000001\n')  # a short validation
+    kitti_to_ssl_det.main([str(root), '--out', str(root / 'kitti_infos_val.json'),
+                           '--split-file', 'ImageSets/val.txt'])
     split_point_cloud.main([str(root / 'kitti_infos_train.json'), '--percent', '1', '2', '20',
                             '--folds', '1', '--out-dir', str(root / 'semi_anns')])
     for pct in (1, 2, 20):
