@@ -182,11 +182,17 @@ class DynamicThreshold(BaseThresholdPolicy):
         counts = torch.bincount(flat, minlength=self.score_hist.numel())
         return counts.view_as(self.score_hist).to(torch.float64)
 
-    def _refresh_thresholds(self) -> None:
+    def _cluster(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(low, high, valid)`` per class before clamping: Otsu's boundary and the mean
+        of the upper cluster."""
         boundary, upper_mean, valid = otsu_split(self.score_hist)
+        return boundary, upper_mean, valid
+
+    def _refresh_thresholds(self) -> None:
+        raw_low, raw_high, valid = self._cluster()
         ready = valid & (self.score_hist.sum(-1) >= self.min_count)
-        high = upper_mean.clamp(self.high_floor, self.high_ceil)
-        low = torch.minimum(boundary.clamp(self.low_floor, self.low_ceil), high)
+        high = raw_high.clamp(self.high_floor, self.high_ceil)
+        low = torch.minimum(raw_low.clamp(self.low_floor, self.low_ceil), high)
         dtype = self.high_thr.dtype
         self.high_thr.copy_(torch.where(ready, high.to(dtype), self.high_thr))
         self.low_thr.copy_(torch.where(ready, low.to(dtype), self.low_thr))

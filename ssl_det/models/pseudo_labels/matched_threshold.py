@@ -67,14 +67,9 @@ class MatchedScoreThreshold(DynamicThreshold):
         super().__init__(num_classes, **kwargs)
         self.match_iou = float(match_iou)
 
-    def _refresh_thresholds(self) -> None:
-        lower, upper, valid = two_means(self.score_hist)
-        ready = valid & (self.score_hist.sum(-1) >= self.min_count)
-        high = upper.clamp(self.high_floor, self.high_ceil)
-        low = torch.minimum(lower.clamp(self.low_floor, self.low_ceil), high)
-        dtype = self.high_thr.dtype
-        self.high_thr.copy_(torch.where(ready, high.to(dtype), self.high_thr))
-        self.low_thr.copy_(torch.where(ready, low.to(dtype), self.low_thr))
+    def _cluster(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """The two 2-means centres (HSSDA's ``[high, low]``)."""
+        return two_means(self.score_hist)
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, match_iou={self.match_iou}'
