@@ -345,3 +345,22 @@ def test_pseudo_boxes_stay_unshuffled_when_the_features_move_back():
     kept = set(out_inputs['points'][0][:, 3].long().tolist())
     removed = set(strong_pts[:, 3].long().tolist()) - kept
     assert removed == set(np.flatnonzero(points_in_boxes(points, boxes[[2]])[:, 0]).tolist())
+
+
+def test_picture_of_feature_unshuffle_draws_the_points_in_place():
+    """With the features moved back, the boxes are in the unshuffled frame: the picture puts
+    the points there too, so the boxes sit on their objects."""
+    from ssl_det.engine.hooks.pseudo_label_vis_hook import PseudoLabelVisHook
+    _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(
+        shuffle=True, mode='unshuffle_features')
+    model = build(middle='weight', low='off')
+    fake_teacher(model, weak, boxes, [0.9, 0.5, 0.2, 0.05, 0.9, 0.25])
+    out_inputs, samples, _ = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    picture = PseudoLabelVisHook.draw_3d(out_inputs['points'][0], samples[0], None, PCR)
+    in_place = samples[0].clone()
+    in_place.set_metainfo(dict(bev_shuffle=None))
+    back = unshuffle_points(out_inputs['points'][0], strong.bev_shuffle)
+    assert np.array_equal(picture, PseudoLabelVisHook.draw_3d(back, in_place, None, PCR))
+    assert not np.array_equal(
+        picture, PseudoLabelVisHook.draw_3d(out_inputs['points'][0], in_place, None, PCR))
