@@ -1,0 +1,195 @@
+"""How good is each tier of a 3D teacher's pseudo labels? Scored against the labels the
+unlabeled demo scenes hide (the demo generator keeps every scene's boxes in ``train.json``).
+
+For each checkpoint of a ``TeacherStudent3D`` run (its teacher and its adapted thresholds),
+the teacher labels unlabeled scenes as in training, but on the unaugmented scene (weak and
+strong views are the scene itself, so the tiers are in the scene's own frame). Per tier:
+
+- ``precision``: boxes whose BEV IoU with a hidden box of their class reaches the metric's
+  threshold for that class (the config's ``primary`` set: Car 0.5, Pedestrian / Cyclist
+  0.25 on the demo);
+- ``on_object``: boxes that overlap any hidden box at all (the rest lie on background or on
+  the scenes' unlabeled clutter);
+- ``recall`` (high, high + middle): hidden boxes found by a correct box of that tier;
+- for the low tier, ``removed_points_on_objects``: the share of the points
+  ``low='remove_points'`` would delete that lie inside hidden boxes (the rest are points
+  of background and clutter: negatives the student no longer sees).
+
+Usage::
+
+    python benchmarks/pseudo_label_tiers_3d.py \\
+        work_dirs/label_efficiency_3d/seed*/hssda_pillar-center_demo3d_semi-10pct/iter_1000.pth
+"""
+import argparse
+import copy
+import json
+import os
+import os.path as osp
+import statistics
+import sys
+
+import numpy as np
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+TIERS = ('high', 'middle', 'low')
+
+
+def load_model(config: str, checkpoint: str):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    import ssl_det  # noqa: F401  (registers everything)
+    from ssl_det.registry import MODELS
+    init_default_scope('ssl_det')
+    cfg = Config.fromfile(config)
+    model = MODELS.build(cfg.model)
+    state = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
+    model.load_state_dict(state)
+    model.eval()
+    model.pseudo_label.update = lambda scores, labels: None  # score, don't adapt
+    return cfg, model
+
+
+def unlabeled_scenes(cfg, limit: int):
+    """The unlabeled split's scenes, loaded with their hidden labels from ``train.json``."""
+    from ssl_det.datasets.point_cloud_dataset import PointCloudDataset
+    root = osp.join(ROOT, cfg.unlabeled_dataset.data_root)
+    pool = json.load(open(osp.join(root, cfg.unlabeled_dataset.ann_file)))['data_list']
+    wanted = {d['frame_id'] for d in pool}
+    full = PointCloudDataset(
+        data_root=root, ann_file='train.json', metainfo=cfg.metainfo,
+        pipeline=[dict(type='LoadPointsFromFile'),
+                  dict(type='PointsRangeFilter', point_cloud_range=cfg.point_cloud_range),
+                  dict(type='PackPointCloudInputs',
+                       meta_keys=('frame_id', 'lidar_aug_matrix', 'bev_shuffle'))])
+    picked = [i for i in range(len(full)) if full.get_data_info(i)['frame_id'] in wanted]
+    if not picked:
+        raise SystemExit(f'no unlabeled scene of {cfg.unlabeled_dataset.ann_file} is in '
+                         'train.json')
+    return full, picked[:limit]
+
+
+def match_thresholds(cfg) -> dict:
+    """Per-class IoU of the config's primary threshold set (``3d/mAP@set{k}/R40``)."""
+    primary = cfg.val_evaluator.get('primary', '3d/mAP@set0/R40')
+    k = int(primary.split('@set')[1].split('/')[0])
+    return {c: float(cfg.val_evaluator['iou_thresholds'][k][c])
+            for c in cfg.metainfo['classes']}
+
+
+def score_checkpoint(config: str, checkpoint: str, limit: int) -> dict:
+    from ssl_det.ops import rotated_iou_bev
+    from ssl_det.structures import points_in_boxes
+    cfg, model = load_model(config, checkpoint)
+    dataset, picked = unlabeled_scenes(cfg, limit)
+    classes = list(cfg.metainfo['classes'])
+    thr = match_thresholds(cfg)
+    per_class_thr = torch.tensor([thr[c] for c in classes], dtype=torch.float64)
+    tally = {t: dict(boxes=0, correct=0, on_object=0) for t in TIERS}
+    found = dict(high=0, high_middle=0)
+    num_gt = 0
+    removed = dict(total=0, on_objects=0)
+    for idx in picked:
+        data = dataset[idx]
+        points = data['inputs']['points']
+        sample = data['data_samples']
+        gt = sample.gt_instances_3d
+        gt_boxes = torch.as_tensor(gt.bboxes_3d, dtype=torch.float64).reshape(-1, 7)
+        gt_labels = torch.as_tensor(gt.labels_3d).long()
+        num_gt += len(gt_boxes)
+        weak, strong = copy.deepcopy(sample), copy.deepcopy(sample)
+        with torch.no_grad():
+            _, samples, _ = model.pseudo_instances(dict(points=[points]), [weak],
+                                                   dict(points=[points.clone()]), [strong])
+        tiers = samples[0].pseudo_tiers
+        hit_by = {}
+        for tier in TIERS:
+            boxes = torch.as_tensor(tiers[tier], dtype=torch.float64).reshape(-1, 7)
+            labels = torch.as_tensor(tiers[f'{tier}_labels']).long()
+            tally[tier]['boxes'] += len(boxes)
+            if not len(boxes) or not len(gt_boxes):
+                hit_by[tier] = torch.zeros(len(gt_boxes), dtype=torch.bool)
+                continue
+            iou = rotated_iou_bev(boxes, gt_boxes)  # (boxes, gt)
+            same = labels[:, None] == gt_labels[None]
+            good = (iou >= per_class_thr[gt_labels][None]) & same
+            tally[tier]['correct'] += int(good.any(dim=1).sum())
+            tally[tier]['on_object'] += int((iou > 0).any(dim=1).sum())
+            hit_by[tier] = good.any(dim=0)
+            if tier == 'low' and model.low == 'remove_points':
+                inside_low = points_in_boxes(points, boxes.float()).any(dim=1)
+                on_object = (points_in_boxes(points, gt_boxes.float()).any(dim=1)
+                             if len(gt_boxes) else torch.zeros_like(inside_low))
+                removed['total'] += int(inside_low.sum())
+                removed['on_objects'] += int((inside_low & on_object).sum())
+        if len(gt_boxes):
+            found['high'] += int(hit_by['high'].sum())
+            found['high_middle'] += int((hit_by['high'] | hit_by['middle']).sum())
+
+    def share(a, b):
+        return a / b if b else None
+
+    result = dict(checkpoint=osp.relpath(checkpoint, ROOT), scenes=len(picked),
+                  hidden_boxes=num_gt, match_iou=thr,
+                  thresholds=dict(high=model.pseudo_label.high_thr.tolist(),
+                                  low=model.pseudo_label.low_thr.tolist(),
+                                  low_score_thr=model.low_score_thr))
+    for tier in TIERS:
+        t = tally[tier]
+        result[tier] = dict(boxes=t['boxes'], per_scene=t['boxes'] / len(picked),
+                            precision=share(t['correct'], t['boxes']),
+                            on_object=share(t['on_object'], t['boxes']))
+    result['recall_high'] = share(found['high'], num_gt)
+    result['recall_high_middle'] = share(found['high_middle'], num_gt)
+    result['low']['removed_points_per_scene'] = removed['total'] / len(picked)
+    result['low']['removed_points_on_objects'] = share(removed['on_objects'], removed['total'])
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('checkpoints', nargs='+', help='TeacherStudent3D checkpoints')
+    parser.add_argument('--config', default=osp.join(
+        ROOT, 'configs/point_cloud/hssda_pillar-center_demo3d_semi-10pct.py'))
+    parser.add_argument('--scenes', type=int, default=100,
+                        help='unlabeled scenes scored per checkpoint')
+    parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
+                                                  'pseudo_label_tiers_3d.json'))
+    args = parser.parse_args(argv)
+    runs = [score_checkpoint(args.config, c, args.scenes) for c in args.checkpoints]
+
+    def fmt(v):
+        return '-' if v is None else f'{v:.2f}'
+
+    def spread(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return '-'
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f'{statistics.fmean(values):.2f} ± {sd:.2f}'
+
+    print(f'| tier | boxes per scene | precision | on an object | ({len(runs)} runs, '
+          f'{runs[0]["scenes"]} unlabeled scenes each) |')
+    print('| --- | --- | --- | --- | --- |')
+    for tier in TIERS:
+        print(f'| {tier} | {spread([r[tier]["per_scene"] for r in runs])} | '
+              f'{spread([r[tier]["precision"] for r in runs])} | '
+              f'{spread([r[tier]["on_object"] for r in runs])} | |')
+    print(f'\nrecall of the hidden boxes: high {spread([r["recall_high"] for r in runs])}, '
+          f'high + middle {spread([r["recall_high_middle"] for r in runs])}')
+    print('low tier: removed points per scene '
+          f'{spread([r["low"]["removed_points_per_scene"] for r in runs])}, of which on '
+          f'hidden objects {spread([r["low"]["removed_points_on_objects"] for r in runs])}')
+    for r in runs:
+        print(f'{r["checkpoint"]}: ' + ', '.join(
+            f'{t} {r[t]["boxes"]} boxes (precision {fmt(r[t]["precision"])})' for t in TIERS))
+    os.makedirs(osp.dirname(args.out), exist_ok=True)
+    with open(args.out, 'w') as f:
+        json.dump(dict(runs=runs, config=osp.relpath(args.config, ROOT)), f, indent=2)
+    print(f'wrote {args.out}')
+
+
+if __name__ == '__main__':
+    main()
