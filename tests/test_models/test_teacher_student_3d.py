@@ -304,10 +304,24 @@ class _First(torch.nn.Module):
         return feats[0]
 
 
+class _OnesEncoder(torch.nn.Module):
+    """The pillars of an encoder, each with features of ones (a learned feature can be all
+    zero after its ReLU, which would hide an occupied pillar)."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, points, coors):
+        feats, pillar_coors = self.encoder(points, coors)
+        return torch.ones_like(feats), pillar_coors
+
+
 def test_detector_unshuffles_its_backbone_features():
     points, boxes = scene()
     detector = MODELS.build(detector_cfg())
     detector.backbone, detector.neck = _ListIdentity(), _First()  # features = the canvas
+    detector.voxel_encoder = _OnesEncoder(detector.voxel_encoder)
     np.random.seed(3)
     results = BEVPatchShuffle(point_cloud_range=PCR, grid=(2, 2), mode='unshuffle_features')(
         dict(points=points.copy(), gt_bboxes_3d=boxes.copy(),
@@ -326,13 +340,20 @@ def test_detector_unshuffles_its_backbone_features():
     assert not torch.equal((plain[0].abs().sum(0, keepdim=True) > 0).float(), occupancy(points))
 
 
-def test_pseudo_boxes_stay_unshuffled_when_the_features_move_back():
+def feature_unshuffle_tiers(scores, **modes):
+    """The tiers of a strong view shuffled with ``mode='unshuffle_features'``."""
     points, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(
         shuffle=True, mode='unshuffle_features')
-    model = build(middle='off', low='remove_points')
-    fake_teacher(model, weak, boxes, [0.9, 0.9, 0.2, 0.9, 0.9, 0.9])
+    model = build(**modes)
+    fake_teacher(model, weak, boxes, scores)
     out_inputs, samples, stats = model.pseudo_instances(
         dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    return points, boxes, strong_pts, strong, out_inputs, samples, stats
+
+
+def test_pseudo_boxes_stay_unshuffled_when_the_features_move_back():
+    points, boxes, strong_pts, strong, out_inputs, samples, stats = feature_unshuffle_tiers(
+        [0.9, 0.9, 0.2, 0.9, 0.9, 0.9], middle='off', low='remove_points')
     gt = samples[0].gt_instances_3d
     assert len(gt) == stats['pseudo/num_high'] == 5 and stats['pseudo/num_cut'] == 0
     assert len(samples[0].ignored_instances_3d) == 0  # nothing cut, nothing ignored
@@ -351,12 +372,8 @@ def test_picture_of_feature_unshuffle_draws_the_points_in_place():
     """With the features moved back, the boxes are in the unshuffled frame: the picture puts
     the points there too, so the boxes sit on their objects."""
     from ssl_det.engine.hooks.pseudo_label_vis_hook import PseudoLabelVisHook
-    _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(
-        shuffle=True, mode='unshuffle_features')
-    model = build(middle='weight', low='off')
-    fake_teacher(model, weak, boxes, [0.9, 0.5, 0.2, 0.05, 0.9, 0.25])
-    out_inputs, samples, _ = model.pseudo_instances(
-        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    _, _, _, strong, out_inputs, samples, _ = feature_unshuffle_tiers(
+        [0.9, 0.5, 0.2, 0.05, 0.9, 0.25], middle='weight', low='off')
     picture = PseudoLabelVisHook.draw_3d(out_inputs['points'][0], samples[0], None, PCR)
     in_place = samples[0].clone()
     in_place.set_metainfo(dict(bev_shuffle=None))
