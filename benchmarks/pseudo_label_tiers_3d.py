@@ -120,8 +120,7 @@ def score_checkpoint(config: str, checkpoint: str, limit: int) -> dict:
             hit_by[tier] = good.any(dim=0)
             if tier == 'low' and model.low == 'remove_points':
                 inside_low = points_in_boxes(points, boxes.float()).any(dim=1)
-                on_object = (points_in_boxes(points, gt_boxes.float()).any(dim=1)
-                             if len(gt_boxes) else torch.zeros_like(inside_low))
+                on_object = points_in_boxes(points, gt_boxes.float()).any(dim=1)
                 removed['total'] += int(inside_low.sum())
                 removed['on_objects'] += int((inside_low & on_object).sum())
         if len(gt_boxes):

@@ -42,10 +42,16 @@ def make_shuffle(point_cloud_range, grid: Tuple[int, int], perm,
     return dict(range=bev, grid=(nx, ny), perm=perm, mode=mode)
 
 
+def moves_boxes(info) -> bool:
+    """Whether boxes follow the shuffle by moving with their patch (``'move_boxes'``, the
+    mode of records made before modes existed too)."""
+    return info is not None and info.get('mode', 'move_boxes') == 'move_boxes'
+
+
 def moves_features(info) -> bool:
     """Whether the detector must move its feature maps back (a non-identity shuffle in
     ``'unshuffle_features'`` mode)."""
-    return (info is not None and info.get('mode', 'move_boxes') == 'unshuffle_features'
+    return (info is not None and not moves_boxes(info)
             and list(info['perm']) != list(range(len(info['perm']))))
 
 

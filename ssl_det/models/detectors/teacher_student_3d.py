@@ -38,7 +38,8 @@ from torch import Tensor
 from ssl_det.ops import rotated_iou_bev
 from ssl_det.registry import MODELS, TASK_UTILS
 from ssl_det.structures import points_in_boxes, transform_boxes3d, weak_to_strong_matrix
-from ssl_det.structures.bev_shuffle import shuffle_box_pieces, shuffle_boxes, unshuffle_points
+from ssl_det.structures.bev_shuffle import (moves_boxes, shuffle_box_pieces, shuffle_boxes,
+                                            unshuffle_points)
 from ..utils.starving import StarvingWatch
 from .teacher_student import TeacherStudent
 
@@ -177,8 +178,7 @@ class TeacherStudent3D(TeacherStudent):
             boxes = transform_boxes3d(pred.bboxes_3d.float(), w2s)
             shuffle = strong.metainfo.get('bev_shuffle')
             # 'unshuffle_features': the student's features are moved back, boxes stay
-            box_shuffle = (shuffle if shuffle is not None
-                           and shuffle.get('mode', 'move_boxes') == 'move_boxes' else None)
+            box_shuffle = shuffle if moves_boxes(shuffle) else None
             if box_shuffle is not None:
                 moved, whole = shuffle_boxes(boxes, box_shuffle)
                 whole = torch.as_tensor(whole, device=boxes.device)

@@ -11,6 +11,7 @@ config for another registered module with the same interface.
 """
 from typing import List, Optional, Sequence, Tuple
 
+import torch
 from mmdet.models.detectors.base import BaseDetector
 from torch import Tensor
 
@@ -88,10 +89,8 @@ class PillarDetector(BaseDetector):
                     f'a backbone output of {rows}x{cols} cells does not tile the {ny}x{nx} '
                     'BEV canvas at one integer stride, so its patches cannot be moved back; '
                     'choose a point_cloud_range whose canvas divides by every stride')
-            feat = feat.clone()
-            for i in todo:
-                feat[i] = unshuffle_bev_map(feat[i], infos[i], bev_range)
-            out.append(feat)
+            out.append(torch.stack([unshuffle_bev_map(f, infos[i], bev_range) if i in todo
+                                    else f for i, f in enumerate(feat)]))
         return type(feats)(out) if isinstance(feats, tuple) else out
 
     def loss(self, batch_inputs: dict, batch_data_samples: List) -> dict:
