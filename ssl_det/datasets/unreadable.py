@@ -8,7 +8,14 @@ then either raise, with the file and the dataset named, or take the next sample 
 dataset instead and record what they skipped in the returned sample's metainfo
 (``skipped_unreadable``), from which ``DataCheckHook`` counts and logs every skipped file in
 the main process (``train/skipped_unreadable``).
+
+A sample with several views (``MultiBranch``: weak and strong) carries the record in every
+view, each view its own copy (``set_metainfo`` deep-copies; a DataLoader worker pickles), so
+the record also holds a token unique to the draw (``skipped_unreadable_token``): the hook
+counts a draw's skips once however many views carry them, and two draws of the same bad
+file twice.
 """
+import uuid
 from typing import List, Optional
 
 from mmengine.fileio import get as get_bytes
@@ -65,12 +72,19 @@ def read_image_bytes(path: str, backend_args: Optional[dict] = None) -> bytes:
     return data
 
 
+SKIPPED_KEY = 'skipped_unreadable'
+TOKEN_KEY = 'skipped_unreadable_token'
+
+
 def _mark_skipped(data, skipped: List[str]) -> None:
-    """Record the skipped files in the metainfo of every data sample of ``data``."""
+    """Record the skipped files in the metainfo of every data sample of ``data`` (every view
+    of a multi-branch sample), with one token for this draw that all its views share."""
+    # os.urandom, not the seeded generators: the draw's augmentation stays as it was.
+    token = uuid.uuid4().hex
     samples = data.get('data_samples') if isinstance(data, dict) else None
     for sample in (samples.values() if isinstance(samples, dict) else [samples]):
         if sample is not None and hasattr(sample, 'set_metainfo'):
-            sample.set_metainfo(dict(skipped_unreadable=skipped))
+            sample.set_metainfo({SKIPPED_KEY: skipped, TOKEN_KEY: token})
 
 
 class SkipUnreadableMixin:

@@ -229,6 +229,10 @@ def test_unreadable_frames_skipped_in_unlabeled_pool_error_in_labeled(tmp_path):
     skipped = data['data_samples'].metainfo['skipped_unreadable']
     assert len(skipped) == 2 and 'a.bin' in skipped[0] and 'not found' in skipped[0]
     assert 'b.bin' in skipped[1]
+    # one token per draw (DataCheckHook counts a draw once, whatever its views): another
+    # draw of the same frame has its own
+    token = data['data_samples'].metainfo['skipped_unreadable_token']
+    assert token and token != pool[0]['data_samples'].metainfo['skipped_unreadable_token']
     assert 'skipped_unreadable' not in pool[2]['data_samples'].metainfo
     labeled = PointCloudDataset(ann, pipeline=pipeline, unreadable='error')
     with pytest.raises(UnreadableDataError, match=r'a\.bin.*labeled data.*unreadable="skip"'):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from demo_helpers import ROOT, as_cli, data_overrides
+from ssl_det.datasets.transforms import LoadImageFromFile
 from ssl_det.datasets.unreadable import UnreadableDataError
 from tools import train as train_tool
 
@@ -173,10 +174,24 @@ def _dirty_copy(tiny_demo, tmp_path, keep=2):
     return str(root), names
 
 
-def test_unreadable_unlabeled_images_are_skipped_counted_and_named(tiny_demo, tmp_path):
+def test_unreadable_unlabeled_images_are_skipped_counted_and_named(tiny_demo, tmp_path,
+                                                                   monkeypatch):
     root, names = _dirty_copy(tiny_demo, tmp_path)
+    # the oracle: every unreadable file the loader met (num_workers=0: in this process) is
+    # one skip of one draw, counted once although the draw has a weak and a strong view
+    failures = []
+    load = LoadImageFromFile.transform
+
+    def counted(self, results):
+        try:
+            return load(self, results)
+        except UnreadableDataError as exc:
+            failures.append(exc.path)
+            raise
+    monkeypatch.setattr(LoadImageFromFile, 'transform', counted)
     args = semi_args(root, tmp_path / 'run', 3, **{'default_hooks.logger.interval': 1})
     runner = train_tool.build_runner(train_tool.parse_args(args))
+    assert runner.cfg.train_dataloader.num_workers == 0
     runner.train()  # no crash
     log = open(glob.glob(str(tmp_path / 'run' / '*' / '*.log'))[0]).read()
     assert 'are missing on disk' in log and 'they will be skipped while training' in log
@@ -185,7 +200,7 @@ def test_unreadable_unlabeled_images_are_skipped_counted_and_named(tiny_demo, tm
     assert ': truncated JPEG (no end-of-image marker)' in log
     skipped = [line for line in log.splitlines() if 'skipped an unreadable file' in line]
     hook = next(h for h in runner.hooks if type(h).__name__ == 'DataCheckHook')
-    assert hook.num_skipped == len(skipped) > 0
+    assert hook.num_skipped == len(skipped) == len(failures) > 0
     scalars = [json.loads(line) for line in
                open(glob.glob(str(tmp_path / 'run' / '*' / 'vis_data' / 'scalars.json'))[0])]
     assert [s for s in scalars if 'loss' in s][-1]['skipped_unreadable'] == len(skipped)

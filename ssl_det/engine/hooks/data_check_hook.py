@@ -10,6 +10,7 @@ from mmengine.logging import print_log
 
 from ssl_det.datasets.semi_checks import (check_same_categories, check_semi_split,
                                            coco_categories)
+from ssl_det.datasets.unreadable import SKIPPED_KEY, TOKEN_KEY
 from ssl_det.registry import HOOKS
 
 
@@ -40,7 +41,9 @@ def missing_images(dataset) -> List[str]:
 
 def skipped_in_batch(data_batch) -> List[str]:
     """The unreadable files a batch's samples were drawn in place of (their metainfo's
-    ``skipped_unreadable``), once per sample even when it has several branches."""
+    ``skipped_unreadable``), once per draw: the views of one draw (weak and strong) carry
+    copies of one record with the same ``skipped_unreadable_token``; two draws of the same
+    file have different tokens and count twice."""
     samples = data_batch.get('data_samples') if isinstance(data_batch, dict) else None
     found, seen = [], set()
 
@@ -52,9 +55,13 @@ def skipped_in_batch(data_batch) -> List[str]:
             for value in item:
                 visit(value)
         elif item is not None and hasattr(item, 'metainfo'):
-            skipped = item.metainfo.get('skipped_unreadable')
-            if skipped and id(skipped) not in seen:
-                seen.add(id(skipped))
+            skipped = item.metainfo.get(SKIPPED_KEY)
+            if not skipped:
+                return
+            # a record without a token (made elsewhere): one per list object, as before
+            key = item.metainfo.get(TOKEN_KEY) or id(skipped)
+            if key not in seen:
+                seen.add(key)
                 found.extend(skipped)
     visit(samples)
     return found
@@ -120,8 +127,11 @@ class DataCheckHook(Hook):
 
     While training it counts the files the datasets skipped because they could not be
     read (``skipped_unreadable`` in the samples' metainfo: missing, truncated or
-    undecodable), logs each one with the reason, and logs the running total as
-    ``train/skipped_unreadable``.
+    undecodable), once per draw however many views the sample has, logs each one with the
+    reason, and logs the running total as ``train/skipped_unreadable``. The total is saved
+    in every checkpoint (``ssl_det_counters``) and continues when the run resumes (not
+    after ``load_from``, which starts a new run). Under DDP each rank counts its own
+    samples; a resumed run continues from rank 0's count, the one logged.
 
     Args:
         check_images (bool): stat every image path (fast for local files). Default: True.
@@ -152,6 +162,16 @@ class DataCheckHook(Hook):
                       f'({self.num_skipped} skipped in the run)', logger='current',
                       level=logging.WARNING)
         runner.message_hub.update_scalar('train/skipped_unreadable', float(self.num_skipped))
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        # a plain int: the checkpoint still loads with torch.load(weights_only=True)
+        checkpoint.setdefault('ssl_det_counters', {})['skipped_unreadable'] = \
+            int(self.num_skipped)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        counters = checkpoint.get('ssl_det_counters') or {}
+        if getattr(runner, '_resume', False) and 'skipped_unreadable' in counters:
+            self.num_skipped = int(counters['skipped_unreadable'])
 
     def before_val(self, runner) -> None:
         self._check(runner.val_loop, 'val')

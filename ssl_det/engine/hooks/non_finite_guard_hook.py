@@ -33,6 +33,10 @@ class NonFiniteGuardHook(Hook):
     * after the wrapper's ``max_consecutive_skips`` skips in a row, stops the run with an
       error naming those losses and the likely causes.
 
+    The wrapper's counts (skips in the run, skips in a row) are saved in every checkpoint
+    (``ssl_det_counters``) and restored when the run resumes (not after ``load_from``, which
+    starts a new run), so the logged total and the bound continue where they were.
+
     Without that wrapper (``AmpOptimWrapper`` has its own loss scaler) it does nothing.
     """
 
@@ -41,6 +45,34 @@ class NonFiniteGuardHook(Hook):
     def __init__(self) -> None:
         self._buffers: Optional[List[torch.Tensor]] = None
         self._saved: Optional[List[torch.Tensor]] = None
+        self._resumed: Optional[dict] = None  # counts loaded before the wrapper was built
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        wrapper = self._wrapper(runner)
+        if wrapper is None:
+            return
+        # plain ints: the checkpoint still loads with torch.load(weights_only=True)
+        checkpoint.setdefault('ssl_det_counters', {}).update(
+            nonfinite_skips=int(wrapper.num_skipped),
+            nonfinite_consecutive_skips=int(wrapper.consecutive_skips))
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        counters = checkpoint.get('ssl_det_counters') or {}
+        if getattr(runner, '_resume', False) and 'nonfinite_skips' in counters:
+            self._resumed = dict(
+                num_skipped=int(counters['nonfinite_skips']),
+                consecutive_skips=int(counters.get('nonfinite_consecutive_skips', 0)))
+            self._restore(runner)
+
+    def before_train(self, runner) -> None:
+        self._restore(runner)
+
+    def _restore(self, runner) -> None:
+        wrapper = self._wrapper(runner)
+        if self._resumed is not None and wrapper is not None:
+            for name, value in self._resumed.items():
+                setattr(wrapper, name, value)
+            self._resumed = None
 
     @staticmethod
     def _wrapper(runner):
