@@ -1,11 +1,13 @@
 """Show the pseudo labels the student trains on: counts in the log, drawings in the vis backends."""
+import math
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
-from mmdet.structures.mask import BitmapMasks, PolygonMasks
+from mmdet.structures.mask import BitmapMasks, PolygonMasks, bitmap_to_polygon
 from mmdet.visualization import DetLocalVisualizer
+from mmdet.visualization.palette import get_palette
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -23,17 +25,27 @@ class PseudoLabelVisHook(Hook):
 
     After each training iteration the hook reads ``model.latest_pseudo`` (the
     strong-view batch and its data samples, whose ``gt_instances`` are the pseudo
-    instances and whose ``ignored_instances`` are the ignored band). It logs the
-    mean number of pseudo and ignored boxes per image as
+    instances, already mapped into the strong view, and whose ``ignored_instances`` are the
+    ignored band). It logs the mean number of pseudo and ignored boxes per image as
     ``train/pseudo_boxes_per_img`` and ``train/ignored_boxes_per_img``. Every
     ``interval`` iterations (main process only) it de-normalises the first
-    ``max_images`` strong-view images with the data preprocessor's mean/std,
-    draws the pseudo boxes (and masks) in the class palette with
-    :class:`DetLocalVisualizer` and the ignored boxes dashed in
-    ``ignored_color``, puts the images side by side and calls
+    ``max_images`` strong-view images (the student's input, so what is drawn is what the
+    student trains on) with the data preprocessor's mean/std, crops the batch padding,
+    enlarges an image whose long side is under ``min_size`` by the smallest integer
+    factor that reaches it (nearest neighbour: every pixel becomes a square block, and the
+    boxes and masks are scaled by the same factor, so they stay exactly on their objects),
+    draws the pseudo boxes (and masks) in the class palette with their class names and the
+    ignored boxes dashed in ``ignored_color``, puts the images side by side and calls
     ``visualizer.add_image('pseudo_labels', image, step=runner.iter + 1)``;
     ``LocalVisBackend`` writes it to
     ``<work_dir>/<timestamp>/vis_data/vis_image/pseudo_labels_<step>.png``.
+
+    Colours, alpha and line width come from a :class:`DetLocalVisualizer` (``bbox_color``,
+    ``text_color``, ``mask_color``, ``alpha``, ``line_width``, ``dataset_meta``'s classes and
+    palette); a plain :class:`Visualizer` draws green boxes with ``class <i>`` labels. Line
+    widths are in points on the drawn picture (mmengine caps them at a quarter of its
+    default font size: 2.5 pt, about 3.5 px, on pictures up to ~900 px), so they keep their
+    width in pixels however much the image was enlarged.
 
     Args:
         interval (int): Draw every ``interval`` training iterations; 0 disables
@@ -45,6 +57,12 @@ class PseudoLabelVisHook(Hook):
             tensor, ``'rgb'`` or ``'bgr'``. None infers it from the data
             preprocessor: RGB if it converts channels (``bgr_to_rgb=True`` on
             BGR-loaded images, mmdet's default), else BGR. Defaults to None.
+        min_size (int): Smallest long side of a drawn image, in pixels: a smaller image is
+            enlarged by an integer factor (128 px -> 4x, 512 px); a larger one is drawn at
+            its own size. 0 draws every image at its own size. Defaults to 512.
+        font_size (int): Font size of the class names in points on the drawn picture (13:
+            about 18 px high, mmdet's largest label size), whatever the box's size.
+            Defaults to 13.
     """
 
     priority = 'NORMAL'
@@ -53,7 +71,9 @@ class PseudoLabelVisHook(Hook):
                  interval: int = 50,
                  max_images: int = 4,
                  ignored_color: Color = (160, 160, 160),
-                 channel_order: Optional[str] = None) -> None:
+                 channel_order: Optional[str] = None,
+                 min_size: int = 512,
+                 font_size: int = 13) -> None:
         if interval < 0:
             raise ValueError(f'PseudoLabelVisHook: interval must be >= 0 (0 disables '
                              f'drawing), got {interval}.')
@@ -62,10 +82,17 @@ class PseudoLabelVisHook(Hook):
         if channel_order not in (None, 'rgb', 'bgr'):
             raise ValueError(f"PseudoLabelVisHook: channel_order must be None, 'rgb' or "
                              f"'bgr', got {channel_order!r}.")
+        if not isinstance(min_size, int) or min_size < 0:
+            raise ValueError(f'PseudoLabelVisHook: min_size must be an int >= 0 (0 draws '
+                             f'every image at its own size), got {min_size!r}.')
+        if not font_size > 0:
+            raise ValueError(f'PseudoLabelVisHook: font_size must be > 0, got {font_size!r}.')
         self.interval = interval
         self.max_images = max_images
         self.ignored_color = ignored_color
         self.channel_order = channel_order
+        self.min_size = min_size
+        self.font_size = font_size
 
     def after_train_iter(self,
                          runner,
@@ -161,7 +188,8 @@ class PseudoLabelVisHook(Hook):
             data_samples (Sequence[DetDataSample]): The strong-view samples.
 
         Returns:
-            np.ndarray: The drawn images side by side, H x W x 3 uint8 RGB.
+            np.ndarray: The drawn images side by side, H x W x 3 uint8 RGB, each enlarged
+            to ``min_size`` if it is smaller.
         """
         images = self.denormalize(inputs[:self.max_images], data_preprocessor)
         drawn = []
@@ -193,25 +221,68 @@ class PseudoLabelVisHook(Hook):
         return np.ascontiguousarray(images)
 
     def _draw_one(self, visualizer: Visualizer, image: np.ndarray, sample) -> np.ndarray:
+        """One image, enlarged to ``min_size`` if smaller, with its boxes scaled along."""
+        factor = upscale_factor(image.shape[:2], self.min_size)
         pseudo = _for_drawing(sample.gt_instances, image.shape[:2])
-        if len(pseudo) == 0:
-            visualizer.set_image(image)
-        elif isinstance(visualizer, DetLocalVisualizer):
-            meta = visualizer.dataset_meta or {}
-            # _draw_instances is what DetLocalVisualizer.add_datasample uses for
-            # ground truth: boxes, class names, palette and masks in one place.
-            visualizer._draw_instances(image, pseudo, meta.get('classes'), meta.get('palette'))
-        else:
-            visualizer.set_image(image)
-            if 'bboxes' in pseudo:
-                visualizer.draw_bboxes(pseudo.bboxes, edge_colors='g')
+        visualizer.set_image(_upscale(image, factor))
+        det = isinstance(visualizer, DetLocalVisualizer)
+        meta = (visualizer.dataset_meta or {}) if det else {}
+        classes, palette = meta.get('classes'), meta.get('palette')
+        alpha = visualizer.alpha if det else 0.8
+        line_width = getattr(visualizer, 'line_width', 3)
+        labels = pseudo.labels if 'labels' in pseudo else np.zeros(0, np.int64)
+        num_colors = int(labels.max()) + 1 if len(labels) else 1
+        if 'masks' in pseudo and len(pseudo.masks):
+            masks = pseudo.masks.repeat(factor, axis=1).repeat(factor, axis=2)
+            mask_palette = get_palette(palette if not det or visualizer.mask_color is None
+                                       else visualizer.mask_color, num_colors)
+            contours = [c for mask in masks for c in bitmap_to_polygon(mask)[0]]
+            if contours:
+                visualizer.draw_polygons(contours, edge_colors='w', alpha=alpha)
+            visualizer.draw_binary_masks(masks, colors=[mask_palette[i] for i in labels],
+                                         alphas=alpha)
+        if 'bboxes' in pseudo and len(pseudo.bboxes):
+            bboxes = pseudo.bboxes * factor
+            if det:
+                box_palette = get_palette(palette if visualizer.bbox_color is None
+                                          else visualizer.bbox_color, num_colors)
+                text_palette = get_palette(visualizer.text_color, num_colors)
+                box_colors = [box_palette[i] for i in labels]
+                text_colors = [text_palette[i] for i in labels]
+            else:
+                box_colors, text_colors = 'g', ['w'] * len(labels)
+            visualizer.draw_bboxes(bboxes, edge_colors=box_colors, alpha=alpha,
+                                   line_widths=line_width)
+            for box, label, color in zip(bboxes, labels, text_colors):
+                name = (classes[label] if classes is not None and label < len(classes)
+                        else f'class {label}')
+                visualizer.draw_texts(
+                    name, box[:2] + line_width, colors=color, font_sizes=self.font_size,
+                    bboxes=[dict(facecolor='black', alpha=0.8, pad=0.7, edgecolor='none')])
         if 'ignored_instances' in sample and len(sample.ignored_instances):
             visualizer.draw_bboxes(
-                _as_numpy(sample.ignored_instances.bboxes),
-                edge_colors=self.ignored_color,
-                line_styles='--',
-                line_widths=getattr(visualizer, 'line_width', 2))
+                _as_numpy(sample.ignored_instances.bboxes).reshape(-1, 4) * factor,
+                edge_colors=self.ignored_color, alpha=alpha, line_styles='--',
+                line_widths=line_width)
         return visualizer.get_image()
+
+
+def upscale_factor(shape: Tuple[int, int], min_size: int) -> int:
+    """The smallest integer factor that makes the long side of ``shape`` at least
+    ``min_size`` (1 when it already is, or when ``min_size`` is 0)."""
+    long_side = max(shape[:2])
+    if min_size <= 0 or long_side <= 0 or long_side >= min_size:
+        return 1
+    return math.ceil(min_size / long_side)
+
+
+def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement of an H x W (x C) array by an integer factor: pixel
+    (i, j) becomes the block [factor*i, factor*(i+1)) x [factor*j, factor*(j+1)), so a box
+    (x1, y1, x2, y2) on the image is (factor*x1, ..., factor*y2) on the result."""
+    if factor == 1:
+        return image
+    return np.ascontiguousarray(image.repeat(factor, axis=0).repeat(factor, axis=1))
 
 
 def _num_ignored(sample) -> int:
