@@ -30,12 +30,14 @@ import platform
 import statistics
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
 from ssl_det.datasets.demo_data_3d import ensure_demo_data_3d  # noqa: E402
 from ssl_det.utils import experiment  # noqa: E402
 
-DATA_ROOT = osp.join(experiment.ROOT, 'data', 'demo3d')
-STAGE2 = experiment.STAGE2_3D
+PROTOCOL = experiment.load_protocol(osp.join(ROOT, 'benchmarks', 'protocols', 'demo3d.json'))
+DATA_ROOT = osp.join(ROOT, PROTOCOL['data'])
+STAGE2 = PROTOCOL['stage2']
 ABLATIONS = {
     'hssda_no_middle': ('hssda', ['model.middle=off'], 'middle tier off'),
     'hssda_middle_ignore': ('hssda', ['model.middle=ignore'], 'middle boxes ignored, not weighted'),
@@ -73,13 +75,13 @@ def runs_of_seed(seed: int, names, args) -> dict:
     """Stage 1 (10% and all labels) and every stage-2 run of one seed (the demo protocol)."""
     specs = [f'{n}={ABLATIONS[n][0]}' if n in ABLATIONS else n for n in names]
     options = {n: ABLATIONS[n][1] for n in names if n in ABLATIONS}
-    return experiment.two_stage(specs, seed, args.work_dir, args.iters, args.stage2_iters,
-                                options, args.reuse, task='3d')
+    return experiment.two_stage(PROTOCOL, specs, seed, args.work_dir, args.iters,
+                                args.stage2_iters, options, args.reuse)
 
 
 def record(res: dict, seed: int, val: float) -> dict:
     return dict(seed=seed, value=val, seconds=res['seconds'],
-                work_dir=osp.relpath(res['work_dir'], experiment.ROOT), metrics=res['metrics'])
+                work_dir=osp.relpath(res['work_dir'], ROOT), metrics=res['metrics'])
 
 
 def main(argv=None):
@@ -94,16 +96,16 @@ def main(argv=None):
                         help='iterations of the stage-1 runs (default: the configs\')')
     parser.add_argument('--stage2-iters', type=int, default=None,
                         help='iterations of the stage-2 runs (default: the configs\')')
-    parser.add_argument('--work-dir', default=osp.join(experiment.ROOT, 'work_dirs',
+    parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs',
                                                        'label_efficiency_3d'))
     parser.add_argument('--reuse', action='store_true')
-    parser.add_argument('--out', default=osp.join(experiment.ROOT, 'benchmarks', 'results',
+    parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'label_efficiency_3d.json'))
     args = parser.parse_args(argv)
     ensure_demo_data_3d(DATA_ROOT)
 
     from mmengine.config import Config
-    cfg = Config.fromfile(osp.join(experiment.ROOT, experiment.PRETRAIN_3D['10pct']))
+    cfg = Config.fromfile(osp.join(ROOT, PROTOCOL['pretrain']['10pct']))
     semi = args.method == 'semi'
     names = ['sup', 'oracle'] + (list(dict.fromkeys(args.methods + args.ablations))
                                  if semi else [])

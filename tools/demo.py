@@ -25,21 +25,22 @@ import json
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
 from ssl_det.utils import experiment  # noqa: E402
 
-DATA_ROOT = osp.join(experiment.ROOT, 'data', 'demo')
+DATA_ROOT = osp.join(ROOT, 'data', 'demo')
+PROTOCOL_DIR = osp.join(ROOT, 'benchmarks', 'protocols')
 NAMES = {'sup': 'supervised', 'mean_teacher': 'mean teacher', 'soft_teacher': 'soft teacher',
          'hssda': 'HSSDA-style'}
 # per task: data, semi-supervised methods and default, the metric columns and the budget
 # (None: the configs' own iterations)
 TASKS = {
-    '2d': dict(data=DATA_ROOT, methods=('soft_teacher', 'mean_teacher'),
+    '2d': dict(protocol='demo.json', methods=('soft_teacher', 'mean_teacher'),
                default=['soft_teacher'], unit='images', metric='coco/bbox_mAP',
                second='coco/bbox_mAP_50', columns=('bbox mAP', 'mAP@50'),
                pretrain_iters=None, iters=None),
-    '3d': dict(data=osp.join(experiment.ROOT, 'data', 'demo3d'),
-               methods=('hssda', 'mean_teacher'), default=['hssda'], unit='scenes',
+    '3d': dict(protocol='demo3d.json', methods=('hssda', 'mean_teacher'), default=['hssda'], unit='scenes',
                metric='ap3d/mAP', second='ap3d/3d/mAP@set0/R40',
                columns=('3D AP (IoU .5/.25/.25)', '3D AP (KITTI .7/.5/.5)'),
                pretrain_iters=600, iters=400),
@@ -117,13 +118,14 @@ def main(argv=None):
     pretrain_iters = args.pretrain_iters or spec['pretrain_iters']
     iters = args.iters or spec['iters']
     print(f'[demo] {args.task}, seed {args.seed} (--seed to change)', flush=True)
+    protocol = experiment.load_protocol(osp.join(PROTOCOL_DIR, spec['protocol']))
     if args.task == '2d':
         ensure_data()
     else:
         from ssl_det.datasets.demo_data_3d import ensure_demo_data_3d
-        ensure_demo_data_3d(spec['data'])
-    results = experiment.two_stage(['sup'] + methods, args.seed, work_dir, pretrain_iters,
-                                   iters, reuse=args.reuse, task=args.task)
+        ensure_demo_data_3d(osp.join(ROOT, protocol['data']))
+    results = experiment.two_stage(protocol, ['sup'] + methods, args.seed, work_dir,
+                                   pretrain_iters, iters, reuse=args.reuse)
     print(f'\nseed {args.seed}: stage 2 continues the stage-1 checkpoint; every stage-2 run '
           f'has the same iterations, schedule and 4 labeled {spec["unit"]} per iteration\n')
     first, second = spec['columns']

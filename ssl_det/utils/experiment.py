@@ -3,10 +3,12 @@
 Used by tools/demo.py and the benchmarks: each run gets its own process (clean mmengine
 global state) and work dir (logs, checkpoints, pictures), as a user's run would.
 
-The demo protocol (:func:`two_stage`) is the workflow most users follow: stage 1 trains
+The two-stage protocol (:func:`two_stage`) is the workflow most users follow: stage 1 trains
 the detector supervised on the labeled images; stage 2 continues from that checkpoint
 either supervised (the baseline) or semi-supervised, for the same iterations with the same
 schedule, labeled images per iteration and detector. Only stage 2 differs between them.
+Which config runs at which stage is data, not code: the protocol tables live with the
+benchmarks and the demo (``benchmarks/protocols/*.json``), read by :func:`load_protocol`.
 """
 import glob
 import hashlib
@@ -17,39 +19,37 @@ import sys
 import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-# Stage 1 of each labeled set, and the stage-2 configs that continue from it.
-PRETRAIN = {
-    '10pct': 'configs/demo/faster-rcnn_r18_fpn_demo_sup-10pct_pretrain.py',
-    'all': 'configs/demo/faster-rcnn_r18_fpn_demo_sup-all_pretrain.py',
-}
-STAGE2 = {
-    'sup': ('10pct', 'configs/demo/faster-rcnn_r18_fpn_demo_sup-10pct.py'),
-    'oracle': ('all', 'configs/demo/faster-rcnn_r18_fpn_demo_sup-all.py'),
-    'mean_teacher': ('10pct',
-                     'configs/demo/mean-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py'),
-    'soft_teacher': ('10pct',
-                     'configs/demo/soft-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py'),
-}
-# The same protocol on the 3D demo scenes (PillarDetector, metric ``ap3d/mAP``).
-PRETRAIN_3D = {
-    '10pct': 'configs/point_cloud/pillar-center_demo3d_sup-10pct.py',
-    'all': 'configs/point_cloud/pillar-center_demo3d_sup-all.py',
-}
-STAGE2_3D = {
-    'sup': ('10pct', 'configs/point_cloud/pillar-center_demo3d_sup-10pct_stage2.py'),
-    'oracle': ('all', 'configs/point_cloud/pillar-center_demo3d_sup-all_stage2.py'),
-    'mean_teacher': ('10pct',
-                     'configs/point_cloud/mean-teacher_pillar-center_demo3d_semi-10pct.py'),
-    'hssda': ('10pct', 'configs/point_cloud/hssda_pillar-center_demo3d_semi-10pct.py'),
-}
-PROTOCOLS = {
-    # pretrain_lr_step: stage 1's schedule has an LR step to keep at 75% of its iterations
-    '2d': dict(pretrain=PRETRAIN, stage2=STAGE2, marker='bbox_mAP', pretrain_lr_step=False),
-    '3d': dict(pretrain=PRETRAIN_3D, stage2=STAGE2_3D, marker='ap3d/mAP',
-               pretrain_lr_step=True),
-}
+def repo_root(path: str) -> str:
+    """The checkout that holds ``path``: the nearest directory above it with
+    ``tools/train.py`` (configs and the training script are the repository's, not the
+    installed package's)."""
+    here = osp.dirname(osp.abspath(path))
+    while not osp.isfile(osp.join(here, 'tools', 'train.py')):
+        parent = osp.dirname(here)
+        if parent == here:
+            raise FileNotFoundError(f'no tools/train.py in any directory above {path}')
+        here = parent
+    return here
+
+
+def load_protocol(path: str) -> dict:
+    """Read a protocol table (a JSON file such as ``benchmarks/protocols/demo.json``).
+
+    A protocol names, with paths relative to its repository: ``pretrain`` (labeled set →
+    stage-1 config), ``stage2`` (run name → ``[labeled set, config]``), ``marker`` (a key
+    of the final evaluation, e.g. ``bbox_mAP``), ``pretrain_lr_step`` (stage 1's schedule
+    has an LR step to keep at 75% of its iterations) and ``data`` (the data root). The
+    returned dict adds ``root``, the repository that holds the file.
+    """
+    with open(path) as f:
+        protocol = json.load(f)
+    missing = {'pretrain', 'stage2', 'marker'} - set(protocol)
+    if missing:
+        raise ValueError(f'protocol {path} lacks {sorted(missing)}')
+    protocol['root'] = repo_root(path)
+    protocol['stage2'] = {k: tuple(v) for k, v in protocol['stage2'].items()}
+    return protocol
 
 
 def last_metrics(work_dir: str, marker: str = 'bbox_mAP') -> Dict[str, float]:
@@ -66,16 +66,17 @@ def last_metrics(work_dir: str, marker: str = 'bbox_mAP') -> Dict[str, float]:
     return metrics
 
 
-def train(config: str, work_dir: str, cfg_options: Optional[List[str]] = None,
+def train(config: str, work_dir: str, root: str, cfg_options: Optional[List[str]] = None,
           quiet: bool = False, marker: str = 'bbox_mAP') -> Tuple[Dict[str, float], float]:
-    """Train ``config`` with tools/train.py; return (final metrics, seconds)."""
+    """Train ``config`` (a path relative to the repository ``root``) with ``root``'s
+    tools/train.py, from ``root``; return (final metrics, seconds)."""
     work_dir = osp.abspath(work_dir)  # the run's cwd is the repository root
-    cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir', work_dir]
+    cmd = [sys.executable, osp.join(root, 'tools', 'train.py'), config, '--work-dir', work_dir]
     if cfg_options:
         cmd += ['--cfg-options', *cfg_options]
     print(f'[run] {" ".join(cmd)}', flush=True)
     start = time.time()
-    subprocess.run(cmd, check=True, cwd=ROOT,
+    subprocess.run(cmd, check=True, cwd=root,
                    stdout=subprocess.DEVNULL if quiet else None)
     metrics = last_metrics(work_dir, marker)
     if not metrics:
@@ -117,17 +118,18 @@ def _checkpoint(work_dir: str) -> Optional[str]:
     return None
 
 
-def config_digest(config: str) -> str:
-    """SHA-256 of a config with its bases resolved: a reused run must come from the same
-    settings, not only from a file of the same name."""
+def config_digest(config: str, root: str = '') -> str:
+    """SHA-256 of a config (absolute, or relative to ``root``) with its bases resolved: a
+    reused run must come from the same settings, not only from a file of the same name."""
     from mmengine.config import Config
-    text = Config.fromfile(osp.join(ROOT, config)).pretty_text
+    text = Config.fromfile(osp.join(root, config)).pretty_text
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def run_once(config: str, run_dir: str, cfg_options: List[str], reuse: bool = False,
-             need_checkpoint: bool = False, marker: str = 'bbox_mAP') -> dict:
-    """Train ``config`` in ``run_dir`` once, or with ``reuse`` take the finished run found
+def run_once(config: str, run_dir: str, cfg_options: List[str], root: str,
+             reuse: bool = False, need_checkpoint: bool = False,
+             marker: str = 'bbox_mAP') -> dict:
+    """Train ``config`` (relative to the repository ``root``) in ``run_dir`` once, or with ``reuse`` take the finished run found
     there when it came from the same resolved config and options (``ssl_det_run.json``)
     and, with ``need_checkpoint``, left its checkpoint.
 
@@ -136,7 +138,7 @@ def run_once(config: str, run_dir: str, cfg_options: List[str], reuse: bool = Fa
         ``work_dir``, ``config``.
     """
     spec_file = osp.join(run_dir, 'ssl_det_run.json')
-    spec = dict(config=config, cfg_options=list(cfg_options), config_sha=config_digest(config))
+    spec = dict(config=config, cfg_options=list(cfg_options), config_sha=config_digest(config, root))
     done = {}
     if reuse and osp.isfile(spec_file) and json.load(open(spec_file)) == spec:
         done = last_metrics(run_dir, marker)
@@ -144,7 +146,7 @@ def run_once(config: str, run_dir: str, cfg_options: List[str], reuse: bool = Fa
         print(f'[reuse] {run_dir}', flush=True)
         result = dict(metrics=done, seconds=None)
     else:
-        metrics, seconds = train(config, run_dir, list(cfg_options), marker=marker)
+        metrics, seconds = train(config, run_dir, root, list(cfg_options), marker=marker)
         result = dict(metrics=metrics, seconds=seconds)
         with open(spec_file, 'w') as f:
             json.dump(spec, f)
@@ -152,18 +154,19 @@ def run_once(config: str, run_dir: str, cfg_options: List[str], reuse: bool = Fa
     return result
 
 
-def two_stage(runs: Iterable[str], seed: int, work_dir: str,
+def two_stage(protocol: dict, runs: Iterable[str], seed: int, work_dir: str,
               pretrain_iters: Optional[int] = None, iters: Optional[int] = None,
               options: Optional[Dict[str, List[str]]] = None,
-              reuse: bool = False, task: str = '2d') -> Dict[str, dict]:
-    """Train the demo protocol for one seed and return each run's result.
+              reuse: bool = False) -> Dict[str, dict]:
+    """Train a two-stage protocol for one seed and return each run's result.
 
     Stage 1 (one per labeled set the runs need) trains from scratch; every stage-2 run in
-    ``runs`` (keys of the task's stage-2 table, :data:`STAGE2` or :data:`STAGE2_3D`, or
-    ``name=key`` for a variant of a key with its own ``options[name]``) continues from its
-    labeled set's stage-1 checkpoint.
+    ``runs`` (keys of the protocol's ``stage2`` table, or ``name=key`` for a variant of a
+    key with its own ``options[name]``) continues from its labeled set's stage-1
+    checkpoint.
 
     Args:
+        protocol (dict): the tables, from :func:`load_protocol`.
         runs: stage-2 runs, e.g. ``['sup', 'mean_teacher', 'oracle']``.
         seed (int): ``randomness.seed`` of every run.
         work_dir (str): runs go to ``{work_dir}/seed{seed}/{config name}[_{variant}]``.
@@ -174,15 +177,12 @@ def two_stage(runs: Iterable[str], seed: int, work_dir: str,
         reuse (bool): reuse a run whose work dir holds its final evaluation (and, for
             stage 1, its checkpoint) from the same config contents and options instead of
             training it again.
-        task (str): ``'2d'`` (the COCO demo, bbox mAP) or ``'3d'`` (the LiDAR demo scenes,
-            ``ap3d/mAP``): which tables of :data:`PROTOCOLS`.
 
     Returns:
         dict: run name → ``dict(metrics=..., seconds=..., work_dir=..., config=...)``;
         stage-1 runs are named ``pretrain_10pct`` / ``pretrain_all``.
     """
     options = options or {}
-    protocol = PROTOCOLS[task]
     pretrain, stage2 = protocol['pretrain'], protocol['stage2']
     seed_dir = osp.join(osp.abspath(work_dir), f'seed{seed}')
     common = [f'randomness.seed={seed}']
@@ -191,7 +191,7 @@ def two_stage(runs: Iterable[str], seed: int, work_dir: str,
     def run(name: str, config: str, extra: List[str], suffix: str = '',
             reuse: bool = reuse) -> dict:
         run_dir = osp.join(seed_dir, _stem(config) + suffix)
-        result = run_once(config, run_dir, common + extra, reuse,
+        result = run_once(config, run_dir, common + extra, protocol['root'], reuse,
                           need_checkpoint=name.startswith('pretrain'),
                           marker=protocol['marker'])
         results[name] = result

@@ -4,8 +4,15 @@ only when their config and options are the same."""
 import glob
 import os.path as osp
 
+import json
+
+import pytest
 from demo_helpers import as_cli, data_overrides
 from ssl_det.utils import experiment
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+PROTOCOLS = sorted(glob.glob(osp.join(ROOT, 'benchmarks', 'protocols', '*.json')))
+DEMO = experiment.load_protocol(osp.join(ROOT, 'benchmarks', 'protocols', 'demo.json'))
 
 
 def run_log(work_dir):
@@ -24,7 +31,7 @@ def test_stage_two_continues_stage_one_and_reuse_follows_options(tiny_demo, tmp_
         'train_dataloader.batch_size=2', 'train_dataloader.sampler.batch_size=2',
         'custom_hooks.3.interval=0', 'model.pseudo_label.min_count=1']
     options = {'pretrain_10pct': sup, 'sup': sup, 'mean_teacher': semi}
-    results = experiment.two_stage(['sup', 'mean_teacher'], 7, str(tmp_path), 2, 2, options)
+    results = experiment.two_stage(DEMO, ['sup', 'mean_teacher'], 7, str(tmp_path), 2, 2, options)
 
     stage1 = results['pretrain_10pct']
     checkpoint = osp.join(stage1['work_dir'], 'iter_2.pth')
@@ -37,13 +44,13 @@ def test_stage_two_continues_stage_one_and_reuse_follows_options(tiny_demo, tmp_
     assert 'teacher/coco/bbox_mAP' in results['mean_teacher']['metrics']
     assert 'coco/bbox_mAP' in results['sup']['metrics']
 
-    again = experiment.two_stage(['sup', 'mean_teacher'], 7, str(tmp_path), 2, 2, options,
+    again = experiment.two_stage(DEMO, ['sup', 'mean_teacher'], 7, str(tmp_path), 2, 2, options,
                                  reuse=True)
     assert all(r['seconds'] is None for r in again.values())
     assert again['mean_teacher']['metrics'] == results['mean_teacher']['metrics']
 
     options['mean_teacher'] = semi + ['model.unsup_weight=0.5']  # another config: trained
-    changed = experiment.two_stage(['sup', 'mean_teacher'], 7, str(tmp_path), 2, 2, options,
+    changed = experiment.two_stage(DEMO, ['sup', 'mean_teacher'], 7, str(tmp_path), 2, 2, options,
                                    reuse=True)
     assert changed['sup']['seconds'] is None and changed['mean_teacher']['seconds'] is not None
 
@@ -58,3 +65,40 @@ def test_config_digest_follows_the_resolved_settings(tmp_path, monkeypatch):
     assert experiment.config_digest(str(child)) == first
     base.write_text('a = 3\n')
     assert experiment.config_digest(str(child)) != first
+
+
+@pytest.mark.parametrize('path', PROTOCOLS, ids=osp.basename)
+def test_protocol_tables_name_configs_of_their_repository(path):
+    """The tables live with the benchmarks, as data: every config they name exists in the
+    repository that holds them, and every stage-2 run continues a stage 1 they define."""
+    from mmengine.config import Config
+    protocol = experiment.load_protocol(path)
+    assert protocol['root'] == ROOT
+    assert {'sup', 'oracle'} <= set(protocol['stage2'])
+    for labels, config in protocol['stage2'].values():
+        assert labels in protocol['pretrain']
+        assert Config.fromfile(osp.join(ROOT, config)).train_cfg.max_iters > 0
+    for config in protocol['pretrain'].values():
+        assert osp.isfile(osp.join(ROOT, config))
+
+
+def test_the_package_holds_no_repository_paths():
+    """An installed ssl_det has no configs/ folder: the runner takes its paths from a
+    protocol file, never from a table of its own."""
+    source = open(experiment.__file__).read()
+    assert 'configs/' not in source and not hasattr(experiment, 'ROOT')
+
+
+def test_load_protocol_finds_the_repository_and_checks_the_table(tmp_path):
+    (tmp_path / 'tools').mkdir()
+    (tmp_path / 'tools' / 'train.py').write_text('')
+    (tmp_path / 'benchmarks' / 'protocols').mkdir(parents=True)
+    table = tmp_path / 'benchmarks' / 'protocols' / 'mine.json'
+    table.write_text(json.dumps(dict(marker='bbox_mAP', pretrain={'10pct': 'a.py'},
+                                     stage2={'sup': ['10pct', 'b.py']})))
+    protocol = experiment.load_protocol(str(table))
+    assert protocol['root'] == str(tmp_path)
+    assert protocol['stage2']['sup'] == ('10pct', 'b.py')
+    table.write_text(json.dumps(dict(marker='bbox_mAP', stage2={})))
+    with pytest.raises(ValueError, match='pretrain'):
+        experiment.load_protocol(str(table))
