@@ -1,5 +1,5 @@
-"""Label efficiency on the demo data over several seeds: supervised 10% vs semi-supervised vs
-oracle (100% labels), in the demo's two-stage protocol.
+"""Label efficiency of the 2D recipes over several seeds: supervised 10% vs semi-supervised vs
+oracle (100% labels), in the two-stage protocol, on the demo data or on DeepPCB.
 
 Per seed: stage 1 trains the detector from scratch on the 10% labeled images (and, for the
 oracle, on all labels); stage 2 continues each from its checkpoint for the same iterations
@@ -8,14 +8,22 @@ semi-supervised method (teacher ``semi``, student ``semi_student``), each ablati
 change to a method's config), and the oracle on all labels. The gap closed is
 ``(semi - sup) / (oracle - sup)``.
 
-    python benchmarks/label_efficiency.py [--seeds 0 1 2] [--methods mean_teacher ...]
-        [--ablations NAME ...] [--pretrain-iters N] [--iters N] [--work-dir DIR] [--reuse]
+    python benchmarks/label_efficiency.py [--dataset demo|deeppcb] [--seeds 0 1 2]
+        [--methods mean_teacher ...] [--ablations NAME ...] [--pretrain-iters N] [--iters N]
+        [--work-dir DIR] [--reuse]
 
-Runs go to ``{work_dir}/seed{seed}/...``; the default work dir is the demo's, so that with
-``--reuse`` the runs ``tools/demo.py --seed S`` finished are not trained again. Writes
-``benchmarks/results/label_efficiency.json``: the top-level ``sup``, ``semi``,
-``semi_student``, ``oracle`` and ``gap_closed`` are the best method's means over seeds, with
-``per_seed``, ``std`` and every method and ablation under ``methods``.
+``--dataset`` selects the protocol table (``benchmarks/protocols/{dataset}.json``: which
+config trains each stage) and its data: ``demo`` (the synthetic scenes, generated when
+missing) or ``deeppcb`` (real PCB scans from ``--deeppcb-source``, default
+``../shared/data/deeppcb``, linked read-only under ``data/deeppcb`` with the 10% split
+written beside them).
+
+Runs go to ``{work_dir}/seed{seed}/...``; the default work dir of ``demo`` is the demo's, so
+that with ``--reuse`` the runs ``tools/demo.py --seed S`` finished are not trained again.
+Writes ``benchmarks/results/label_efficiency.json`` (``_deeppcb.json`` for DeepPCB): the
+top-level ``sup``, ``semi``, ``semi_student``, ``oracle`` and ``gap_closed`` are the best
+method's means over seeds, with ``per_seed``, ``std`` and every method and ablation under
+``methods``.
 """
 import argparse
 import json
@@ -25,9 +33,18 @@ import platform
 import statistics
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
 from ssl_det.utils import experiment  # noqa: E402
 from tools.demo import ensure_data  # noqa: E402
+
+DATASETS = {
+    'demo': dict(protocol='demo.json', work_dir='work_dirs/demo',
+                 out='label_efficiency.json'),
+    'deeppcb': dict(protocol='deeppcb.json', work_dir='work_dirs/deeppcb',
+                    out='label_efficiency_deeppcb.json'),
+}
+DEEPPCB_SOURCE = osp.join(osp.dirname(ROOT), 'shared', 'data', 'deeppcb')
 
 # name → (method, extra --cfg-options of its stage-2 run, what changes)
 ABLATIONS = {
@@ -68,14 +85,34 @@ ABLATIONS.update(FROM_SCRATCH)
 KEYS = ('sup', 'semi', 'semi_student', 'oracle', 'gap_closed', 'gain')
 
 
-def scratch_options(pretrain_iters, iters):
+def ensure_deeppcb(data_root: str, source: str = DEEPPCB_SOURCE, percent: float = 10) -> None:
+    """Link DeepPCB's read-only ``images/`` and ``annotations/`` under ``data_root`` and
+    write its labeled / unlabeled split (fold 1, ``percent``%) to ``data_root/semi_anns``."""
+    from ssl_det.datasets.coco_split import split_coco
+    for name in ('images', 'annotations'):
+        link, target = osp.join(data_root, name), osp.join(osp.abspath(source), name)
+        if not osp.exists(link):
+            if not osp.isdir(target):
+                sys.exit(f'label_efficiency: error: no DeepPCB at {source} ({target} is '
+                         'missing); pass --deeppcb-source (see data/README.md)')
+            os.makedirs(data_root, exist_ok=True)
+            os.symlink(target, link)
+    train = osp.join(data_root, 'annotations', 'instances_train.json')
+    tag = f'{percent:g}'
+    if not osp.isfile(osp.join(data_root, 'semi_anns', f'instances_train.1@{tag}-unlabeled.json')):
+        print(f'[benchmark] making the {tag}% labeled split of {train}', flush=True)
+        split_coco(train, [percent], folds=1, out_dir=osp.join(data_root, 'semi_anns'))
+
+
+def scratch_options(protocol, pretrain_iters, iters):
     """``--cfg-options`` of a stage-2 config that make it one run from scratch as long as
     stage 1 + stage 2, with the LR step where stage 2 has it."""
     from mmengine.config import Config
+    root = protocol['root']
     pretrain_iters = pretrain_iters or Config.fromfile(
-        osp.join(experiment.ROOT, experiment.PRETRAIN['10pct'])).train_cfg.max_iters
+        osp.join(root, protocol['pretrain']['10pct'])).train_cfg.max_iters
     iters = iters or Config.fromfile(
-        osp.join(experiment.ROOT, experiment.STAGE2['sup'][1])).train_cfg.max_iters
+        osp.join(root, protocol['stage2']['sup'][1])).train_cfg.max_iters
     total = pretrain_iters + iters
     return experiment.iteration_options(total)[:-1] + [
         f'param_scheduler.1.milestones=[{pretrain_iters + int(iters * 0.75)}]', 'load_from=None']
@@ -99,31 +136,44 @@ def summarise(per_seed: dict) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--dataset', choices=sorted(DATASETS), default='demo',
+                        help='the protocol table and data: benchmarks/protocols/DATASET.json')
+    parser.add_argument('--deeppcb-source', default=DEEPPCB_SOURCE,
+                        help='the DeepPCB folder (images/, annotations/), read-only')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--methods', nargs='+', default=['mean_teacher'],
                         choices=['mean_teacher', 'soft_teacher'])
     parser.add_argument('--ablations', nargs='*', default=[], choices=sorted(ABLATIONS))
     parser.add_argument('--pretrain-iters', type=int, help="override stage 1's iterations")
     parser.add_argument('--iters', type=int, help="override stage 2's iterations")
-    parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--work-dir', help="default: work_dirs/demo or work_dirs/deeppcb")
     parser.add_argument('--reuse', action='store_true',
                         help='reuse finished runs of the same seed and options')
-    parser.add_argument('--out', default=osp.join(experiment.ROOT, 'benchmarks', 'results',
-                                                  'label_efficiency.json'))
+    parser.add_argument('--out', help='default: benchmarks/results/label_efficiency.json '
+                                      '(label_efficiency_deeppcb.json for DeepPCB)')
     args = parser.parse_args(argv)
-    ensure_data()
+    dataset = DATASETS[args.dataset]
+    protocol = experiment.load_protocol(osp.join(ROOT, 'benchmarks', 'protocols',
+                                                 dataset['protocol']))
+    args.work_dir = args.work_dir or dataset['work_dir']
+    args.out = args.out or osp.join(ROOT, 'benchmarks', 'results', dataset['out'])
+    if args.dataset == 'deeppcb':
+        ensure_deeppcb(osp.join(ROOT, protocol['data']), args.deeppcb_source)
+    else:
+        ensure_data(osp.join(ROOT, protocol['data']))
     names = list(args.methods) + list(args.ablations)
     runs = ['sup', 'oracle'] + list(args.methods) + \
         [f'{a}={ABLATIONS[a][0]}' for a in args.ablations]
     options = {a: list(ABLATIONS[a][1]) for a in args.ablations}
     for name in set(args.ablations) & set(FROM_SCRATCH):
-        options[name] += scratch_options(args.pretrain_iters, args.iters)
+        options[name] += scratch_options(protocol, args.pretrain_iters, args.iters)
     per_seed = {name: {k: [] for k in KEYS if k != 'gap_closed'} | {'gap_closed': []}
                 for name in names}
     minutes = {}
     for seed in args.seeds:
-        results = experiment.two_stage(runs, seed, args.work_dir, args.pretrain_iters,
-                                       args.iters, options, reuse=args.reuse)
+        results = experiment.two_stage(protocol, runs, seed, args.work_dir,
+                                       args.pretrain_iters, args.iters, options,
+                                       reuse=args.reuse)
         sup = experiment.bbox_map(results['sup']['metrics'])
         oracle = experiment.bbox_map(results['oracle']['metrics'])
         for name in names:
@@ -146,10 +196,12 @@ def main(argv=None):
     top = methods[best]
     result = {k: top[k] for k in ('sup', 'semi', 'semi_student', 'oracle', 'gap_closed')}
     result.update(per_seed=top['per_seed'], std=top['std'], seeds=args.seeds, method=best,
-                  methods=methods,
-                  protocol=dict(pretrain_iters=args.pretrain_iters or 'config',
+                  methods=methods, dataset=args.dataset,
+                  protocol=dict(table=f'benchmarks/protocols/{dataset["protocol"]}',
+                                pretrain_iters=args.pretrain_iters or 'config',
                                 iters=args.iters or 'config',
-                                stage1='configs/demo/faster-rcnn_r18_fpn_demo_sup-*_pretrain.py'),
+                                stage1=protocol['pretrain'],
+                                stage2={k: v[1] for k, v in protocol['stage2'].items()}),
                   device='cpu', machine=f'{platform.machine()} {os.cpu_count()} cores',
                   minutes=minutes)
 

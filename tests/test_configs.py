@@ -29,3 +29,49 @@ def test_config_builds(path):
         assert sampler.type == 'MultiSourceSampler'
         assert sampler.batch_size == cfg.train_dataloader.batch_size
         assert model.teacher is not model.student
+
+
+DEEPPCB = sorted(glob.glob(osp.join(ROOT, 'configs', 'deeppcb', '*_*.py')))
+
+
+def test_own_data_is_set_in_one_place(tmp_path):
+    """A user's copy of configs/deeppcb changes its data by rewriting data.py alone: data
+    root, classes, annotation files and scale reach every run's dataloaders, evaluator, the
+    detector's and the pseudo-label policy's num_classes."""
+    import shutil
+    configs = tmp_path / 'configs'
+    shutil.copytree(osp.join(ROOT, 'configs'), configs)
+    (configs / 'deeppcb' / 'data.py').write_text(
+        "data_root = 'data/mine/'\n"
+        "classes = ('scratch', 'dent', 'stain')\n"
+        "image_prefix = 'pictures/'\n"
+        "labeled_ann_file = 'labeled.json'\n"
+        "unlabeled_ann_file = 'unlabeled.json'\n"
+        "val_ann_file = 'val.json'\n"
+        "all_labeled_ann_file = 'all.json'\n"
+        "image_size = (400, 300)\n"
+        "crop_size = (160, 160)\n")
+    names = [osp.basename(p) for p in DEEPPCB if not p.endswith('deeppcb_base.py')]
+    assert len(names) == 6
+    for name in names:
+        cfg = Config.fromfile(str(configs / 'deeppcb' / name))
+        semi = cfg.model.type != 'FasterRCNN'
+        detector = cfg.model.detector if semi else cfg.model
+        assert detector.roi_head.bbox_head.num_classes == 3, name
+        if semi:
+            assert cfg.model.pseudo_label.num_classes == 3
+        train = cfg.train_dataloader.dataset
+        leaves = train.datasets if semi else [train]
+        expected = ['labeled.json', 'unlabeled.json'] if semi else \
+            ['all.json' if 'sup-all' in name else 'labeled.json']
+        assert [d.ann_file for d in leaves] == expected, name
+        for dataset in leaves + [cfg.val_dataloader.dataset, cfg.test_dataloader.dataset]:
+            assert dataset.data_root == 'data/mine/'
+            assert dataset.metainfo['classes'] == ('scratch', 'dent', 'stain')
+            assert dataset.data_prefix['img'] == 'pictures/'
+            steps = {s['type']: s for s in dataset.pipeline}
+            assert steps['Resize']['scale'] == (400, 300), name
+        assert cfg.val_dataloader.dataset.ann_file == 'val.json'
+        assert cfg.val_evaluator.ann_file == 'data/mine/val.json'
+        crops = [s for d in leaves for s in d.pipeline if s['type'] == 'RandomCrop']
+        assert crops and all(s['crop_size'] == (160, 160) for s in crops), name

@@ -1,0 +1,29 @@
+# Mean teacher on DeepPCB, stage 2: the 10% labeled scans + the other 900 unlabeled, from the
+# 10% stage-1 checkpoint, with the supervised stage 2's schedule, labeled images per
+# iteration (4) and iterations. The teacher (the stage-1 model, then an EMA of the student)
+# labels a weak view of 4 unlabeled scans per iteration; per-class thresholds adapt to its
+# scores, with an ignored band between low and high.
+_base_ = ['./faster-rcnn_r18_fpn_deeppcb_sup-10pct.py']
+
+detector = _base_.model
+model = dict(
+    _delete_=True,
+    type='TeacherStudent',
+    detector=detector,
+    data_preprocessor=dict(type='MultiBranchDataPreprocessor',
+                           data_preprocessor=detector.data_preprocessor),
+    pseudo_label=dict(
+        type='DynamicThreshold', num_classes={{_base_.num_classes}}, init_high=0.6,
+        init_low=0.3, momentum=0.98, high_floor=0.35, high_ceil=0.9, low_floor=0.15,
+        low_ceil=0.6, min_count=50),
+    ignore_iof_thr=0.5,
+    unsup_weight=1.0,
+    predict_on='teacher')
+train_dataloader = dict(_delete_=True, **_base_.semi_train_dataloader)
+val_cfg = dict(type='TeacherStudentValLoop')
+custom_hooks = [
+    dict(type='SafeCheckpointHook'),
+    dict(type='DataCheckHook'),
+    dict(type='MeanTeacherHook', momentum_decay=0.99, burn_in_iters=0),
+    dict(type='PseudoLabelVisHook', interval=100),
+]

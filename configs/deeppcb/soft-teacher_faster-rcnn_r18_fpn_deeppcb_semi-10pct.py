@@ -1,0 +1,14 @@
+# Soft Teacher on DeepPCB, stage 2: the mean-teacher run's data, schedule and thresholds, plus
+# the teacher's background scores weighting the student's background proposals and box
+# jittering choosing the regression pseudo boxes.
+_base_ = ['./mean-teacher_faster-rcnn_r18_fpn_deeppcb_semi-10pct.py']
+
+model = dict(
+    type='SoftTeacher',
+    initial_score_thr=0.3,
+    rpn_pseudo_thr=0.5,
+    reg_pseudo_thr=0.03,
+    jitter_times=10,
+    jitter_scale=0.06,
+    soft_background=True,
+    unsup_weight=1.0)
