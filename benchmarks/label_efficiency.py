@@ -1,7 +1,7 @@
-"""Label efficiency of the 2D recipes over several seeds: supervised 10% vs semi-supervised vs
+"""Label efficiency of the 2D recipes over several seeds: supervised on a labeled subset vs semi-supervised vs
 oracle (100% labels), in the two-stage protocol, on the demo data or on DeepPCB.
 
-Per seed: stage 1 trains the detector from scratch on the 10% labeled images (and, for the
+Per seed: stage 1 trains the detector from scratch on the labeled subset (and, for the
 oracle, on all labels); stage 2 continues each from its checkpoint for the same iterations
 with the same schedule and 4 labeled images per iteration: supervised (``sup``), each
 semi-supervised method (teacher ``semi``, student ``semi_student``), each ablation (one
@@ -15,8 +15,8 @@ change to a method's config), and the oracle on all labels. The gap closed is
 ``--dataset`` selects the protocol table (``benchmarks/protocols/{dataset}.json``: which
 config trains each stage) and its data: ``demo`` (the synthetic scenes, generated when
 missing) or ``deeppcb`` (real PCB scans from ``--deeppcb-source``, default
-``../shared/data/deeppcb``, linked read-only under ``data/deeppcb`` with the 10% split
-written beside them).
+``../shared/data/deeppcb``, linked read-only under ``data/deeppcb`` with the protocol's
+split, 2% labeled, written beside them).
 
 Runs go to ``{work_dir}/seed{seed}/...``; the default work dir of ``demo`` is the demo's, so
 that with ``--reuse`` the runs ``tools/demo.py --seed S`` finished are not trained again.
@@ -109,8 +109,9 @@ def scratch_options(protocol, pretrain_iters, iters):
     stage 1 + stage 2, with the LR step where stage 2 has it."""
     from mmengine.config import Config
     root = protocol['root']
+    labels = protocol['stage2']['sup'][0]
     pretrain_iters = pretrain_iters or Config.fromfile(
-        osp.join(root, protocol['pretrain']['10pct'])).train_cfg.max_iters
+        osp.join(root, protocol['pretrain'][labels])).train_cfg.max_iters
     iters = iters or Config.fromfile(
         osp.join(root, protocol['stage2']['sup'][1])).train_cfg.max_iters
     total = pretrain_iters + iters
@@ -158,7 +159,8 @@ def main(argv=None):
     args.work_dir = args.work_dir or dataset['work_dir']
     args.out = args.out or osp.join(ROOT, 'benchmarks', 'results', dataset['out'])
     if args.dataset == 'deeppcb':
-        ensure_deeppcb(osp.join(ROOT, protocol['data']), args.deeppcb_source)
+        ensure_deeppcb(osp.join(ROOT, protocol['data']), args.deeppcb_source,
+                       protocol['labeled_percent'])
     else:
         ensure_data(osp.join(ROOT, protocol['data']))
     names = list(args.methods) + list(args.ablations)
@@ -213,7 +215,7 @@ def main(argv=None):
 
     print(f'\nseeds {args.seeds}; mean ± std over seeds | per seed\n')
     print('| run | bbox mAP | per seed |\n| --- | --- | --- |')
-    print(f'| supervised, 10% labels | {fmt(best, "sup")} |')
+    print(f"| supervised, labeled subset only | {fmt(best, 'sup')} |")
     for name in names:
         print(f'| {name} teacher | {fmt(name, "semi")} |')
         print(f'| {name} student | {fmt(name, "semi_student")} |')

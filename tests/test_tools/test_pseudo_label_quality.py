@@ -381,7 +381,7 @@ def test_a_crop_before_the_views_is_left_out(tiny_demo):
     teacher on whole images, or most hidden boxes would lie outside what it saw."""
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(ROOT, 'configs/deeppcb/'
-                                         'mean-teacher_faster-rcnn_r18_fpn_deeppcb_semi-10pct.py'))
+                                         'mean-teacher_faster-rcnn_r18_fpn_deeppcb_semi.py'))
     unlabeled = cfg.train_dataloader.dataset.datasets[1]
     assert any(s['type'] == 'RandomCrop' for s in unlabeled.pipeline)
     cfg.merge_from_dict({'train_dataloader.dataset.datasets.1.data_root': tiny_demo + '/',

@@ -1,7 +1,7 @@
 # Soft Teacher on DeepPCB, stage 2: the mean-teacher run's data, schedule and thresholds, plus
 # the teacher's background scores weighting the student's background proposals and box
 # jittering choosing the regression pseudo boxes.
-_base_ = ['./mean-teacher_faster-rcnn_r18_fpn_deeppcb_semi-10pct.py']
+_base_ = ['./mean-teacher_faster-rcnn_r18_fpn_deeppcb_semi.py']
 
 model = dict(
     type='SoftTeacher',

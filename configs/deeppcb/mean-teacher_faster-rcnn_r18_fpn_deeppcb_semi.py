@@ -1,9 +1,9 @@
-# Mean teacher on DeepPCB, stage 2: the 10% labeled scans + the other 900 unlabeled, from the
-# 10% stage-1 checkpoint, with the supervised stage 2's schedule, labeled images per
+# Mean teacher on DeepPCB, stage 2: the labeled scans + the unlabeled ones (data.py), from the
+# stage-1 checkpoint of the labeled scans, with the supervised stage 2's schedule, labeled images per
 # iteration (4) and iterations. The teacher (the stage-1 model, then an EMA of the student)
 # labels a weak view of 4 unlabeled scans per iteration; per-class thresholds adapt to its
 # scores, with an ignored band between low and high.
-_base_ = ['./faster-rcnn_r18_fpn_deeppcb_sup-10pct.py']
+_base_ = ['./faster-rcnn_r18_fpn_deeppcb_sup.py']
 
 detector = _base_.model
 model = dict(

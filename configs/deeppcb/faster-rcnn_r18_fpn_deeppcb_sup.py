@@ -1,4 +1,4 @@
-# DeepPCB stage 2, supervised: continue the 10% stage-1 model on the same 10% for as many
+# DeepPCB stage 2, supervised: continue the stage-1 model on the same labeled scans for as many
 # iterations, with the schedule and labeled-image augmentation of every stage-2 run: the
 # baseline the semi-supervised runs must beat. The benchmark passes the stage-1 checkpoint.
 _base_ = ['./deeppcb_base.py', '../_base_/schedules/demo_finetune.py']
@@ -11,4 +11,4 @@ param_scheduler = [
          milestones=[int(max_iters * 0.75)], gamma=0.1),
 ]
 train_dataloader = dict(dataset=dict(pipeline={{_base_.labeled_pipeline}}))
-load_from = 'work_dirs/deeppcb/seed0/faster-rcnn_r18_fpn_deeppcb_sup-10pct_pretrain/iter_1200.pth'
+load_from = 'work_dirs/deeppcb/seed0/faster-rcnn_r18_fpn_deeppcb_sup_pretrain/iter_1200.pth'

@@ -1,7 +1,0 @@
-# DeepPCB stage 1: supervised from scratch on 10% of the train scans (fold 1 of
-# tools/misc/split_coco.py, 100 images). Every stage-2 run on these labels starts from its
-# checkpoint (benchmarks/label_efficiency.py --dataset deeppcb passes it as load_from).
-_base_ = ['./deeppcb_base.py', '../_base_/schedules/demo_pretrain.py']
-
-max_iters = 1200
-train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
