@@ -1,5 +1,6 @@
-"""Label efficiency of the 2D recipes over several seeds: supervised on a labeled subset vs semi-supervised vs
-oracle (100% labels), in the two-stage protocol, on the demo data or on DeepPCB.
+"""Label efficiency of the 2D recipes over several seeds: supervised on a labeled subset vs
+semi-supervised vs oracle (100% labels), in the two-stage protocol, on the demo data or on
+DeepPCB.
 
 Per seed: stage 1 trains the detector from scratch on the labeled subset (and, for the
 oracle, on all labels); stage 2 continues each from its checkpoint for the same iterations
@@ -73,6 +74,13 @@ ABLATIONS = {
                   'model.pseudo_label.score_thr=0.9', 'model.initial_score_thr=0.5',
                   'model.rpn_pseudo_thr=0.9', 'model.reg_pseudo_thr=0.02'],
                  "Soft Teacher with mmdet's COCO thresholds (0.9 / 0.5 / 0.9 / 0.02)"),
+    'st_strict': ('soft_teacher',
+                  ['model.pseudo_label.init_high=0.9', 'model.pseudo_label.high_floor=0.8',
+                   'model.pseudo_label.high_ceil=0.95', 'model.pseudo_label.init_low=0.5',
+                   'model.pseudo_label.low_floor=0.3', 'model.pseudo_label.low_ceil=0.7',
+                   'model.initial_score_thr=0.5', 'model.rpn_pseudo_thr=0.9'],
+                  'thresholds held high: adaptive confident from 0.9 (floor 0.8), ignored band '
+                  "from 0.5 (floor 0.3), mmdet's initial (0.5) and RPN (0.9) thresholds"),
 }
 # Ablations without stage 1: the run starts from scratch (no burn-in) and trains as many
 # iterations as stage 1 + stage 2, with stage 2's LR step at the same iteration.
