@@ -129,16 +129,17 @@ def config_digest(config: str, root: str = '') -> str:
 def run_once(config: str, run_dir: str, cfg_options: List[str], root: str,
              reuse: bool = False, need_checkpoint: bool = False,
              marker: str = 'bbox_mAP') -> dict:
-    """Train ``config`` (relative to the repository ``root``) in ``run_dir`` once, or with ``reuse`` take the finished run found
-    there when it came from the same resolved config and options (``ssl_det_run.json``)
-    and, with ``need_checkpoint``, left its checkpoint.
+    """Train ``config`` (relative to the repository ``root``) in ``run_dir`` once, or with
+    ``reuse`` take the finished run found there when it came from the same resolved config
+    and options (``ssl_det_run.json``) and, with ``need_checkpoint``, left its checkpoint.
 
     Returns:
         dict: ``metrics`` (the final evaluation), ``seconds`` (None when reused),
         ``work_dir``, ``config``.
     """
     spec_file = osp.join(run_dir, 'ssl_det_run.json')
-    spec = dict(config=config, cfg_options=list(cfg_options), config_sha=config_digest(config, root))
+    spec = dict(config=config, cfg_options=list(cfg_options),
+                config_sha=config_digest(config, root))
     done = {}
     if reuse and osp.isfile(spec_file) and json.load(open(spec_file)) == spec:
         done = last_metrics(run_dir, marker)
