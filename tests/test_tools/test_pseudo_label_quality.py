@@ -123,12 +123,17 @@ def test_hidden_labels_pairing_and_errors(tmp_path):
     name, boxes, labels = hidden[1]
     assert name == 'train/1.png' and boxes.tolist() == [[1, 2, 4, 6]] and labels.tolist() == [1]
     assert hidden[2][2].tolist() == [0]
-    quality.check_hidden_images([(1, '/data/images/train/1.png', 'u.json')], hidden, 'h.json')
+    # paired by file, not by id: images_to_coco.py numbers an unlabeled file anew
+    paired = quality.pair_hidden_images([(1, '/data/images/train/2.png', 'u.json'),
+                                         (5, '/data/images/train/1.png', 'u.json')],
+                                        hidden, 'h.json')
+    assert paired[1] is hidden[2] and paired[5] is hidden[1]
     with pytest.raises(ValueError, match=r'image id 3 \(/d/3.png\) of the unlabeled split '
                                          r'u.json is not in --hidden-labels h.json'):
-        quality.check_hidden_images([(3, '/d/3.png', 'u.json')], hidden, 'h.json')
-    with pytest.raises(ValueError, match=r"image id 2 is /d/9.png .* 'train/2.png'"):
-        quality.check_hidden_images([(2, '/d/9.png', 'u.json')], hidden, 'h.json')
+        quality.pair_hidden_images([(3, '/d/3.png', 'u.json')], hidden, 'h.json')
+    # the whole file_name must end the path: another folder's 2.png is not train/2.png
+    with pytest.raises(ValueError, match=r'image id 2 \(/d/val/2.png\) .* is not in'):
+        quality.pair_hidden_images([(2, '/d/val/2.png', 'u.json')], hidden, 'h.json')
 
 
 @pytest.mark.parametrize('config', [SEMI_CFG, SOFT_CFG])

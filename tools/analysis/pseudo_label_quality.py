@@ -32,8 +32,9 @@ policy's ``update`` is not called, so adaptive thresholds stay as loaded):
 
 Each prediction is mapped from the weak view back to the original image with the inverse
 of the view's ``homography_matrix`` and matched with the image's boxes in ``--hidden-labels``
-(the full labeled COCO file the split was made from; images are paired by id and must have
-the same file name): greedy in score order over all tiers at once, a prediction takes the
+(a labeled COCO file that holds the unlabeled images, e.g. the one the split was made from;
+images are paired by file name, so an unlabeled file from ``images_to_coco.py``, which
+numbers its images anew, works too): greedy in score order over all tiers at once, a prediction takes the
 unmatched box of its class with the highest IoU >= ``--iou``. A prediction of an object
 already taken by a higher-scoring one is a false positive (counted as a ``duplicate``).
 
@@ -51,6 +52,7 @@ import json
 import logging
 import os
 import os.path as osp
+import posixpath
 import random
 import sys
 from collections import OrderedDict
@@ -226,22 +228,33 @@ def load_hidden_labels(ann_file: str, class_names: Sequence[str]) -> Tuple[dict,
     return hidden, skipped
 
 
-def check_hidden_images(images: Sequence[Tuple[int, str, str]], hidden: dict,
-                        hidden_file: str) -> None:
-    """Every ``(image id, image path, unlabeled ann file)`` must be in ``hidden`` under the
-    same file name (compared by base name); raise a ValueError naming the image otherwise."""
+def pair_hidden_images(images: Sequence[Tuple[int, str, str]], hidden: dict,
+                       hidden_file: str) -> Dict[int, tuple]:
+    """``{image id: hidden entry}`` for every ``(image id, image path, unlabeled ann file)``.
+
+    Images are paired by file, not by id: a hidden image pairs with an unlabeled one when its
+    ``file_name`` ends the unlabeled image's path (``b/1.jpg`` pairs with
+    ``data/images/b/1.jpg``). A split of the hidden file keeps its ids, but an unlabeled file
+    written by ``images_to_coco.py`` numbers its images anew. An image that pairs with none, or
+    with several, is a ValueError naming it."""
+    by_base: Dict[str, list] = {}
+    for entry in hidden.values():
+        name = posixpath.normpath(entry[0].replace('\\', '/'))
+        by_base.setdefault(osp.basename(name), []).append((name, entry))
+    paired = {}
     for img_id, img_path, ann_file in images:
-        if img_id not in hidden:
+        path = '/' + img_path.replace('\\', '/')
+        found = [entry for name, entry in by_base.get(osp.basename(path), [])
+                 if path.endswith('/' + name)]
+        if len(found) != 1:
+            what = 'is not' if not found else f'matches {len(found)} images'
             raise ValueError(
-                f'image id {img_id} ({img_path}) of the unlabeled split {ann_file} is not in '
-                f'--hidden-labels {hidden_file}; pass the full labeled file the split was '
-                'made from (e.g. annotations/instances_train.json)')
-        name = hidden[img_id][0]
-        if osp.basename(name) != osp.basename(img_path):
-            raise ValueError(
-                f'image id {img_id} is {img_path} in the unlabeled split {ann_file} but '
-                f'{name!r} in --hidden-labels {hidden_file}; the files number their images '
-                'differently: pass the labeled file the split was made from')
+                f'image id {img_id} ({img_path}) of the unlabeled split {ann_file} {what} in '
+                f'--hidden-labels {hidden_file} (paired by file name); pass the labeled file '
+                'that holds the unlabeled images\' boxes, with file names relative to the '
+                'same image folder (e.g. annotations/instances_train.json)')
+        paired[img_id] = found[0]
+    return paired
 
 
 # ---------------------------------------------------------------- model and data
@@ -428,8 +441,9 @@ def evaluate(cfg, checkpoint: str, hidden_file: str, iou_thr: float = 0.5,
     class_names = list(datasets[0].metainfo['classes'])
     items = [(d, i) for d in datasets for i in range(len(d))][:max_images]
     hidden, skipped = load_hidden_labels(hidden_file, class_names)
-    check_hidden_images([(int(d.get_data_info(i)['img_id']), d.get_data_info(i)['img_path'],
-                          d.ann_file) for d, i in items], hidden, hidden_file)
+    paired = pair_hidden_images([(int(d.get_data_info(i)['img_id']),
+                                  d.get_data_info(i)['img_path'], d.ann_file)
+                                 for d, i in items], hidden, hidden_file)
     model, source = load_teacher_student(cfg, checkpoint, device)
     loader = torch.utils.data.DataLoader(SeededSamples(items, seed), batch_size=batch_size,
                                          num_workers=num_workers, collate_fn=pseudo_collate)
@@ -444,7 +458,7 @@ def evaluate(cfg, checkpoint: str, hidden_file: str, iou_thr: float = 0.5,
             if sample.img_id in seen:  # an unreadable image's stand-in, already scored
                 continue
             seen.add(sample.img_id)
-            _, gt_boxes, gt_labels = hidden[sample.img_id]
+            _, gt_boxes, gt_labels = paired[sample.img_id]
             found = score_image(boxes, scores, labels, tiers, sample.homography_matrix,
                                 gt_boxes, gt_labels, len(class_names), iou_thr)
             for key in counts:
