@@ -39,8 +39,9 @@ def load_protocol(path: str) -> dict:
     A protocol names, with paths relative to its repository: ``pretrain`` (labeled set →
     stage-1 config), ``stage2`` (run name → ``[labeled set, config]``), ``marker`` (a key
     of the final evaluation, e.g. ``bbox_mAP``), ``pretrain_lr_step`` (stage 1's schedule
-    has an LR step to keep at 75% of its iterations) and ``data`` (the data root). The
-    returned dict adds ``root``, the repository that holds the file.
+    has an LR step to keep at 75% of its iterations), ``data`` (the data root) and, for
+    data split by the benchmark, ``labeled_percent``. The returned dict adds ``root``, the
+    repository that holds the file.
     """
     with open(path) as f:
         protocol = json.load(f)
