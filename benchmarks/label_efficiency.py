@@ -37,7 +37,7 @@ import sys
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from ssl_det.utils import experiment  # noqa: E402
-from tools.demo import ensure_data  # noqa: E402
+from tools.demo import ensure_data, ensure_split  # noqa: E402
 
 DATASETS = {
     'demo': dict(protocol='demo.json', work_dir='work_dirs/demo',
@@ -93,10 +93,9 @@ ABLATIONS.update(FROM_SCRATCH)
 KEYS = ('sup', 'semi', 'semi_student', 'oracle', 'gap_closed', 'gain')
 
 
-def ensure_deeppcb(data_root: str, source: str = DEEPPCB_SOURCE, percent: float = 10) -> None:
+def ensure_deeppcb(data_root: str, source: str, percent: float) -> None:
     """Link DeepPCB's read-only ``images/`` and ``annotations/`` under ``data_root`` and
     write its labeled / unlabeled split (fold 1, ``percent``%) to ``data_root/semi_anns``."""
-    from ssl_det.datasets.coco_split import split_coco
     for name in ('images', 'annotations'):
         link, target = osp.join(data_root, name), osp.join(osp.abspath(source), name)
         if not osp.exists(link):
@@ -105,11 +104,7 @@ def ensure_deeppcb(data_root: str, source: str = DEEPPCB_SOURCE, percent: float 
                          'missing); pass --deeppcb-source (see data/README.md)')
             os.makedirs(data_root, exist_ok=True)
             os.symlink(target, link)
-    train = osp.join(data_root, 'annotations', 'instances_train.json')
-    tag = f'{percent:g}'
-    if not osp.isfile(osp.join(data_root, 'semi_anns', f'instances_train.1@{tag}-unlabeled.json')):
-        print(f'[benchmark] making the {tag}% labeled split of {train}', flush=True)
-        split_coco(train, [percent], folds=1, out_dir=osp.join(data_root, 'semi_anns'))
+    ensure_split(data_root, percent)
 
 
 def scratch_options(protocol, pretrain_iters, iters):

@@ -48,18 +48,24 @@ TASKS = {
 }
 
 
+def ensure_split(data_root: str, percent: float) -> None:
+    """Write fold 1 of the ``percent``% labeled / unlabeled split of
+    ``data_root/annotations/instances_train.json`` to ``data_root/semi_anns`` unless present."""
+    from ssl_det.datasets.coco_split import split_coco
+    ann = osp.join(data_root, 'annotations', 'instances_train.json')
+    split_dir = osp.join(data_root, 'semi_anns')
+    if not osp.isfile(osp.join(split_dir, f'instances_train.1@{percent:g}-unlabeled.json')):
+        print(f'[demo] making the {percent:g}% labeled split of {ann}', flush=True)
+        split_coco(ann, [percent], folds=1, out_dir=split_dir)
+
+
 def ensure_data(data_root: str = DATA_ROOT) -> None:
     """Generate the demo data and its 10% split unless present."""
-    from ssl_det.datasets.coco_split import split_coco
     from ssl_det.datasets.demo_data import make_demo_data
-    ann = osp.join(data_root, 'annotations', 'instances_train.json')
-    if not osp.isfile(ann):
+    if not osp.isfile(osp.join(data_root, 'annotations', 'instances_train.json')):
         print(f'[demo] generating demo data in {data_root}', flush=True)
         make_demo_data(data_root)
-    split_dir = osp.join(data_root, 'semi_anns')
-    if not osp.isfile(osp.join(split_dir, 'instances_train.1@10-unlabeled.json')):
-        print('[demo] making the 10% labeled / 90% unlabeled split', flush=True)
-        split_coco(ann, [10], folds=1, out_dir=split_dir)
+    ensure_split(data_root, 10)
 
 
 def metric(metrics: dict, key: str, network: str = ''):
