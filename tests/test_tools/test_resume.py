@@ -56,7 +56,13 @@ def test_resumed_run_equals_the_uninterrupted_one(tiny_demo, tmp_path):
     stopped after 3 and resumed (crossing an epoch of the sampler) or not; the resume
     skipped the trained batches by index, without loading them."""
     full = tmp_path / 'full'
-    train(tiny_demo, full, 6)
+    runner = train(tiny_demo, full, 6)
+    # the sampler's epochs ended inside one DataLoader iterator: mmengine never restarted it
+    # (a restart pauses 2 s and refills the workers)
+    assert runner.train_loop.dataloader.batch_sampler._epoch >= 1
+    assert runner.train_loop.dataloader_iterator._epoch == 0
+    assert 'Reach the end of the dataloader' not in open(
+        glob.glob(str(full / '*' / '*.log'))[0]).read()
     resumed_dir = tmp_path / 'resumed'
     resumed_dir.mkdir()
     shutil.copy(full / 'iter_3.pth', resumed_dir / 'iter_3.pth')  # as if killed after 3

@@ -24,6 +24,10 @@ class IterBasedTrainLoop(MMEngineIterBasedTrainLoop):
       (the config's ``batch_sampler``, or batches of its ``sampler`` in order), and
     * the dataset in :class:`~ssl_det.datasets.resumable.SeededDataset`,
 
+    The batch sampler is endless: where an epoch of the sampler (``DefaultSampler``,
+    ``MultiSourceSampler``) ends it moves to the next epoch itself, so the DataLoader and its
+    workers never restart (mmengine restarts them with a 2 s pause every epoch).
+
     so that every sample's augmentation is seeded by its draw. A run resumed at iteration
     ``k`` then fast-forwards the samplers ``k`` batches by index (mmengine loads and decodes
     all ``k`` batches again), restores the random states saved by ``RandomStateHook``, and
@@ -44,7 +48,7 @@ class IterBasedTrainLoop(MMEngineIterBasedTrainLoop):
                                          dataset=dataloader['dataset'])
             dataloader['batch_sampler'] = dict(type='ssl_det.ResumableBatchSampler',
                                                batch_sampler=dataloader.get('batch_sampler'),
-                                               seed=runner.seed)
+                                               seed=runner.seed, endless=True)
         super().__init__(runner, dataloader, *args, **kwargs)
 
     def run(self):
