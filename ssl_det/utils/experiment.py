@@ -119,11 +119,31 @@ def _checkpoint(work_dir: str) -> Optional[str]:
     return None
 
 
+# Top-level config keys a run reads besides the Runner's arguments (tools/train.py, ssl_det)
+_RUN_KEYS = ('runner_type', 'trust_checkpoint', 'fast_roi_align', 'launcher', 'default_scope')
+
+
+def run_settings(cfg) -> dict:
+    """The settings of a resolved config that a run reads: the Runner's arguments and
+    ssl_det's own keys (``_RUN_KEYS``). The config files' helper variables (a list of
+    transforms, a crop size) are left out: what they set is already inside those settings,
+    so editing one that a run does not use (stage 2's colour operations, for a stage-1
+    config with the same base) does not change its digest."""
+    import inspect
+
+    from mmengine.runner import Runner
+    keys = (set(inspect.signature(Runner.__init__).parameters) - {'self', 'cfg'}) | set(
+        _RUN_KEYS)
+    return {key: cfg[key] for key in sorted(keys) if key in cfg}
+
+
 def config_digest(config: str, root: str = '') -> str:
-    """SHA-256 of a config (absolute, or relative to ``root``) with its bases resolved: a
-    reused run must come from the same settings, not only from a file of the same name."""
+    """SHA-256 of the settings a run of ``config`` (absolute, or relative to ``root``)
+    reads, with its bases resolved (:func:`run_settings`): a reused run must come from the
+    same settings, not only from a file of the same name."""
     from mmengine.config import Config
-    text = Config.fromfile(osp.join(root, config)).pretty_text
+    settings = run_settings(Config.fromfile(osp.join(root, config)).to_dict())
+    text = json.dumps(settings, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -56,14 +56,23 @@ def test_stage_two_continues_stage_one_and_reuse_follows_options(tiny_demo, tmp_
 
 
 def test_config_digest_follows_the_resolved_settings(tmp_path, monkeypatch):
-    """A reused run must have the same settings: the digest changes when a base changes."""
+    """A reused run must have the same settings: the digest changes when a base changes what
+    the run reads, through a helper variable too; a helper nothing reads does not count."""
     base = tmp_path / 'base.py'
     child = tmp_path / 'child.py'
-    base.write_text('a = 1\n')
-    child.write_text("_base_ = ['./base.py']\nb = 2\n")
+    base.write_text('steps = [1]\nunused = [2]\ntrain_cfg = dict(max_iters=4)\n')
+    child.write_text("_base_ = ['./base.py']\nmodel = dict(type='M', steps=_base_.steps)\n"
+                     'fast_roi_align = True\n')
     first = experiment.config_digest(str(child))
     assert experiment.config_digest(str(child)) == first
-    base.write_text('a = 3\n')
+    edits = ['steps = [3]\nunused = [2]\ntrain_cfg = dict(max_iters=4)\n',  # via model
+             'steps = [1]\nunused = [2]\ntrain_cfg = dict(max_iters=5)\n']  # a run key
+    for text in edits:
+        base.write_text(text)
+        assert experiment.config_digest(str(child)) != first, text
+    base.write_text('steps = [1]\nunused = [9]\ntrain_cfg = dict(max_iters=4)\n')
+    assert experiment.config_digest(str(child)) == first
+    child.write_text(child.read_text().replace('True', 'False'))  # ssl_det's own key
     assert experiment.config_digest(str(child)) != first
 
 
