@@ -69,6 +69,9 @@ ABLATIONS = {
                      'EMA keep-rate 0.999 instead of 0.99'),
     'mt_unsup_2': ('mean_teacher', ['model.unsup_weight=2.0'], 'unsup weight 2 instead of 1'),
     'st_unsup_2': ('soft_teacher', ['model.unsup_weight=2.0'], 'unsup weight 2 instead of 1'),
+    'st_count_cap': ('soft_teacher', ['model.pseudo_label.count_cap=1.0'],
+                     'confident boxes per unlabeled image capped per class at the labeled '
+                     "images' boxes per image (DynamicThreshold count_cap=1)"),
     'st_mmdet': ('soft_teacher',
                  ['model.pseudo_label._delete_=True', 'model.pseudo_label.type=FixedThreshold',
                   'model.pseudo_label.score_thr=0.9', 'model.initial_score_thr=0.5',

@@ -318,3 +318,40 @@ def test_matched_threshold_takes_the_cluster_centres():
     assert matched.score_source == 'labeled_matched' and dynamic.score_source == 'teacher'
     with pytest.raises(ValueError, match='match_iou'):
         MatchedScoreThreshold(num_classes=2, match_iou=0.0)
+
+
+def test_count_cap_raises_high_until_the_teacher_finds_no_more_than_the_labeled_images():
+    """A teacher with 6 boxes of class 0 per image above 0.9 (a few objects and many look-
+    alikes) against 2 per labeled image: class 0's high rises to the edge that leaves 2 per
+    image, above ``high_ceil`` (which holds the uncapped one at 0.8); class 1 (fewer teacher
+    boxes than labeled ones) keeps its threshold."""
+    kwargs = dict(num_classes=2, momentum=0.5, min_count=10, high_ceil=0.8, low_ceil=0.5)
+    capped = DynamicThreshold(count_cap=1.0, **kwargs)
+    free = DynamicThreshold(**kwargs)
+    # per image: class 0 at 0.91 x2, 0.93 x2, 0.97 x2 and 0.1 x4; class 1 at 0.95 and 0.05
+    per_image = [0.91, 0.91, 0.93, 0.93, 0.97, 0.97] + [0.1] * 4 + [0.95, 0.05]
+    per_label = [0] * 10 + [1, 1]
+    scores = torch.tensor(per_image * 4)
+    labels = torch.tensor(per_label * 4)
+    for _ in range(3):
+        capped.update_labeled(torch.tensor([0, 0, 1, 1, 1] * 4), num_images=4)  # 2 and 3
+        capped.update(scores, labels, num_images=4)
+        free.update(scores, labels, num_images=4)
+    high = capped.thresholds()['high']
+    assert high[0].item() == pytest.approx(0.94)  # above the 0.93 pair: 2 per image left
+    assert free.thresholds()['high'][0].item() == pytest.approx(0.8)
+    assert high[1].item() == pytest.approx(free.thresholds()['high'][1].item())
+    split = capped(scores[:12], labels[:12])
+    assert split.confident[:10].sum().item() == 2  # the two 0.97 boxes of class 0
+    assert split.ignored[:6].sum().item() == 4  # the surplus waits in the ignored band
+    # half as many labeled objects per image: the cap halves the confident boxes
+    half = DynamicThreshold(count_cap=0.5, **kwargs)
+    for _ in range(3):
+        half.update_labeled(torch.tensor([0, 0, 1, 1, 1] * 4), num_images=4)
+        half.update(scores, labels, num_images=4)
+    assert half.thresholds()['high'][0].item() == pytest.approx(0.98)
+    assert set(capped.state_dict()) >= {'labeled_boxes', 'labeled_images', 'teacher_images'}
+    with pytest.raises(ValueError, match='num_images'):
+        capped.update(scores, labels)
+    with pytest.raises(ValueError, match='count_cap'):
+        DynamicThreshold(num_classes=2, count_cap=0)

@@ -575,3 +575,28 @@ def test_unsup_classification_loss_follows_teacher_background_scores(monkeypatch
     assert abs(float(soft['unsup_loss_cls']) - float(plain['unsup_loss_cls'])) > 1e-4
     # the regression loss does not read the background weights
     torch.testing.assert_close(soft['unsup_loss_bbox'], ones['unsup_loss_bbox'])
+
+
+def test_count_cap_sees_the_labeled_boxes_and_the_unlabeled_images(monkeypatch):
+    """Both ends of DynamicThreshold's count cap reach it through Soft Teacher: the labeled
+    batch's boxes per class (TeacherStudent.loss) and how many unlabeled images the
+    teacher's detections came from (the unlabeled step)."""
+    model = build(pseudo_label=dict(type='DynamicThreshold', num_classes=5, count_cap=1.0,
+                                    momentum=0.5, min_count=1))
+    policy = model.pseudo_label
+    dets = [InstanceData(bboxes=torch.tensor([[6., 6., 26., 30.]]), scores=torch.tensor([0.95]),
+                         labels=torch.tensor([2])) for _ in range(3)]
+    fake_teacher(monkeypatch, model, dets, [torch.tensor([0.01])] * 3)
+    labeled = sample()
+    labeled.gt_instances = InstanceData(bboxes=torch.tensor([[4., 4., 30., 30.]] * 3),
+                                        labels=torch.tensor([1, 1, 3]))
+    inputs = torch.randn(1, 3, SIZE, SIZE)
+    weak = torch.randn(3, 3, SIZE, SIZE)
+    model.loss({'sup': inputs, 'unsup_teacher': weak, 'unsup_student': weak},
+               {'sup': [labeled], 'unsup_teacher': [sample() for _ in range(3)],
+                'unsup_student': [sample(FLIP) for _ in range(3)]})
+    assert policy.labeled_boxes.tolist() == [0., 2., 0., 1., 0.]
+    assert policy.labeled_images.item() == 1 and policy.teacher_images.item() == 3
+    # the teacher finds class 2, which no labeled image holds: capped out of confidence
+    assert not policy(torch.tensor([0.95]), torch.tensor([2])).confident.item()
+    assert policy(torch.tensor([0.95]), torch.tensor([1])).confident.item()

@@ -236,3 +236,20 @@ def test_student_roi_assigner_ignores_the_band(model_cfg, monkeypatch):
     assert ignore is not None
     torch.testing.assert_close(ignore.bboxes, ignored_box[None])
     assert_band_ignored(assigner, priors, gt_inds, ignored_box, pseudo_box)
+
+
+def test_count_cap_counts_the_unlabeled_images(model_cfg, monkeypatch):
+    """The mean teacher's unlabeled step tells DynamicThreshold's count cap how many images
+    its detections came from (boxes per image are what the cap compares)."""
+    num_classes = model_cfg.detector.roi_head.bbox_head.num_classes
+    model = _build(model_cfg, pseudo_label=dict(type='DynamicThreshold', count_cap=1.0,
+                                                num_classes=num_classes, min_count=1))
+    pred = InstanceData(bboxes=torch.tensor([[4., 8., 20., 30.]]), scores=torch.tensor([0.95]),
+                        labels=torch.tensor([1]))
+    monkeypatch.setattr(model, 'teacher_predict',
+                        lambda inputs, samples: [pred.clone() for _ in samples])
+    model.pseudo_label.update_labeled(torch.tensor([1]), num_images=1)
+    model.pseudo_instances(None, [_sample(np.eye(3)) for _ in range(3)],
+                           [_sample(np.eye(3)) for _ in range(3)])
+    assert model.pseudo_label.teacher_images.item() == 3
+    assert model.pseudo_label.score_hist.sum().item() == 3

@@ -126,6 +126,9 @@ class TeacherStudent(BaseDetector):
         if multi_batch_inputs.get('sup') is not None:
             sup = self.student.loss(multi_batch_inputs['sup'], multi_batch_data_samples['sup'])
             losses.update(rename_loss_dict('sup_', reweight_loss_dict(sup, self.sup_weight)))
+            self.pseudo_label.update_labeled(
+                torch.cat([s.gt_instances.labels for s in multi_batch_data_samples['sup']]),
+                len(multi_batch_data_samples['sup']))
         if self.unsup_active and multi_batch_inputs.get('unsup_teacher') is not None:
             losses.update(self.unsup_loss(
                 multi_batch_inputs['unsup_teacher'], multi_batch_data_samples['unsup_teacher'],
@@ -155,7 +158,7 @@ class TeacherStudent(BaseDetector):
         predictions = self.teacher_predict(weak_inputs, weak_samples)
         scores = torch.cat([p.scores for p in predictions])
         labels = torch.cat([p.labels for p in predictions])
-        self.pseudo_label.update(scores, labels)
+        self.pseudo_label.update(scores, labels, num_images=len(predictions))
         split = self.pseudo_label(scores, labels)
         sizes = [len(p) for p in predictions]
         num_dropped = 0

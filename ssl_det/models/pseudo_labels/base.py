@@ -118,11 +118,18 @@ class BaseThresholdPolicy(nn.Module):
         ignored = (scores >= low) & ~confident
         return PseudoLabelSplit(confident=confident, ignored=ignored)
 
-    def update(self, scores: Tensor, labels: Tensor) -> None:
-        """Adapt to this iteration's teacher detections (all of them, before thresholding).
+    def update(self, scores: Tensor, labels: Tensor, num_images: Optional[int] = None) -> None:
+        """Adapt to this iteration's teacher detections (all of them, before thresholding)
+        on ``num_images`` unlabeled images.
 
-        Static policies ignore it. Args as in :meth:`forward`.
+        Static policies ignore it. ``scores`` and ``labels`` as in :meth:`forward`.
         """
+
+    def update_labeled(self, labels: Tensor, num_images: int) -> None:
+        """See this iteration's labeled ground truth: ``labels`` (M,) of the boxes of
+        ``num_images`` labeled images (after their augmentation). Policies that compare the
+        teacher with the labeled images (``DynamicThreshold(count_cap=...)``) use it;
+        the others ignore it."""
 
     def can_ignore(self) -> bool:
         """Whether some detection can land in the ignored band (``low < high`` for a class)."""

@@ -1,5 +1,5 @@
 """Per-class thresholds that follow the teacher's own score distribution during training."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from mmengine.dist import all_reduce, is_distributed
@@ -76,6 +76,16 @@ class DynamicThreshold(BaseThresholdPolicy):
        ``low = min(low, high)``.
     3. Other classes (rare, unseen lately, or all scores in one bin) keep their thresholds,
        which start at ``init_high`` / ``init_low``.
+    4. With ``count_cap`` (a guard against confirmation bias): a class's ``high`` is raised,
+       never lowered, until the teacher's confident boxes of that class per unlabeled image
+       (from the decayed histogram and image count) are at most ``count_cap`` times the
+       labeled images' boxes of that class per image (decayed the same way, from
+       :meth:`update_labeled`). A teacher that labels every via of a circuit board as a
+       pin-hole finds more pin-holes per image than the labeled images hold, and its
+       surplus lower-scored ones go to the ignored band instead of teaching the student.
+       The cap may lift ``high`` above ``high_ceil`` (to at most 1); ``low`` stays. It
+       applies once the class has ``min_count`` decayed scores (in one bin or more) and
+       labeled images have been seen.
 
     The whole state (decayed histogram, thresholds, update count) is buffers, so it lives in
     ``state_dict`` and loads with ``torch.load(weights_only=True)``.
@@ -95,6 +105,9 @@ class DynamicThreshold(BaseThresholdPolicy):
         num_bins (int): Histogram bins on [0, 1]; thresholds move in steps of
             ``1 / num_bins``. Defaults to 100.
         sync_across_ranks (bool): Sum each update's histogram over ranks. Defaults to True.
+        count_cap (float, optional): Most confident boxes of a class per unlabeled image,
+            as a multiple of the labeled images' boxes of that class per image (4. above);
+            :meth:`update` then needs ``num_images``. None: no cap. Defaults to None.
     """
 
     def __init__(self,
@@ -108,7 +121,8 @@ class DynamicThreshold(BaseThresholdPolicy):
                  low_ceil: float = 0.8,
                  min_count: float = 100.0,
                  num_bins: int = 100,
-                 sync_across_ranks: bool = True) -> None:
+                 sync_across_ranks: bool = True,
+                 count_cap: Optional[float] = None) -> None:
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f'num_classes must be a positive int, got {num_classes!r}.')
         if not 0 <= momentum < 1:
@@ -117,6 +131,8 @@ class DynamicThreshold(BaseThresholdPolicy):
             raise ValueError(f'num_bins must be an int >= 2, got {num_bins!r}.')
         if min_count < 0:
             raise ValueError(f'min_count must be >= 0, got {min_count}.')
+        if count_cap is not None and not count_cap > 0:
+            raise ValueError(f'count_cap must be a positive number or None, got {count_cap}.')
         self._check_bounds(high_floor, high_ceil, low_floor, low_ceil)
         high = thresholds_tensor(init_high, num_classes, 'init_high')
         low = thresholds_tensor(init_low, num_classes, 'init_low')
@@ -131,6 +147,17 @@ class DynamicThreshold(BaseThresholdPolicy):
         self.register_buffer('score_hist', torch.zeros(num_classes, num_bins,
                                                        dtype=torch.float64))
         self.register_buffer('num_updates', torch.zeros((), dtype=torch.long))
+        self.count_cap = count_cap
+        # decayed image counts of the teacher's (unlabeled) images and of the labeled ones,
+        # and the labeled images' decayed boxes per class: the references of the count cap
+        # (saved only with a cap, so that checkpoints of uncapped policies keep their keys)
+        capped = count_cap is not None
+        self.register_buffer('teacher_images', torch.zeros((), dtype=torch.float64),
+                             persistent=capped)
+        self.register_buffer('labeled_images', torch.zeros((), dtype=torch.float64),
+                             persistent=capped)
+        self.register_buffer('labeled_boxes', torch.zeros(num_classes, dtype=torch.float64),
+                             persistent=capped)
 
     @property
     def num_classes(self) -> int:
@@ -157,21 +184,48 @@ class DynamicThreshold(BaseThresholdPolicy):
                              f'hold, got {named}.')
 
     @torch.no_grad()
-    def update(self, scores: Tensor, labels: Tensor) -> None:
+    def update(self, scores: Tensor, labels: Tensor, num_images: Optional[int] = None) -> None:
         """Add this iteration's teacher scores to the histogram and refresh the thresholds.
 
         Args:
             scores (Tensor): (N,) scores of ALL teacher detections (before thresholding),
                 probabilities in [0, 1] (values outside are clamped).
             labels (Tensor): (N,) long class indices.
+            num_images (int, optional): Unlabeled images the detections come from; needed
+                with ``count_cap``.
         """
         self._check_inputs(scores, labels)
+        if self.count_cap is not None and num_images is None:
+            raise ValueError('DynamicThreshold(count_cap=...) compares confident boxes per '
+                             'image: update() needs num_images.')
         batch_hist = self._histogram(scores, labels)
+        images = batch_hist.new_tensor(float(num_images or 0))
         if self.sync_across_ranks and is_distributed():
             all_reduce(batch_hist, op='sum')
+            all_reduce(images, op='sum')
         self.score_hist.mul_(self.momentum).add_(batch_hist)
+        self.teacher_images.mul_(self.momentum).add_(images)
         self.num_updates += 1
         self._refresh_thresholds()
+
+    @torch.no_grad()
+    def update_labeled(self, labels: Tensor, num_images: int) -> None:
+        """Add this iteration's labeled boxes (their ``labels``, on ``num_images`` images) to
+        the decayed per-image reference of ``count_cap``; without it this is a no-op.
+        Under distributed training every rank must call it every iteration."""
+        if self.count_cap is None:
+            return
+        labels = labels.detach().to(self.labeled_boxes.device).long().flatten()
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f'labeled box labels must lie in [0, {self.num_classes}), got '
+                             f'{sorted(set(labels.tolist()))}.')
+        counts = torch.bincount(labels, minlength=self.num_classes).to(torch.float64)
+        images = counts.new_tensor(float(num_images))
+        if self.sync_across_ranks and is_distributed():
+            all_reduce(counts, op='sum')
+            all_reduce(images, op='sum')
+        self.labeled_boxes.mul_(self.momentum).add_(counts)
+        self.labeled_images.mul_(self.momentum).add_(images)
 
     def _histogram(self, scores: Tensor, labels: Tensor) -> Tensor:
         """(C, B) float64 counts of this batch's scores per class and bin."""
@@ -196,9 +250,30 @@ class DynamicThreshold(BaseThresholdPolicy):
         dtype = self.high_thr.dtype
         self.high_thr.copy_(torch.where(ready, high.to(dtype), self.high_thr))
         self.low_thr.copy_(torch.where(ready, low.to(dtype), self.low_thr))
+        if self.count_cap is not None and self.labeled_images > 0 and self.teacher_images > 0:
+            edge = self.count_cap_thresholds()
+            cap = edge.to(dtype)  # rounded up, so that no score of a bin below stays confident
+            cap = torch.where(cap.to(edge.dtype) < edge,
+                              torch.nextafter(cap, torch.full_like(cap, 2.0)), cap)
+            counted = self.score_hist.sum(-1) >= self.min_count
+            self.high_thr.copy_(torch.where(counted, torch.maximum(self.high_thr, cap),
+                                            self.high_thr))
+
+    def count_cap_thresholds(self) -> Tensor:
+        """(C,) per class, the lowest bin edge above which the teacher's decayed boxes per
+        unlabeled image are at most ``count_cap`` times the labeled boxes per image."""
+        per_image = self.score_hist / self.teacher_images.clamp_min(1e-12)
+        # boxes per image scoring at or above each bin's lower edge, and above the last
+        tail = per_image.flip(-1).cumsum(-1).flip(-1)
+        tail = torch.cat([tail, tail.new_zeros(tail.shape[0], 1)], -1)
+        allowed = self.count_cap * self.labeled_boxes / self.labeled_images.clamp_min(1e-12)
+        within = tail <= allowed[:, None] + 1e-9
+        first = within.to(torch.uint8).argmax(-1)  # the last column is always within
+        return first.to(torch.float64) / self.num_bins
 
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, momentum={self.momentum}, '
                 f'high=[{self.high_floor}, {self.high_ceil}], '
                 f'low=[{self.low_floor}, {self.low_ceil}], min_count={self.min_count}, '
-                f'num_bins={self.num_bins}, updates={int(self.num_updates)}')
+                f'num_bins={self.num_bins}, count_cap={self.count_cap}, '
+                f'updates={int(self.num_updates)}')

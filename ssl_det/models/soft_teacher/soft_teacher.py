@@ -113,7 +113,7 @@ class SoftTeacher(TeacherStudent):
                                                    rescale=False)
         scores = torch.cat([d.scores for d in detections])
         labels = torch.cat([d.labels for d in detections])
-        self.pseudo_label.update(scores, labels)
+        self.pseudo_label.update(scores, labels, num_images=len(detections))
         split = self.pseudo_label(scores, labels)
 
         # box-jitter uncertainty of every detection above the initial threshold
