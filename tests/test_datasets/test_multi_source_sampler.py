@@ -263,3 +263,30 @@ def test_empty_source_and_missing_sizes():
                            group_by_aspect_ratio=True)
     with pytest.raises(TypeError, match='ConcatDataset'):
         MultiSourceSampler(FakeImages(3), batch_size=2, seed=0)
+
+
+@pytest.mark.parametrize('group', [False, True])
+def test_every_epoch_and_every_pass_of_a_stream_is_shuffled_anew(group):
+    """Epochs reshuffle the labeled pass, and each pass of the unlabeled stream (here 4
+    unlabeled images, 6 drawn per epoch: passes cross epochs) has its own order: reusing the
+    first pass's order for later ones fails here (it kept the unlabeled batches of later
+    epochs different, which a weaker check accepts)."""
+    dataset = _concat(FakeImages(6, portrait=0), FakeImages(4, portrait=0, tag='u'))
+    sampler = MultiSourceSampler(dataset, batch_size=4, source_ratio=[2, 2], seed=3,
+                                 group_by_aspect_ratio=group)
+    labeled_orders, streams = [], []
+    for epoch in range(8):
+        sampler.set_epoch(epoch)
+        batches = _batches(sampler)
+        labeled_orders.append(tuple(i for b in batches for i in b[:2]))
+        streams.append([i for b in batches for i in b[2:]])
+    assert all(sorted(order) == list(range(6)) for order in labeled_orders)
+    assert len(set(labeled_orders)) >= 6  # 720 orders: 8 epochs hardly repeat one
+    if group:  # each epoch's group stream starts a pass of its own
+        passes = [tuple(s[p:p + 4]) for s in streams for p in (0, 4)]
+        passes = [p for p in passes if len(p) == 4]
+    else:  # one endless stream: epoch e continues where e - 1 stopped
+        stream = sum(streams, [])
+        passes = [tuple(stream[p:p + 4]) for p in range(0, len(stream), 4)]
+    assert len(passes) >= 8 and all(sorted(p) == [6, 7, 8, 9] for p in passes)
+    assert len(set(passes)) >= 5  # 24 orders of 4 images: the passes show many of them

@@ -355,3 +355,17 @@ def test_count_cap_raises_high_until_the_teacher_finds_no_more_than_the_labeled_
         capped.update(scores, labels)
     with pytest.raises(ValueError, match='count_cap'):
         DynamicThreshold(num_classes=2, count_cap=0)
+
+
+def test_dynamic_low_never_exceeds_high_when_low_ceil_is_above_high_ceil():
+    """Bounds may allow low_ceil > high_ceil; Otsu's boundary (about 0.8 here) then sits
+    above the clamped high (0.5), and low must come down to high, not stay above it."""
+    policy = DynamicThreshold(num_classes=1, momentum=0.5, min_count=10, high_floor=0.3,
+                              high_ceil=0.5, low_floor=0.2, low_ceil=0.9)
+    scores, labels = _two_clusters(100, (0.6, 0.7), 100, (0.95, 1.0), seed=4)
+    policy.update(scores, labels)
+    thr = policy.thresholds()
+    assert thr['high'].item() == pytest.approx(0.5)
+    assert thr['low'].item() == pytest.approx(0.5)  # not Otsu's 0.8
+    split = policy(torch.tensor([0.55, 0.45]), torch.tensor([0, 0]))
+    assert split.confident.tolist() == [True, False] and not split.ignored.any()
