@@ -127,13 +127,21 @@ class TeacherStudent(BaseDetector):
             sup = self.student.loss(multi_batch_inputs['sup'], multi_batch_data_samples['sup'])
             losses.update(rename_loss_dict('sup_', reweight_loss_dict(sup, self.sup_weight)))
             self.pseudo_label.update_labeled(
-                torch.cat([s.gt_instances.labels for s in multi_batch_data_samples['sup']]),
+                self.labeled_labels(multi_batch_data_samples['sup']),
                 len(multi_batch_data_samples['sup']))
         if self.unsup_active and multi_batch_inputs.get('unsup_teacher') is not None:
             losses.update(self.unsup_loss(
                 multi_batch_inputs['unsup_teacher'], multi_batch_data_samples['unsup_teacher'],
                 multi_batch_inputs['unsup_student'], multi_batch_data_samples['unsup_student']))
         return losses
+
+    @staticmethod
+    def labeled_labels(samples: SampleList) -> Tensor:
+        """Class labels of every ground-truth box of the labeled samples (what a policy's
+        ``update_labeled`` counts)."""
+        if not samples:
+            return torch.zeros(0, dtype=torch.long)
+        return torch.cat([s.gt_instances.labels for s in samples])
 
     def unsup_loss(self, weak_inputs: Tensor, weak_samples: SampleList, strong_inputs: Tensor,
                    strong_samples: SampleList) -> dict:

@@ -111,6 +111,14 @@ class TeacherStudent3D(TeacherStudent):
                                      multi_batch_data_samples.get('sup'))
         return super().loss(multi_batch_inputs, multi_batch_data_samples)
 
+    @staticmethod
+    def labeled_labels(samples: List) -> Tensor:
+        """Class labels of the labeled scenes' ground-truth boxes (``gt_instances_3d``)."""
+        if not samples:
+            return torch.zeros(0, dtype=torch.long)
+        return torch.cat([torch.as_tensor(s.gt_instances_3d.labels_3d).long().flatten()
+                          for s in samples])
+
     @torch.no_grad()
     def update_from_labeled(self, inputs: Optional[dict], data_samples: Optional[List]) -> None:
         """HSSDA's threshold source: the teacher predicts on the labeled scenes, and the
