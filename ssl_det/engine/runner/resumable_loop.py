@@ -24,15 +24,15 @@ class IterBasedTrainLoop(MMEngineIterBasedTrainLoop):
       (the config's ``batch_sampler``, or batches of its ``sampler`` in order), and
     * the dataset in :class:`~ssl_det.datasets.resumable.SeededDataset`,
 
-    The batch sampler is endless: where an epoch of the sampler (``DefaultSampler``,
-    ``MultiSourceSampler``) ends it moves to the next epoch itself, so the DataLoader and its
-    workers never restart (mmengine restarts them with a 2 s pause every epoch).
-
     so that every sample's augmentation is seeded by its draw. A run resumed at iteration
     ``k`` then fast-forwards the samplers ``k`` batches by index (mmengine loads and decodes
     all ``k`` batches again), restores the random states saved by ``RandomStateHook``, and
     continues with the same batches, augmentations and model randomness as the
     uninterrupted run.
+
+    The batch sampler is endless: where an epoch of the sampler (``DefaultSampler``,
+    ``MultiSourceSampler``) ends it moves to the next epoch itself, so the DataLoader and its
+    workers never restart (mmengine restarts them with a 2 s pause every epoch).
 
     Args:
         resumable (bool): Wrap the dataloader as above. False keeps mmengine's behaviour.
