@@ -10,9 +10,23 @@ in the same run with the peer layout (mmdet3d's PointPillars: mmcv's hard ``Voxe
 with up to 32 points per pillar, padded, then the same per-point layer and a max over the
 padded slots), forward + backward. The metric: ``Box3DAPMetric.compute_metrics`` over the
 val set with the predictions of ``--checkpoint`` (trained weights; up to 50 boxes a frame).
+
+``--semi`` (issue #20's 3D step target) times, on KITTI-scale frames generated in a temporary
+folder (about 20k points and 15-30 boxes each), one training step of the supervised stage-2
+config on ``--frames`` labeled frames against one step of the 3D demo's semi-supervised
+config (HSSDA, ``TeacherStudent3D``) on the same frames as labeled scenes plus the same
+frames through the unlabeled pipeline (weak and strong views): loss, backward, optimizer
+step and, for the semi-supervised step, the EMA update. Both start from one detector that
+``--pretrain-steps`` supervised steps (or ``--checkpoint``) trained, so that the teacher
+predicts realistic tiers. The semi-supervised step is broken into its parts (teacher
+prediction, pseudo-label tiers, student losses, backward). ``semi_over_sup`` is the ratio of
+the medians. With ``--semi`` the JSON gets a ``semi`` section and a top-level
+``semi_over_sup``; the demo-scale part is kept from the existing file.
+
 Writes ``benchmarks/results/pillar_step.json``.
 """
 import argparse
+import copy
 import json
 import os
 import os.path as osp
@@ -52,6 +66,232 @@ def padded_front_end(points, voxel_size, pcr, linear, norm, max_points=32,
     return torch.cat(feats_all)
 
 
+SUP_CONFIG = 'configs/point_cloud/pillar-center_demo3d_sup-10pct_stage2.py'
+SEMI_CONFIG = 'configs/point_cloud/hssda_pillar-center_demo3d_semi-10pct.py'
+# KITTI scale: a 64-beam sensor's ~20k points in the front range and 15-30 objects a frame
+KITTI_SCALE = dict(azimuth_step_deg=0.25, num_beams=48, min_objects=15, max_objects=30)
+
+
+def unique_pillar_index(coors):
+    """``PillarFeatureNet.pillar_index`` as it was: ``torch.unique`` of packed cell keys
+    (the 'before' of the comparison; the tests check that both give the same ids)."""
+    key = coors[:, 0].long() << 40 | coors[:, 2].long() << 20 | coors[:, 3].long()
+    uniq, inverse = torch.unique(key, return_inverse=True)
+    return inverse, len(uniq)
+
+
+class PartTimer:
+    """Wraps methods of objects so that each call's wall time adds to a named part."""
+
+    def __init__(self, sync):
+        self.sync, self.totals = sync, {}
+
+    def wrap(self, obj, name, part):
+        inner = getattr(obj, name)
+
+        def timed(*args, **kwargs):
+            self.sync()
+            start = time.perf_counter()
+            out = inner(*args, **kwargs)
+            self.sync()
+            self.totals[part] = self.totals.get(part, 0.0) + time.perf_counter() - start
+            return out
+        setattr(obj, name, timed)
+
+    def pop(self):
+        totals, self.totals = self.totals, {}
+        return totals
+
+
+def semi_over_sup(args):
+    """The semi-supervised 3D step against the supervised one on the same KITTI-scale
+    frames (see the module doc)."""
+    import tempfile
+
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+
+    import ssl_det  # noqa: F401
+    from mmengine.dataset import pseudo_collate
+
+    from ssl_det.datasets.collate_3d import point_cloud_collate
+    from ssl_det.datasets.demo_data_3d import make_demo_data_3d
+    from ssl_det.engine.hooks import MeanTeacherHook
+    from ssl_det.registry import DATASETS, MODELS
+    init_default_scope('ssl_det')
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    frames, steps = args.frames, args.semi_steps
+    tmp = tempfile.mkdtemp(prefix='pillar_step_')
+    num = max(frames, 16)
+    files = make_demo_data_3d(tmp, num_train=num, num_val=0, seed=3, labeled_percent=None,
+                              splits=('train',), verbose=False, **KITTI_SCALE)
+    root = tmp.rstrip('/') + '/'
+    sup_cfg = Config.fromfile(osp.join(ROOT, SUP_CONFIG))
+    semi_cfg = Config.fromfile(osp.join(ROOT, SEMI_CONFIG))
+    ann = osp.relpath(files['train'], tmp)
+    sup_set = DATASETS.build(dict(sup_cfg.train_dataloader.dataset, data_root=root,
+                                  ann_file=ann))
+    lab_cfg, unlab_cfg = semi_cfg.train_dataloader.dataset.datasets
+    semi_lab = DATASETS.build(dict(lab_cfg, data_root=root, ann_file=ann))
+    semi_unlab = DATASETS.build(dict(unlab_cfg, data_root=root, ann_file=ann))
+
+    torch.manual_seed(0)
+    sup_model = MODELS.build(sup_cfg.model).to(device)  # PyTorch's initialisation
+    sup_model.train()
+    # a detector that predicts: the checkpoint, or a short supervised training here
+    if args.checkpoint:
+        from mmengine.runner import load_checkpoint
+        load_checkpoint(sup_model, args.checkpoint, map_location='cpu')
+    else:
+        optim = torch.optim.AdamW(sup_model.parameters(), lr=2e-3)
+        for step in range(args.pretrain_steps):
+            idx = [(step * frames + j) % num for j in range(frames)]
+            data = sup_model.data_preprocessor(pseudo_collate([sup_set[i] for i in idx]), True)
+            loss = sum(sup_model.loss(data['inputs'], data['data_samples']).values())
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+    weights = {k: v.clone() for k, v in sup_model.state_dict().items()}
+    semi_model = MODELS.build(semi_cfg.model).to(device)
+    semi_model.student.load_state_dict(weights)
+    semi_model.teacher.load_state_dict(weights)
+    semi_model.train()
+    sup_optim = build_optim_wrapper(sup_model, sup_cfg.optim_wrapper)
+    semi_optim = build_optim_wrapper(semi_model, semi_cfg.optim_wrapper)
+    hook = MeanTeacherHook(momentum_decay=0.999)
+
+    timer = PartTimer(sync)
+    timer.wrap(semi_model, 'teacher_predict', 'teacher predict')
+    timer.wrap(semi_model, 'pseudo_instances', 'pseudo labels (with teacher predict)')
+    timer.wrap(semi_model.student, 'loss', 'student losses (forward)')
+    timer.wrap(sup_model, 'loss', 'student losses (forward)')
+
+    def run(model, optim, batch, ema):
+        data = model.data_preprocessor(batch, True)
+        sync()
+        start = time.perf_counter()
+        losses = model.loss(data['inputs'], data['data_samples'])
+        loss, _ = model.parse_losses(losses)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f'non-finite loss: {losses}')
+        t_fwd = time.perf_counter() - start
+        optim.update_params(loss)
+        if ema:
+            hook.ema_update(model, 0.999)
+        sync()
+        total = time.perf_counter() - start
+        parts = timer.pop()
+        parts['loss (forward)'] = t_fwd
+        parts['step'] = total
+        return parts
+
+    # 'before': the head's targets one box at a time (mmdet's gen_gaussian_target per box,
+    # CenterHead3D.get_targets_loop), the pillars found by torch.unique (a sort) and an
+    # NCHW canvas; 'after': the vectorised targets, the dense-grid pillar index and the
+    # channels-last canvas. Same models, same batches, alternating within each step.
+    detectors = [sup_model, semi_model.student, semi_model.teacher]
+
+    def use(variant):
+        for det in detectors:
+            head, enc = det.bbox_head, det.voxel_encoder
+            det.middle_encoder.channels_last = variant == 'after'
+            if variant == 'before':
+                head.get_targets = head.get_targets_loop
+                enc.pillar_index = unique_pillar_index
+            else:
+                head.__dict__.pop('get_targets', None)
+                enc.__dict__.pop('pillar_index', None)
+
+    variants = ('before', 'after')
+    records = {v: dict(sup=[], semi=[]) for v in variants}
+    tiers = []
+    for step in range(args.warmup + steps):
+        idx = [(step * frames + j) % num for j in range(frames)]
+        sup_batch = pseudo_collate([sup_set[i] for i in idx])
+        semi_batch = point_cloud_collate([semi_lab[i] for i in idx] +
+                                         [semi_unlab[i] for i in idx])
+        for variant in variants:
+            use(variant)
+            sup_parts = run(sup_model, sup_optim, copy.deepcopy(sup_batch), ema=False)
+            profile = args.profile and variant == 'after' and step == args.warmup + steps - 1
+            if profile:
+                import cProfile
+                import pstats
+                profiler = cProfile.Profile()
+                profiler.enable()
+            semi_parts = run(semi_model, semi_optim, copy.deepcopy(semi_batch), ema=True)
+            if profile:
+                profiler.disable()
+                print(f'--- the last semi-supervised step (after), by {args.profile_sort}')
+                pstats.Stats(profiler).sort_stats(args.profile_sort).print_stats(args.profile_filter, 30)
+            if step >= args.warmup:
+                records[variant]['sup'].append(sup_parts)
+                records[variant]['semi'].append(semi_parts)
+        pseudo = semi_model.latest_pseudo['data_samples'] if semi_model.latest_pseudo else []
+        tiers.append(dict(
+            high_and_middle=sum(len(s.gt_instances_3d) for s in pseudo) / frames,
+            ignored=sum(len(s.ignored_instances_3d) for s in pseudo) / frames))
+    use('after')
+    packed = [semi_lab[i] for i in range(frames)]
+    points = [len(p['inputs']['sup']['points']) for p in packed]
+    boxes = [len(p['data_samples']['sup'].gt_instances_3d) for p in packed]
+
+    def summary(variant):
+        def median(kind, key):
+            return statistics.median(r.get(key, 0.0) for r in records[variant][kind])
+
+        sup_s, semi_s = median('sup', 'step'), median('semi', 'step')
+        teacher = median('semi', 'teacher predict')
+        pseudo_total = median('semi', 'pseudo labels (with teacher predict)')
+        # what a semi-supervised step cannot do without: the student's step on twice the
+        # frames (labeled + strong views, about two supervised steps) and a teacher pass
+        floor = 2 * sup_s + teacher
+        return dict(
+            sup_step_s=sup_s, semi_step_s=semi_s, semi_over_sup=semi_s / sup_s,
+            floor_s=floor, floor_over_sup=floor / sup_s, semi_over_floor=semi_s / floor,
+            sup_parts={'loss (forward)': median('sup', 'loss (forward)'),
+                       'backward + optimizer step': sup_s - median('sup', 'loss (forward)')},
+            semi_parts={
+                'teacher predict': teacher,
+                'pseudo-label tiers (after predict)': pseudo_total - teacher,
+                'student losses, labeled + strong (forward)':
+                    median('semi', 'student losses (forward)'),
+                'backward + optimizer step + EMA': semi_s - median('semi', 'loss (forward)')},
+            step_times_s=dict(sup=[round(r['step'], 4) for r in records[variant]['sup']],
+                              semi=[round(r['step'], 4) for r in records[variant]['semi']]))
+
+    results = {v: summary(v) for v in variants}
+    print(f'\nKITTI-scale frames: {frames} a batch, points in range per frame '
+          f'{min(points)}-{max(points)}, boxes {min(boxes)}-{max(boxes)}; median of {steps} '
+          f'steps on {args.device}')
+    print('| step | part | before (s) | after (s) |')
+    print('| --- | --- | --- | --- |')
+    before, after = results['before'], results['after']
+    for kind, label in (('sup', f'supervised ({frames} labeled)'),
+                        ('semi', f'semi-supervised ({frames} + {frames})')):
+        for name in after[f'{kind}_parts']:
+            print(f'| {label} | {name} | {before[f"{kind}_parts"][name]:.4f} | '
+                  f'{after[f"{kind}_parts"][name]:.4f} |')
+        print(f'| **{label}** | **step** | **{before[f"{kind}_step_s"]:.4f}** | '
+              f'**{after[f"{kind}_step_s"]:.4f}** |')
+    print(f'| | **semi / sup** | **{before["semi_over_sup"]:.2f}** | '
+          f'**{after["semi_over_sup"]:.2f}** |')
+    print(f'| | floor (2 supervised steps + teacher predict) / sup | '
+          f'{before["floor_over_sup"]:.2f} | {after["floor_over_sup"]:.2f} |')
+    print(f'| | semi / floor | {before["semi_over_floor"]:.2f} | '
+          f'{after["semi_over_floor"]:.2f} |')
+    return dict(after, before=before, frames=frames, steps=steps, warmup=args.warmup,
+                device=args.device,
+                device_name=(torch.cuda.get_device_name(device) if device.type == 'cuda'
+                             else platform.processor() or platform.machine()),
+                threads=torch.get_num_threads(),
+                points_per_frame=[min(points), max(points)],
+                boxes_per_frame=[min(boxes), max(boxes)], pseudo_per_frame=tiers,
+                pretrain_steps=None if args.checkpoint else args.pretrain_steps,
+                sup_config=SUP_CONFIG, semi_config=SEMI_CONFIG)
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--config', default='configs/point_cloud/pillar-center_demo3d_sup-all.py')
@@ -61,7 +301,38 @@ def main(argv=None):
                              'boxes; an untrained one predicts almost none)')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'pillar_step.json'))
+    parser.add_argument('--semi', action='store_true',
+                        help='time the semi-supervised step against the supervised one on '
+                             'KITTI-scale frames (only this part)')
+    parser.add_argument('--frames', type=int, default=4, help='--semi: labeled frames a batch '
+                        '(and as many unlabeled)')
+    parser.add_argument('--semi-steps', type=int, default=8, help='--semi: timed steps')
+    parser.add_argument('--warmup', type=int, default=2, help='--semi: untimed steps first')
+    parser.add_argument('--pretrain-steps', type=int, default=150,
+                        help='--semi: supervised steps that train the shared starting '
+                             'detector (without --checkpoint)')
+    parser.add_argument('--device', default='cpu', help='cpu or cuda')
+    parser.add_argument('--profile', action='store_true',
+                        help='--semi: print a profile of the last semi-supervised step')
+    parser.add_argument('--profile-sort', default='tottime', help='cProfile sort key')
+    parser.add_argument('--profile-filter', default='', help='regex on the functions shown')
+    parser.add_argument('--quick', action='store_true',
+                        help='--semi: a dry run (2 frames, 2 steps, 5 pretraining steps)')
     args = parser.parse_args(argv)
+    if args.quick:
+        args.frames, args.semi_steps, args.warmup, args.pretrain_steps = 2, 2, 1, 5
+    if args.semi:
+        result = semi_over_sup(args)
+        previous = {}
+        if osp.exists(args.out):
+            with open(args.out) as f:
+                previous = json.load(f)
+        previous.update(semi=result, semi_over_sup=result['semi_over_sup'])
+        os.makedirs(osp.dirname(args.out), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(previous, f, indent=2)
+        print(f'wrote {args.out}')
+        return previous
 
     from mmengine.config import Config
     from mmengine.dataset import pseudo_collate

@@ -358,3 +358,26 @@ def test_teachers_identical_across_ranks_with_own_bn_statistics(tmp_path, sync):
                 torch.testing.assert_close(first[key], (local0[key] + local1[key]) / 2)
     else:
         assert differ and all('running' in k for k in differ)
+
+
+def test_no_ema_update_after_a_skipped_step(model):
+    # SkipNonFiniteOptimWrapper marks a skipped step (non-finite loss or gradient): the
+    # student did not move, so neither does the teacher; the next real step updates again
+    from ssl_det.engine.optim_wrapper import SkipNonFiniteOptimWrapper
+    runner = FakeRunner(model)
+    net = nn.Linear(1, 1)
+    runner.optim_wrapper = SkipNonFiniteOptimWrapper(
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1))
+    hook = MeanTeacherHook(burn_in_iters=0)
+    hook.before_train(runner)
+    changed = []
+    for i, loss in enumerate([1.0, float('nan'), 1.0, float('inf'), 1.0]):
+        runner.iter = i
+        hook.before_train_iter(runner, batch_idx=i)
+        runner.optim_wrapper.update_params(net(torch.ones(1, 1)).sum() * loss)
+        fake_step(model, i)  # the student still drifts: only the flag may stop the update
+        before = copy.deepcopy(model.teacher.state_dict())
+        hook.after_train_iter(runner, batch_idx=i)
+        changed.append(not all(torch.equal(before[k], v)
+                               for k, v in model.teacher.state_dict().items()))
+    assert changed == [True, False, True, False, True]

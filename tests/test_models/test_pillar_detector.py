@@ -115,3 +115,79 @@ def test_range_must_be_whole_pillars(bad):
     from ssl_det.models.point_cloud import grid_shape
     with pytest.raises(ValueError, match='whole number of voxels'):
         grid_shape(bad, VOXEL)
+
+
+def random_frame(gen, n):
+    boxes = torch.rand(n, 7, generator=gen)
+    boxes[:, 0] = boxes[:, 0] * 30 - 2  # some centres off the map
+    boxes[:, 1] = boxes[:, 1] * 30 - 15
+    boxes[:, 3:6] = boxes[:, 3:6] * 5 + 0.2
+    boxes[:, 6] = boxes[:, 6] * 6
+    return boxes
+
+
+def test_targets_equal_the_per_box_reference():
+    # the vectorised targets against mmdet's gen_gaussian_target one box at a time: crowded
+    # frames (overlapping Gaussians of one class), soft boxes, ignored boxes, off-map centres
+    head = small_detector().bbox_head
+    gen = torch.Generator().manual_seed(0)
+    soft_cells = 0
+    for trial in range(60):
+        n = trial % 25
+        boxes = random_frame(gen, n)
+        gt = InstanceData(bboxes_3d=boxes, labels_3d=torch.randint(0, 3, (n,), generator=gen))
+        if trial % 2:
+            gt.weights = torch.where(torch.rand(n, generator=gen) < 0.5,
+                                     torch.rand(n, generator=gen), torch.ones(n))
+        ignored = None
+        if trial % 3 == 0 and n:
+            ignored = InstanceData(bboxes_3d=boxes[:2] + 1, labels_3d=gt.labels_3d[:2])
+        fast = head.get_targets(gt, (32, 32), ignored)
+        ref = head.get_targets_loop(gt, (32, 32), ignored)
+        assert torch.equal(fast[0], ref[0])
+        torch.testing.assert_close(fast[1], ref[1], rtol=1e-6, atol=0)
+        soft_cells += int(((ref[1] > 0) & (ref[1] < 1)).sum())
+        for got, want in zip(fast[2:], ref[2:]):
+            assert torch.equal(got, want)
+    assert soft_cells > 100  # the soft weights were exercised
+
+
+def test_a_soft_box_weights_its_heatmap_region_and_its_code_loss():
+    # a middle-tier pseudo box of weight 0.4: code weight 0.4 and loss weight 0.4 on its
+    # Gaussian's cells, 1 elsewhere; its box-code loss is 0.4 of the same box's at weight 1
+    model = small_detector()
+    head = model.bbox_head
+    box = torch.tensor([[10.0, 2.0, -1.0, 4.0, 1.7, 1.5, 0.3]])
+    soft = InstanceData(bboxes_3d=box, labels_3d=torch.tensor([1]), weights=torch.tensor([0.4]))
+    hard = InstanceData(bboxes_3d=box, labels_3d=torch.tensor([1]))
+    heat, weight, _, _, code_w = head.get_targets(soft, (32, 32))
+    assert code_w.tolist() == pytest.approx([0.4])
+    foot = heat[1] > 0
+    assert int(foot.sum()) >= 9
+    assert torch.allclose(weight[foot], torch.tensor(0.4))
+    assert bool((weight[~foot] == 1).all())
+    torch.manual_seed(0)
+    feats = torch.randn(1, 64, 32, 32)
+    losses = {}
+    for name, gt in (('soft', soft), ('hard', hard)):
+        sample = PointCloudDataSample()
+        sample.gt_instances_3d = gt
+        losses[name] = head.loss(feats, [sample])
+    torch.testing.assert_close(losses['soft']['loss_bbox'], 0.4 * losses['hard']['loss_bbox'])
+    assert losses['soft']['loss_heatmap'] < losses['hard']['loss_heatmap']
+
+
+def test_pillar_ids_equal_the_sorted_unique_cells():
+    # the dense-grid pillar index gives each point the id torch.unique would: pillars
+    # ordered by (frame, y, x), one id per occupied cell, frames never merged
+    model = small_detector()
+    gen = torch.Generator().manual_seed(1)
+    points = [torch.cat([torch.rand(n, 1, generator=gen) * 30 - 2,
+                         torch.rand(n, 1, generator=gen) * 30 - 15,
+                         torch.rand(n, 2, generator=gen)], dim=1) for n in (500, 3000, 1)]
+    _, coors = model.voxelizer(points)
+    ids, num = model.voxel_encoder.pillar_index(coors)
+    key = coors[:, 0].long() << 40 | coors[:, 2].long() << 20 | coors[:, 3].long()
+    uniq, inverse = torch.unique(key, return_inverse=True)
+    assert num == len(uniq) > 100
+    assert torch.equal(ids, inverse)

@@ -600,3 +600,64 @@ def test_count_cap_sees_the_labeled_boxes_and_the_unlabeled_images(monkeypatch):
     # the teacher finds class 2, which no labeled image holds: capped out of confidence
     assert not policy(torch.tensor([0.95]), torch.tensor([2])).confident.item()
     assert policy(torch.tensor([0.95]), torch.tensor([1])).confident.item()
+
+
+def test_pseudo_boxes_go_weak_to_strong_at_soft_teachers_call_site(monkeypatch):
+    # SoftTeacher.teacher_pseudo_labels maps the teacher's weak-view boxes into the strong
+    # view (weak -> original -> strong) for classification, RPN, regression and ignored
+    # boxes alike; views that are not their own inverse tell the direction
+    model = build(pseudo_label=dict(type='DualThreshold', high=0.7, low=0.4),
+                  initial_score_thr=0.4, rpn_pseudo_thr=0.7, reg_pseudo_thr=0.02)
+    boxes = torch.tensor([[20., 16., 34., 30.], [28., 24., 40., 40.]])
+    det = InstanceData(bboxes=boxes, scores=torch.tensor([0.9, 0.5]), labels=torch.tensor([1, 2]))
+    fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01, 0.01])])
+    strong = sample(STRONG_VIEW, shape=(80, 80))
+    _, others, _ = model.teacher_pseudo_labels(torch.randn(1, 3, SIZE, SIZE),
+                                               [sample(WEAK_VIEW, shape=(80, 80))], [strong])
+    expected = enclosing(boxes, lambda p: STRONG_VIEW @ np.linalg.solve(WEAK_VIEW, p))
+    expected = torch.tensor(expected, dtype=torch.float32).clamp(0, 80)
+    torch.testing.assert_close(strong.gt_instances.bboxes, expected[:1], atol=1e-3, rtol=0)
+    torch.testing.assert_close(strong.ignored_instances.bboxes, expected[1:], atol=1e-3,
+                               rtol=0)
+    # the RPN box (over 0.7) and the regression boxes (both certain enough) too
+    assert others[0].rpn.tolist() == [True, False] and others[0].reg.tolist() == [True, True]
+    torch.testing.assert_close(others[0].bboxes, expected, atol=1e-3, rtol=0)
+    opposite = enclosing(boxes, lambda p: WEAK_VIEW @ np.linalg.solve(STRONG_VIEW, p))
+    assert np.abs(opposite - expected.numpy()).max() > 5  # the check is not vacuous
+
+
+def test_background_scoring_sees_the_student_boxes_in_the_teacher_view(monkeypatch):
+    # at SoftTeacher's own call site: the student's sampled background boxes reach
+    # teacher_background_scores mapped strong -> original -> weak (and clipped)
+    model = build(pseudo_label=dict(type='FixedThreshold', score_thr=0.5),
+                  initial_score_thr=0.5, rpn_pseudo_thr=0.5)
+    det = InstanceData(bboxes=torch.tensor([[20., 16., 34., 30.]]), scores=torch.tensor([0.9]),
+                       labels=torch.tensor([1]))
+    fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01])])
+    sampled, scored = [], []
+    real_sample = soft_teacher_module.sample_proposals
+
+    def recording_sample(*args, **kwargs):
+        out = real_sample(*args, **kwargs)
+        sampled.append(out)
+        return out
+
+    def scores(roi_head, feats, boxes, metas):
+        scored.append([b.clone() for b in boxes])
+        return torch.full((sum(len(b) for b in boxes), ), 0.5)
+
+    monkeypatch.setattr(soft_teacher_module, 'sample_proposals', recording_sample)
+    monkeypatch.setattr(soft_teacher_module, 'teacher_background_scores', scores)
+    torch.manual_seed(0)
+    inputs = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    teacher_shape = (70, 80)
+    model.unsup_loss(inputs, [sample(WEAK_VIEW, shape=teacher_shape)], inputs,
+                     [sample(STRONG_VIEW)])
+    negatives = sampled[0][0].neg_priors
+    assert len(negatives) > 10 and len(scored) == 1
+    expected = enclosing(negatives.detach(),
+                         lambda p: WEAK_VIEW @ np.linalg.solve(STRONG_VIEW, p))
+    expected[:, 0::2] = expected[:, 0::2].clip(0, teacher_shape[1])
+    expected[:, 1::2] = expected[:, 1::2].clip(0, teacher_shape[0])
+    torch.testing.assert_close(scored[0][0], torch.tensor(expected, dtype=torch.float32),
+                               atol=1e-3, rtol=0)

@@ -253,3 +253,28 @@ def test_count_cap_counts_the_unlabeled_images(model_cfg, monkeypatch):
                            [_sample(np.eye(3)) for _ in range(3)])
     assert model.pseudo_label.teacher_images.item() == 3
     assert model.pseudo_label.score_hist.sum().item() == 3
+
+
+def test_the_policy_learns_from_every_unlabeled_batch(model_cfg, monkeypatch):
+    # DynamicThreshold is updated at every iteration with that iteration's teacher scores
+    # (and the labeled batch's classes), not once, not every few iterations
+    num_classes = model_cfg.detector.roi_head.bbox_head.num_classes
+    model = _build(model_cfg, pseudo_label=dict(type='DynamicThreshold',
+                                                num_classes=num_classes, min_count=1))
+    batches = [torch.tensor([0.95, 0.3]), torch.tensor([0.6]), torch.tensor([0.8, 0.7, 0.2])]
+    calls = []
+    real_update = model.pseudo_label.update
+
+    def update(scores, labels, num_images=None):
+        calls.append((scores.clone(), num_images))
+        return real_update(scores, labels, num_images=num_images)
+
+    monkeypatch.setattr(model.pseudo_label, 'update', update)
+    for step, scores in enumerate(batches):
+        pred = InstanceData(bboxes=torch.tensor([[4., 8., 20., 30.]]).repeat(len(scores), 1),
+                            scores=scores, labels=torch.ones(len(scores), dtype=torch.long))
+        monkeypatch.setattr(model, 'teacher_predict', lambda inputs, samples, p=pred: [p])
+        model.pseudo_instances(None, [_sample(np.eye(3))], [_sample(np.eye(3))])
+        assert len(calls) == step + 1
+        torch.testing.assert_close(calls[-1][0], scores)
+        assert calls[-1][1] == 1

@@ -381,3 +381,37 @@ def test_picture_of_feature_unshuffle_draws_the_points_in_place():
     assert np.array_equal(picture, PseudoLabelVisHook.draw_3d(back, in_place, None, PCR))
     assert not np.array_equal(
         picture, PseudoLabelVisHook.draw_3d(out_inputs['points'][0], in_place, None, PCR))
+
+
+def test_a_low_box_on_a_middle_box_removes_nothing():
+    # a weak duplicate of a middle-tier box is not an unseen object either: keep its points
+    _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=False)
+    dup = boxes[0].copy()
+    dup[:2] += 0.3
+    model = build(middle='weight', low='remove_points')
+    fake_teacher(model, weak, np.vstack([boxes[:1], dup[None]]), [0.5, 0.2])
+    out_inputs, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    assert stats['pseudo/num_middle'] == 1 and stats['pseudo/num_low'] == 0
+    assert len(out_inputs['points'][0]) == len(strong_pts)
+
+
+def test_patch_shuffle_transform_ignores_the_ground_truth_box_a_border_cuts():
+    # the transform itself (labeled scenes): whole boxes move with their patch and stay
+    # supervised; the box across the x = 12.8 border is flagged ignored, unmoved
+    points, boxes = scene()
+    np.random.seed(9)
+    results = BEVPatchShuffle(point_cloud_range=PCR, grid=(2, 2))(dict(
+        points=points.copy(), gt_bboxes_3d=boxes.copy(), gt_labels_3d=np.zeros(6, int),
+        gt_ignore_flags=np.zeros(6, bool)))
+    flags = results['gt_ignore_flags']
+    assert flags.tolist() == [False, False, False, False, True, False]
+    np.testing.assert_array_equal(results['gt_bboxes_3d'][4], boxes[4])
+    moved = shuffle_points(points, results['bev_shuffle'])
+    for i in (0, 1, 2, 3, 5):  # each whole box still holds exactly its own 60 points
+        assert not np.allclose(results['gt_bboxes_3d'][i, :2], boxes[i, :2])
+        inside = points_in_boxes(moved, results['gt_bboxes_3d'][i:i + 1])[:, 0]
+        assert set(moved[inside, 3].astype(int)) == set(range(60 * i, 60 * i + 60))
+    packed = PackPointCloudInputs(meta_keys=META)(dict(results, lidar_aug_matrix=np.eye(4),
+                                                       frame_id='f0'))['data_samples']
+    assert len(packed.gt_instances_3d) == 5 and len(packed.ignored_instances_3d) == 1

@@ -14,7 +14,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from mmdet.models.utils.gaussian_target import (gaussian_radius, gen_gaussian_target,
+from mmdet.models.utils.gaussian_target import (gaussian2D, gaussian_radius,
+                                                gen_gaussian_target,
                                                 get_local_maximum, get_topk_from_heatmap,
                                                 transpose_and_gather_feat)
 from mmengine.structures import InstanceData
@@ -93,7 +94,9 @@ class CenterHead3D(nn.Module):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         x = self.shared(x)
-        return self.heatmap(x), self.reg(x)
+        # the maps leave in NCHW whatever layout the features had (channels-last from
+        # PillarScatter): the decoding and the loss index them as such
+        return (self.heatmap(x).contiguous(), self.reg(x).contiguous())
 
     # --------------------------------------------------------------------------- targets
     def _cells(self, boxes: Tensor) -> Tuple[Tensor, Tensor]:
@@ -104,7 +107,83 @@ class CenterHead3D(nn.Module):
     def get_targets(self, gt: InstanceData, shape: Tuple[int, int],
                     ignored: Optional[InstanceData] = None):
         """Heatmap (C, H, W), heatmap loss weight (H, W), code targets (K, 8), flat indices
-        (K,) and the code weight of each target (K,) for one frame."""
+        (K,) and the code weight of each target (K,) for one frame.
+
+        All boxes at once: mmdet's Gaussian kernel (``gaussian2D``, sigma = diameter / 6) is
+        made once per distinct radius and scattered with ``amax`` into the class planes; a
+        soft instance (``weights`` < 1) multiplies the loss weight over its kernel's
+        footprint. Equal to :meth:`get_targets_loop` (mmdet's ``gen_gaussian_target`` per
+        box; the weight's products up to rounding order)."""
+        h, w = shape
+        device = self.code_weights.device
+        heat = torch.zeros(self.num_classes, h, w, device=device)
+        weight = torch.ones(h, w, device=device)
+        boxes = gt.bboxes_3d.to(device).float()
+        labels = gt.labels_3d.to(device).long()
+        inst_w = gt.weights.to(device).float() if 'weights' in gt else torch.ones(len(boxes),
+                                                                                  device=device)
+        cx, cy = self._cells(boxes)
+        ix, iy = cx.floor().long(), cy.floor().long()
+        inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+        if ignored is not None and len(ignored) > 0:
+            ignored_boxes = ignored.bboxes_3d.to(device).float()
+        else:
+            ignored_boxes = None
+        if not bool(inside.any()):
+            if ignored_boxes is not None:
+                weight = self._ignore_weight(ignored_boxes, heat, weight)
+            return (heat, weight, boxes.new_zeros(0, CODE_SIZE),
+                    torch.zeros(0, dtype=torch.long, device=device), boxes.new_zeros(0))
+        keep = torch.nonzero(inside).flatten()
+        boxes, labels, inst_w = boxes[keep], labels[keep], inst_w[keep]
+        cx, cy, ix, iy = cx[keep], cy[keep], ix[keep], iy[keep]
+        radii = self._radii(boxes)
+        heat_flat, weight_flat = heat.view(-1), weight.view(-1)
+        for radius in sorted(set(radii.tolist())):
+            sel = torch.nonzero(radii == radius).flatten()
+            kernel = gaussian2D(radius, sigma=(2 * radius + 1) / 6, dtype=heat.dtype,
+                                device=device)
+            offsets = torch.arange(-radius, radius + 1, device=device)
+            ys, xs = torch.broadcast_tensors(iy[sel, None, None] + offsets[None, :, None],
+                                             ix[sel, None, None] + offsets[None, None, :])
+            valid = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+            cell = (ys * w + xs)[valid]
+            values = kernel.expand(len(sel), -1, -1)[valid]
+            plane = labels[sel, None, None].expand_as(ys)[valid]
+            heat_flat.scatter_reduce_(0, plane * (h * w) + cell, values, reduce='amax')
+            soft = (inst_w[sel] < 1)[:, None, None] & valid & (kernel > 0)
+            if bool(soft.any()):
+                factor = inst_w[sel, None, None].expand_as(ys)[soft]
+                weight_flat.scatter_reduce_(0, (ys * w + xs)[soft], factor, reduce='prod')
+        if ignored_boxes is not None:
+            weight = self._ignore_weight(ignored_boxes, heat, weight)
+        codes = torch.stack([cx - ix, cy - iy, boxes[:, 2], boxes[:, 3].log(),
+                             boxes[:, 4].log(), boxes[:, 5].log(), boxes[:, 6].sin(),
+                             boxes[:, 6].cos()], dim=1)
+        return heat, weight, codes, iy * w + ix, inst_w
+
+    def _radii(self, boxes: Tensor) -> Tensor:
+        """mmdet's ``gaussian_radius`` of each box's footprint in cells (float64, as the
+        scalar version computes it), truncated and floored at ``min_radius``."""
+        height = boxes[:, 4].double().cpu().numpy() / self.cell[1]
+        width = boxes[:, 3].double().cpu().numpy() / self.cell[0]
+        o = self.min_overlap  # the scalar version's operations, in its order
+        b1 = height + width
+        c1 = width * height * (1 - o) / (1 + o)
+        r1 = (b1 - np.sqrt(b1**2 - 4 * 1 * c1)) / (2 * 1)
+        b2 = 2 * (height + width)
+        c2 = (1 - o) * width * height
+        r2 = (b2 - np.sqrt(b2**2 - 4 * 4 * c2)) / (2 * 4)
+        b3 = -2 * o * (height + width)
+        c3 = (o - 1) * width * height
+        r3 = (b3 + np.sqrt(b3**2 - 4 * (4 * o) * c3)) / (2 * (4 * o))
+        radius = np.minimum(np.minimum(r1, r2), r3).astype(np.int64)
+        return torch.as_tensor(np.maximum(radius, self.min_radius), device=boxes.device)
+
+    def get_targets_loop(self, gt: InstanceData, shape: Tuple[int, int],
+                         ignored: Optional[InstanceData] = None):
+        """:meth:`get_targets` one box at a time with mmdet's ``gen_gaussian_target`` (the
+        reference that the tests and ``benchmarks/pillar_step.py`` compare it with)."""
         h, w = shape
         device = self.code_weights.device
         heat = torch.zeros(self.num_classes, h, w, device=device)

