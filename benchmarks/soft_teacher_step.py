@@ -29,8 +29,8 @@ these thresholds; the counts are printed and saved.
 
 ``--amp`` runs every implementation's loss under autocast: float16 with mmengine's
 ``AmpOptimWrapper`` (dynamic loss scaling) on CUDA, bfloat16 with a plain autocast on the CPU
-(where mmcv's float32-only NMS and RoIAlign get their inputs cast to float32: see
-``mmcv_cpu_kernels_in_float32``).
+(where mmcv's float32-only RoIAlign gets its inputs cast to float32: see
+``mmcv_cpu_roi_align_in_float32``; ssl_det's import does the same for mmcv's NMS).
 
 Each implementation runs in its own process (so that peak memory is its own; ``--quick``
 runs them in this process) and the step times are medians over ``--steps`` steps after
@@ -247,27 +247,23 @@ def optimizer_and_autocast(model, args):
     return OptimWrapper(sgd), lambda: torch.autocast('cpu', dtype=torch.bfloat16)
 
 
-def mmcv_cpu_kernels_in_float32():
-    """mmcv's CPU NMS and RoIAlign take float32 only, and under the CPU's bfloat16 autocast
-    mmdet hands them bfloat16 (its anchors take the feature maps' dtype, and the CPU autocast,
-    unlike CUDA's, keeps ``exp`` in the box decoding in bfloat16). With ``--amp`` on the CPU,
-    a dry run of the AMP path rather than a measurement, their inputs are cast to float32 for
-    every implementation alike (a no-op on float32 inputs; CUDA runs are left alone)."""
+def mmcv_cpu_roi_align_in_float32():
+    """mmcv's CPU RoIAlign takes float32 only, and under the CPU's bfloat16 autocast mmdet
+    hands it bfloat16 features. With ``--amp`` on the CPU, a dry run of the AMP path rather
+    than a measurement, its inputs are cast to float32 for every implementation alike (a
+    no-op on float32 inputs; CUDA runs are left alone). mmcv's CPU NMS needs nothing here:
+    importing ssl_det routes low-precision CPU boxes through float32
+    (``ssl_det.ops.nms.patch_mmcv_cpu_nms``), for mmdet's implementation too."""
     import importlib
-    nms_module = importlib.import_module('mmcv.ops.nms')
     roi_module = importlib.import_module('mmcv.ops.roi_align')
-    if getattr(nms_module.NMSop, 'float32_inputs', False):
+    roi_align = roi_module.roi_align
+    if getattr(roi_align, 'float32_inputs', False):
         return
-    nms_forward, roi_align = nms_module.NMSop.forward, roi_module.roi_align
-
-    def forward(ctx, bboxes, scores, *args):
-        return nms_forward(ctx, bboxes.float(), scores.float(), *args)
 
     def roi_align_float32(input, rois, *args):
         return roi_align(input.float(), rois.float(), *args).to(input.dtype)
 
-    nms_module.NMSop.forward = staticmethod(forward)
-    nms_module.NMSop.float32_inputs = True
+    roi_align_float32.float32_inputs = True
     roi_module.roi_align = roi_align_float32
 
 
@@ -275,7 +271,7 @@ def run_child(args):
     import torch
     torch.set_num_threads(args.threads)
     if args.amp and args.device == 'cpu':
-        mmcv_cpu_kernels_in_float32()
+        mmcv_cpu_roi_align_in_float32()
     import ssl_det  # noqa: F401  (registers ssl_det's modules)
     from mmengine.registry import init_default_scope
     init_default_scope('ssl_det')
@@ -441,7 +437,7 @@ def main(argv=None):
                    amp_dtype=(None if not args.amp else
                               'float16' if args.device == 'cuda' else 'bfloat16'),
                    anchor_scale=anchor_scale(args.scale), quick=args.quick,
-                   mmcv_cpu_kernels_in_float32=args.amp and args.device == 'cpu')
+                   mmcv_cpu_roi_align_in_float32=args.amp and args.device == 'cpu')
     failed = {}
     with tempfile.TemporaryDirectory() as tmp:
         batches = make_batches(osp.join(tmp, 'data'), args.warmup + args.steps, setting)

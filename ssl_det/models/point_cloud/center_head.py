@@ -125,15 +125,6 @@ class CenterHead3D(nn.Module):
         cx, cy = self._cells(boxes)
         ix, iy = cx.floor().long(), cy.floor().long()
         inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
-        if ignored is not None and len(ignored) > 0:
-            ignored_boxes = ignored.bboxes_3d.to(device).float()
-        else:
-            ignored_boxes = None
-        if not bool(inside.any()):
-            if ignored_boxes is not None:
-                weight = self._ignore_weight(ignored_boxes, heat, weight)
-            return (heat, weight, boxes.new_zeros(0, CODE_SIZE),
-                    torch.zeros(0, dtype=torch.long, device=device), boxes.new_zeros(0))
         keep = torch.nonzero(inside).flatten()
         boxes, labels, inst_w = boxes[keep], labels[keep], inst_w[keep]
         cx, cy, ix, iy = cx[keep], cy[keep], ix[keep], iy[keep]
@@ -155,8 +146,8 @@ class CenterHead3D(nn.Module):
             if bool(soft.any()):
                 factor = inst_w[sel, None, None].expand_as(ys)[soft]
                 weight_flat.scatter_reduce_(0, (ys * w + xs)[soft], factor, reduce='prod')
-        if ignored_boxes is not None:
-            weight = self._ignore_weight(ignored_boxes, heat, weight)
+        if ignored is not None and len(ignored) > 0:
+            weight = self._ignore_weight(ignored.bboxes_3d.to(device).float(), heat, weight)
         codes = torch.stack([cx - ix, cy - iy, boxes[:, 2], boxes[:, 3].log(),
                              boxes[:, 4].log(), boxes[:, 5].log(), boxes[:, 6].sin(),
                              boxes[:, 6].cos()], dim=1)
