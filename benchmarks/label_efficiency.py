@@ -47,6 +47,15 @@ DATASETS = {
 }
 DEEPPCB_SOURCE = osp.join(osp.dirname(ROOT), 'shared', 'data', 'deeppcb')
 
+# A Soft Teacher config ported from mmdet as a user would (issue #19 item 6): mmdet's
+# thresholds, unsupervised weight 4, SGD at 0.02 without gradient clipping, the teacher's
+# keep-rate 0.999, from the stage-1 checkpoint.
+MMDET_PORT = [
+    'model.pseudo_label._delete_=True', 'model.pseudo_label.type=FixedThreshold',
+    'model.pseudo_label.score_thr=0.9', 'model.initial_score_thr=0.5',
+    'model.rpn_pseudo_thr=0.9', 'model.reg_pseudo_thr=0.02', 'model.unsup_weight=4.0',
+    'optim_wrapper.clip_grad=None', 'custom_hooks.2.momentum_decay=0.999']
+
 # name → (method, extra --cfg-options of its stage-2 run, what changes)
 ABLATIONS = {
     'st_unsup_0': ('soft_teacher', ['model.unsup_weight=0.0'],
@@ -77,6 +86,17 @@ ABLATIONS = {
                   'model.pseudo_label.score_thr=0.9', 'model.initial_score_thr=0.5',
                   'model.rpn_pseudo_thr=0.9', 'model.reg_pseudo_thr=0.02'],
                  "Soft Teacher with mmdet's COCO thresholds (0.9 / 0.5 / 0.9 / 0.02)"),
+    'st_mmdet_user': ('soft_teacher', MMDET_PORT,
+        "Soft Teacher ported from mmdet: its thresholds (0.9 / 0.5 / 0.9 / 0.02), unsup "
+        "weight 4, no gradient clipping, keep-rate 0.999"),
+    # The same without the guards against its failure (MeanTeacherHook's ramp and max_lag,
+    # the gradient spike guard, the labeled-loss guard).
+    'st_mmdet_user_unguarded': ('soft_teacher', MMDET_PORT + [
+        'custom_hooks.2.ramp=always', 'custom_hooks.2.max_lag=None',
+        'optim_wrapper.spike_ratio=None', 'model.sup_loss_guard=None'],
+        "st_mmdet_user without the guards against its failure: the teacher's keep-rate "
+        'ramps from the copy and may lag the whole run, no gradient spike is skipped, no '
+        'labeled-loss guard (ssl_det before issue #19 item 6)'),
     'st_strict': ('soft_teacher',
                   ['model.pseudo_label.init_high=0.9', 'model.pseudo_label.high_floor=0.8',
                    'model.pseudo_label.high_ceil=0.95', 'model.pseudo_label.init_low=0.5',

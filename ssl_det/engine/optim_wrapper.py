@@ -1,4 +1,6 @@
-"""An optimizer wrapper that skips steps with a non-finite loss or gradient."""
+"""An optimizer wrapper that skips steps with a non-finite loss or an exploding gradient."""
+import collections
+import math
 from typing import Dict, Optional
 
 import torch
@@ -7,11 +9,25 @@ from mmengine.optim import OptimWrapper
 from ssl_det.registry import OPTIM_WRAPPERS
 
 
+# A step's gradient norm above this many times the recent median is a spike: normal steps
+# vary by a few times (see docs/benchmarks.md, "A config ported from mmdet").
+SPIKE_RATIO = 50.0
+
+
 @OPTIM_WRAPPERS.register_module()
 class SkipNonFiniteOptimWrapper(OptimWrapper):
     """mmengine's ``OptimWrapper``, except that an update whose loss or gradient holds a NaN
     or an Inf is not applied: the gradients are zeroed and the optimizer (and, through
     :attr:`last_step_skipped`, the teacher's EMA update) leaves the weights as they were.
+
+    A finite gradient can break the weights as surely as a NaN: one step with a gradient a
+    thousand times the usual size throws the weights so far that the next forward pass is
+    NaN, and skipping *that* step comes too late. So a step whose gradient norm (before any
+    ``clip_grad``) exceeds ``spike_ratio`` times the median norm of the last
+    ``spike_window`` applied steps is skipped too (reason ``'gradient spike'``), once
+    ``spike_min_steps`` steps have been applied to measure the median. The norm of every
+    step is kept in :attr:`last_grad_norm` (``NonFiniteGuardHook`` logs it as
+    ``train/grad_norm``).
 
     The backward pass still runs on a non-finite loss, so that under DDP every rank takes
     part in the gradient all-reduce; the check then reads the reduced gradients, which are
@@ -24,15 +40,32 @@ class SkipNonFiniteOptimWrapper(OptimWrapper):
     Args:
         max_consecutive_skips (int): Skips in a row after which ``NonFiniteGuardHook``
             stops the run. Defaults to 10.
+        spike_ratio (float, optional): Skip a step whose gradient norm is more than this
+            many times the recent median; None never skips a finite gradient.
+            Defaults to SPIKE_RATIO.
+        spike_window (int): Applied steps whose norms give the median. Defaults to 50.
+        spike_min_steps (int): Applied steps before spikes are looked for. Defaults to 20.
         *args, **kwargs: ``OptimWrapper``'s arguments.
     """
 
-    def __init__(self, *args, max_consecutive_skips: int = 10, **kwargs) -> None:
+    def __init__(self, *args, max_consecutive_skips: int = 10,
+                 spike_ratio: Optional[float] = SPIKE_RATIO, spike_window: int = 50,
+                 spike_min_steps: int = 20, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(max_consecutive_skips, int) or max_consecutive_skips < 1:
             raise ValueError('max_consecutive_skips must be an int >= 1, got '
                              f'{max_consecutive_skips!r}')
+        if spike_ratio is not None and not spike_ratio > 1:
+            raise ValueError(f'spike_ratio must be > 1 or None, got {spike_ratio!r}')
+        if not isinstance(spike_window, int) or spike_window < 1:
+            raise ValueError(f'spike_window must be an int >= 1, got {spike_window!r}')
+        if not isinstance(spike_min_steps, int) or not 1 <= spike_min_steps:
+            raise ValueError(f'spike_min_steps must be an int >= 1, got {spike_min_steps!r}')
         self.max_consecutive_skips = max_consecutive_skips
+        self.spike_ratio = spike_ratio
+        self.spike_min_steps = spike_min_steps
+        self.recent_norms = collections.deque(maxlen=spike_window)
+        self.last_grad_norm = float('nan')
         self.last_step_skipped = False
         self.skip_reason = ''
         self.num_skipped = 0
@@ -47,15 +80,27 @@ class SkipNonFiniteOptimWrapper(OptimWrapper):
         if not self.should_update():
             self.last_step_skipped = False
             return
+        self.last_grad_norm = norm = self.grad_norm()
         if not finite_loss:
             self._skip('loss')
-        elif not self.gradients_finite():
+        elif not math.isfinite(norm):
             self._skip('gradient')
+        elif self.is_spike(norm):
+            self._skip('gradient spike')
         else:
             self.step(**step_kwargs)
+            self.recent_norms.append(norm)
             self.last_step_skipped, self.skip_reason = False, ''
             self.consecutive_skips = 0
         self.zero_grad(**zero_kwargs)
+
+    def is_spike(self, norm: float) -> bool:
+        """Whether a finite gradient norm is ``spike_ratio`` times the recent median."""
+        if self.spike_ratio is None or len(self.recent_norms) < self.spike_min_steps:
+            return False
+        ordered = sorted(self.recent_norms)
+        median = ordered[len(ordered) // 2]
+        return norm > self.spike_ratio * median
 
     def _skip(self, reason: str) -> None:
         self.last_step_skipped, self.skip_reason = True, reason
@@ -63,11 +108,16 @@ class SkipNonFiniteOptimWrapper(OptimWrapper):
         self.consecutive_skips += 1
 
     @torch.no_grad()
-    def gradients_finite(self) -> bool:
-        """Whether every gradient of the optimizer's parameters is finite."""
+    def grad_norm(self) -> float:
+        """The L2 norm of all the optimizer's gradients together (NaN or Inf when one of
+        them is not finite; 0 without gradients)."""
         grads = [p.grad for group in self.optimizer.param_groups for p in group['params']
                  if p.grad is not None]
         if not grads:
-            return True
+            return 0.0
         norms = torch._foreach_norm(grads)
-        return bool(torch.isfinite(torch.stack(norms)).all())
+        return float(torch.linalg.vector_norm(torch.stack(norms).double()))
+
+    def gradients_finite(self) -> bool:
+        """Whether every gradient of the optimizer's parameters is finite."""
+        return math.isfinite(self.grad_norm())

@@ -381,3 +381,78 @@ def test_no_ema_update_after_a_skipped_step(model):
         changed.append(not all(torch.equal(before[k], v)
                                for k, v in model.teacher.state_dict().items()))
     assert changed == [True, False, True, False, True]
+
+
+def loaded_runner(model, load_from='stage1.pth', resume=False, iter=0):
+    runner = FakeRunner(model, iter=iter)
+    runner._load_from, runner._resume = load_from, resume
+    return runner
+
+
+def test_teacher_from_load_from_keeps_the_decay_from_the_first_update(model):
+    """A teacher that starts as a supervised checkpoint does not become the running mean of
+    the students (the ramp): after 10 steps the copy still weighs 0.99**10, not 1/11."""
+    runner = loaded_runner(model)
+    hook = MeanTeacherHook(momentum_decay=0.99)
+    hook.before_train(runner)
+    assert hook.ramps is False
+    set_all(model.student, 0.0)  # the copy at iteration 0
+    run_iters(hook, runner, range(10), step=lambda m, i: set_all(m.student, 1.0))
+    # teacher = 1 - 0.99**10 everywhere (0.096); the ramp would give 10/11 (0.909)
+    assert history(runner, 'train/ema_momentum') == pytest.approx([0.0] + [0.99] * 10)
+    for t in float_tensors(model.teacher):
+        torch.testing.assert_close(t, torch.full_like(t, 1 - 0.99 ** 10))
+
+
+@pytest.mark.parametrize('runner_kwargs,hook_kwargs,ramps', [
+    (dict(load_from=None), {}, True),  # from scratch: ramp
+    (dict(), dict(ramp_iters=100), True),  # a ramp asked for
+    (dict(), dict(warmup=5), True),
+    (dict(), dict(ramp='always'), True),
+    (dict(load_from=None), dict(ramp='never'), False),
+    (dict(resume=True), {}, True),  # a resume without the saved choice: not a new start
+])
+def test_when_the_keep_rate_ramps(model, runner_kwargs, hook_kwargs, ramps):
+    hook = MeanTeacherHook(momentum_decay=0.99, **hook_kwargs)
+    hook.before_train(loaded_runner(model, **runner_kwargs))
+    assert hook.ramps is ramps
+    assert (hook.keep_rate(1) < 0.99) is ramps
+
+
+def test_a_resumed_run_keeps_its_schedule(model):
+    hook = MeanTeacherHook(momentum_decay=0.99)
+    hook.before_train(loaded_runner(model))
+    checkpoint = {}
+    hook.before_save_checkpoint(None, checkpoint)
+    assert checkpoint['ssl_det_counters']['ema_ramps'] is False
+    # the resumed run names the checkpoint it resumes in load_from, or none at all
+    for load_from in ('work_dir/iter_5.pth', None):
+        resumed = MeanTeacherHook(momentum_decay=0.99)
+        runner = loaded_runner(model, load_from=load_from, resume=True, iter=5)
+        resumed.after_load_checkpoint(runner, checkpoint)
+        resumed.before_train(runner)
+        assert resumed.ramps is False and resumed.keep_rate(6) == 0.99
+    with pytest.raises(ValueError, match='ramp'):
+        MeanTeacherHook(ramp='sometimes')
+    with pytest.raises(ValueError, match='refused'):
+        MeanTeacherHook(ramp='never', ramp_iters=10)
+
+
+@pytest.mark.parametrize('max_iters,burn_in,max_lag,decay', [
+    (1000, 0, 0.25, 0.996),  # 0.999 would end with the checkpoint's weights at 0.37
+    (1200, 200, 0.25, 0.996),  # the burn-in does not count
+    (180_000, 0, 0.25, 0.999),  # mmdet's schedule: 0.999 stands
+    (1000, 0, None, 0.999),  # off
+    (8, 0, 0.25, 0.9),  # a few iterations (tests): never below 0.9, the teacher still lags
+])
+def test_a_teacher_cannot_lag_the_whole_run(model, max_iters, burn_in, max_lag, decay):
+    runner = FakeRunner(model)
+    runner.max_iters = max_iters
+    hook = MeanTeacherHook(momentum_decay=0.999, burn_in_iters=burn_in, max_lag=max_lag)
+    hook.before_train(runner)
+    assert hook.momentum_decay == pytest.approx(decay)
+    assert hook.keep_rate(10_000) == pytest.approx(decay)
+    hook.before_train(runner)  # a second call does not lower it again
+    assert hook.momentum_decay == pytest.approx(decay)
+    with pytest.raises(ValueError, match='max_lag'):
+        MeanTeacherHook(max_lag=0)

@@ -119,3 +119,41 @@ def test_soft_teacher_with_pseudo_boxes_still_learns_from_them(warnings, monkeyp
     assert float(losses['pseudo_num_confident']) > 0
     assert float(losses['unsup_loss_cls']) > 0 and float(losses['pseudo_starving_iters']) == 0
     assert unsup_grads(model, losses) != []
+
+
+def test_sparse_teacher_warns_while_pseudo_boxes_are_far_fewer_than_labeled(warnings):
+    """mmdet's thresholds on a demo teacher: about 1 confident box per batch of 4 unlabeled
+    images against 3 boxes per labeled image. The watch says so after its patience, then
+    less often, and not at all once the teacher keeps enough."""
+    watch = starving.SparseTeacherWatch(ratio=0.25, patience=5, momentum=0.9)
+    policy = FixedThreshold(0.9)
+    ratios = []
+    for i in range(40):
+        watch.update_labeled(12, 4)  # 3 boxes per labeled image
+        ratios.append(watch.update(1, 4, policy))  # 0.25 per unlabeled image
+    assert ratios[-1] == pytest.approx(0.25 / 3)
+    assert len(warnings) == 3  # at 5, then 5 + 10 and 15 + 20 unlabeled iterations
+    assert 'sparse teacher: 0.25 confident pseudo boxes per unlabeled image against 3.00' \
+        in warnings[0]
+    for fix in ('DynamicThreshold', 'soft_background', '[0.9]'):
+        assert fix in warnings[0]
+    warnings.clear()
+    for i in range(100):  # a teacher that keeps as many boxes as the labels hold
+        watch.update_labeled(12, 4)
+        ratios.append(watch.update(12, 4, policy))
+    assert ratios[-1] == pytest.approx(1.0, abs=1e-3)
+    assert len(warnings) <= 1  # the decayed sums take a few iterations to recover
+    warnings.clear()
+    fresh = starving.SparseTeacherWatch(ratio=0.25, patience=5)
+    assert fresh.update(0, 4, policy) != fresh.update(0, 4, policy)  # NaN: no labels yet
+    assert not warnings
+    with pytest.raises(ValueError):
+        starving.SparseTeacherWatch(ratio=1.5)
+
+
+def test_teacher_student_logs_confident_per_labeled(warnings):
+    model = build(MT_CFG, pseudo_label=dict(type='FixedThreshold', score_thr=0.9))
+    model.sparse.update_labeled(6, 2)
+    split = model.pseudo_label(torch.tensor([0.95, 0.5]), torch.tensor([0, 1]))
+    stats = model.split_stats(split, torch.tensor([0.95, 0.5]), torch.tensor([0, 1]), 1, 2)
+    assert stats['pseudo/confident_per_labeled'] == pytest.approx(0.5 / 3)

@@ -41,6 +41,8 @@ def test_resume_restores_teacher_student_and_thresholds(tiny_demo, tmp_path):
     state = saved['state_dict']
     # the adapted thresholds and the score histogram are part of the checkpoint
     assert state['pseudo_label.score_hist'].sum() > 0
+    # the labeled-loss guard saw the labeled loss of the one unlabeled iteration (burn-in 1)
+    assert int(state['unsup_guard.count']) == 1 and float(state['unsup_guard.ref']) > 0
     assert any(k.startswith('teacher.') for k in state) and any(k.startswith('student.')
                                                                for k in state)
     args = semi_args(tiny_demo, tmp_path / 'resumed', 3, '--resume', str(tmp_path / 'iter_2.pth'))
@@ -133,11 +135,38 @@ def test_nan_loss_skips_the_step_and_the_ema_and_is_logged(tiny_demo, tmp_path):
     assert [s['nonfinite_skips'] for s in train] == [0.0, 0.0, 1.0, 1.0]
 
 
+def test_gradient_spike_skips_the_step_and_keeps_the_weights_finite(tiny_demo, tmp_path):
+    """A finite loss a million times too large (an exploding gradient) is skipped like a NaN:
+    a ported config without clip_grad would otherwise apply it and break the weights."""
+    args = semi_args(tiny_demo, tmp_path, 5, **{'optim_wrapper.spike_min_steps': 2,
+                                                'optim_wrapper.clip_grad': None})
+    runner = train_tool.build_runner(train_tool.parse_args(args))
+    model = runner.model
+    loss = model.loss
+
+    def exploding(*a, **kw):
+        losses = loss(*a, **kw)
+        if runner.iter == 3:
+            losses['sup_loss_cls'] = losses['sup_loss_cls'] * 1e6
+        return losses
+    model.loss = exploding
+    runner.train()
+    before = torch.load(str(tmp_path / 'iter_3.pth'), weights_only=True)['state_dict']
+    skipped = torch.load(str(tmp_path / 'iter_4.pth'), weights_only=True)['state_dict']
+    for key, value in before.items():
+        if key.startswith(('student.', 'teacher.')) and value.is_floating_point():
+            assert torch.isfinite(skipped[key]).all() and torch.equal(skipped[key], value), key
+    assert runner.optim_wrapper.num_skipped == 1
+    log = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
+    assert 'iteration 4: gradient spike (gradient norm' in log
+    assert 'optim_wrapper.spike_ratio=50.0' in log
+
+
 def test_consecutive_nan_losses_stop_the_run_without_a_nan_checkpoint(tiny_demo, tmp_path):
     args = semi_args(tiny_demo, tmp_path, 8, **{'optim_wrapper.max_consecutive_skips': 3})
     runner = train_tool.build_runner(train_tool.parse_args(args))
     _inject_nan(runner, None, 'sup_loss_bbox')
-    with pytest.raises(RuntimeError, match=r'3 optimizer steps in a row had a non-finite loss '
+    with pytest.raises(RuntimeError, match=r'3 optimizer steps in a row were skipped for a non-finite loss '
                                            r'\(last: sup_loss_bbox=nan'):
         runner.train()
     assert runner.iter == 3  # iterations 2, 3, 4 skipped: stopped inside the 4th

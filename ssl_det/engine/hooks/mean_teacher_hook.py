@@ -38,7 +38,25 @@ class MeanTeacherHook(Hook):
 
         keep(t) = ramp_start + (momentum_decay - ramp_start) * min(t / ramp_iters, 1)
 
-    The hook holds no state of its own: everything follows from ``runner.iter``,
+    A teacher that starts as a *trained* model needs no ramp: the running mean would make it
+    follow the student within a few steps (after 100 steps the copy weighs 1%), and a
+    student that degrades under its first pseudo labels then drags the teacher, and the
+    pseudo labels, with it. So with ``ramp='auto'`` (the default) the keep-rate is
+    ``momentum_decay`` from the first update (mmdet's ``MeanTeacherHook``) when the run
+    starts from the weights of ``load_from`` (a supervised checkpoint; not a resume). The
+    ramp above runs when the teacher starts from scratch or from a burn-in (whose student
+    may be barely trained), or when ``warmup`` / ``ramp_iters`` is given.
+    ``ramp='always'`` / ``'never'`` force it.
+
+    A teacher also cannot lag the whole run: its time constant ``1 / (1 - keep)`` is at
+    most ``max_lag`` (a quarter) of the unlabeled iterations (``max_iters - burn_in_iters``),
+    so a ``momentum_decay`` too slow for the schedule is lowered to
+    ``1 - 1 / (max_lag * iterations)`` (never below 0.9), with a warning. mmdet's 0.999 suits its 180k
+    iterations (a time constant of 1,000); at the end of a 1,000-iteration stage 2 the
+    checkpoint it started from would still weigh 0.999 ** 1000 = 37% of the teacher.
+
+    The hook holds no state of its own besides that choice (saved in the checkpoint):
+    everything follows from ``runner.iter``,
     and the teacher is part of the model's state dict, so a resumed run continues
     exactly (the copy is not repeated after resuming past the burn-in). Under DDP
     every rank applies the same update to identical student parameters, so the
@@ -77,6 +95,11 @@ class MeanTeacherHook(Hook):
         sync_buffers (bool): In a distributed run, average the teacher's
             floating-point buffers over the ranks after each update and after the
             burn-in copy. Defaults to True.
+        ramp (str): ``'auto'``, ``'always'`` or ``'never'``: whether the keep-rate ramps
+            up from the copy (see above). Defaults to 'auto'.
+        max_lag (float, optional): the longest time constant of the teacher, as a fraction
+            of the unlabeled iterations; None keeps ``momentum_decay`` whatever the run's
+            length. Defaults to 0.25.
     """
 
     priority = 'NORMAL'
@@ -89,7 +112,9 @@ class MeanTeacherHook(Hook):
                  ramp_start: float = 0.5,
                  buffers: str = 'average',
                  burn_in_iters: int = 0,
-                 sync_buffers: bool = True) -> None:
+                 sync_buffers: bool = True,
+                 ramp: str = 'auto',
+                 max_lag: Optional[float] = 0.25) -> None:
         if not 0.0 <= momentum_decay < 1.0:
             raise ValueError(f'MeanTeacherHook: momentum_decay must be in [0, 1), got '
                              f'{momentum_decay}. It is the keep-rate of the teacher, '
@@ -113,6 +138,19 @@ class MeanTeacherHook(Hook):
         if ramp_iters and warmup:
             raise ValueError('MeanTeacherHook: give warmup (the mean-teacher ramp) or '
                              'ramp_iters (the linear ramp), not both.')
+        if ramp not in ('auto', 'always', 'never'):
+            raise ValueError(f"MeanTeacherHook: ramp must be 'auto', 'always' or 'never', "
+                             f'got {ramp!r}.')
+        if ramp == 'never' and (warmup or ramp_iters):
+            raise ValueError("MeanTeacherHook: ramp='never' with warmup or ramp_iters: a "
+                             'ramp is asked for and refused; drop one.')
+        if max_lag is not None and not 0 < max_lag <= 1:
+            raise ValueError(f'MeanTeacherHook: max_lag must lie in (0, 1] or be None, got '
+                             f'{max_lag!r}.')
+        self.max_lag = max_lag
+        self.ramp = ramp
+        # whether this run's keep-rate ramps (resolved in before_train, kept on resume)
+        self.ramps: Optional[bool] = {'always': True, 'never': False}.get(ramp)
         self.momentum_decay = momentum_decay
         self.warmup = warmup
         self.ramp_iters = ramp_iters
@@ -130,6 +168,8 @@ class MeanTeacherHook(Hook):
     def keep_rate(self, step: int) -> float:
         """The teacher's keep-rate after the student's ``step``-th optimizer step
         since the end of the burn-in (``step = 0`` is the copy)."""
+        if self.ramps is False:
+            return self.momentum_decay if step > 0 else 0.0
         if self.ramp_iters:
             if step <= 0:
                 return 0.0
@@ -149,6 +189,45 @@ class MeanTeacherHook(Hook):
         model = self._unwrap(runner)
         self._collect(model)
         self._set_unsup_active(runner, model)
+        self._cap_decay(runner)
+        if self.ramps is None:  # 'auto', not restored by a resume
+            loaded = (getattr(runner, '_load_from', None) is not None
+                      and not getattr(runner, '_resume', False))
+            self.ramps = bool(self.warmup or self.ramp_iters) or not loaded
+            print_log(
+                'MeanTeacherHook: ' + (
+                    'the teacher starts as the weights of load_from, so its keep-rate is '
+                    f'{self.momentum_decay} from the first update' if not self.ramps else
+                    f'the keep-rate ramps up to {self.momentum_decay} from the copy'),
+                logger='current')
+
+    def _cap_decay(self, runner) -> None:
+        """Lower ``momentum_decay`` to the run's longest teacher time constant (once; a
+        resumed run computes the same cap from the same ``max_iters``)."""
+        iterations = (getattr(runner, 'max_iters', None) or 0) - self.burn_in_iters
+        if self.max_lag is None or iterations <= 0 or getattr(self, '_capped', False):
+            return
+        self._capped = True
+        # never below 0.9 (a time constant of 10): a run of a few iterations keeps an EMA
+        cap = 1.0 - 1.0 / max(self.max_lag * iterations, 10.0)
+        if self.momentum_decay > cap:
+            print_log(
+                f'MeanTeacherHook: momentum_decay {self.momentum_decay} gives the teacher a '
+                f'time constant of {1 / (1 - self.momentum_decay):.0f} iterations, more than '
+                f'max_lag={self.max_lag} of the {iterations} unlabeled iterations: it would '
+                f'end close to the model it started from. Using {cap:.4g} (time constant '
+                f'{1 / (1 - cap):.0f}); max_lag=None keeps {self.momentum_decay}.',
+                logger='current', level=logging.WARNING)
+            self.momentum_decay = cap
+            self.ramp_start = min(self.ramp_start, cap)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint.setdefault('ssl_det_counters', {})['ema_ramps'] = bool(self.ramps)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        saved = (checkpoint.get('ssl_det_counters') or {}).get('ema_ramps')
+        if getattr(runner, '_resume', False) and saved is not None and self.ramp == 'auto':
+            self.ramps = bool(saved)  # the resumed run keeps the schedule it started with
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         """At the end of the burn-in copy the student into the teacher; set

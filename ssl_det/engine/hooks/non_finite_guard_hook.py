@@ -1,4 +1,5 @@
-"""Log, count and bound the optimizer steps skipped for a non-finite loss or gradient."""
+"""Log, count and bound the optimizer steps skipped for a non-finite loss or gradient, or a
+gradient spike."""
 import logging
 import math
 from typing import List, Optional
@@ -28,10 +29,14 @@ class NonFiniteGuardHook(Hook):
     * restores the trained network's floating-point buffers (the student's in a
       teacher-student model: BN running statistics) to what they were before the
       iteration's forward pass, which may already have blended NaN into them;
-    * logs a warning with the iteration and the losses that were not finite, and the count
-      as ``train/nonfinite_skips`` (also ``MeanTeacherHook`` skips its EMA update);
+    * logs a warning with the iteration and the losses that were not finite (or the spike's
+      norm against the recent median), and the count as ``train/nonfinite_skips`` (also
+      ``MeanTeacherHook`` skips its EMA update);
     * after the wrapper's ``max_consecutive_skips`` skips in a row, stops the run with an
       error naming those losses and the likely causes.
+
+    Every step's gradient norm (before clipping) is logged as ``train/grad_norm``, as
+    mmengine logs it with ``clip_grad``.
 
     The wrapper's counts (skips in the run, skips in a row) are saved in every checkpoint
     (``ssl_det_counters``) and restored when the run resumes (not after ``load_from``, which
@@ -96,22 +101,35 @@ class NonFiniteGuardHook(Hook):
         if wrapper is None:
             return
         runner.message_hub.update_scalar('train/nonfinite_skips', float(wrapper.num_skipped))
+        norm = getattr(wrapper, 'last_grad_norm', float('nan'))
+        if math.isfinite(norm) and not (wrapper.clip_grad_kwargs and
+                                        not wrapper.last_step_skipped):
+            # with clip_grad, mmengine's step logs the same norm itself
+            runner.message_hub.update_scalar('train/grad_norm', norm)
         if not wrapper.last_step_skipped:
             return
         if self._buffers:
             with torch.no_grad():
                 torch._foreach_copy_(self._buffers, self._saved)
-        bad = self.non_finite(outputs)
-        named = ', '.join(f'{k}={v}' for k, v in bad.items()) or 'no logged loss'
-        message = (f'iteration {runner.iter + 1}: non-finite {wrapper.skip_reason} '
-                   f'({named}); optimizer step, BN statistics and EMA update of this '
-                   f'iteration skipped ({wrapper.consecutive_skips} in a row, '
-                   f'{wrapper.num_skipped} in the run)')
+        if wrapper.skip_reason == 'gradient spike':
+            recent = sorted(wrapper.recent_norms)
+            median = recent[len(recent) // 2]
+            what = 'gradient spike'
+            named = (f'gradient norm {norm:.4g}, {norm / median:.0f}x the median '
+                     f'{median:.4g} of the last {len(recent)} steps; '
+                     f'optim_wrapper.spike_ratio={wrapper.spike_ratio}')
+        else:
+            what = f'non-finite {wrapper.skip_reason}'
+            bad = self.non_finite(outputs)
+            named = ', '.join(f'{k}={v}' for k, v in bad.items()) or 'no logged loss'
+        message = (f'iteration {runner.iter + 1}: {what} ({named}); optimizer step, BN '
+                   f'statistics and EMA update of this iteration skipped '
+                   f'({wrapper.consecutive_skips} in a row, {wrapper.num_skipped} in the run)')
         print_log(message, logger='current', level=logging.WARNING)
         if wrapper.consecutive_skips >= wrapper.max_consecutive_skips:
             raise RuntimeError(
-                f'{wrapper.consecutive_skips} optimizer steps in a row had a non-finite '
-                f'{wrapper.skip_reason} (last: {named}), so the run stops '
+                f'{wrapper.consecutive_skips} optimizer steps in a row were skipped for a '
+                f'{what} (last: {named}), so the run stops '
                 f'(optim_wrapper.max_consecutive_skips={wrapper.max_consecutive_skips}). '
                 f'Likely causes: {LIKELY_CAUSES}. The last checkpoint written holds finite '
                 'weights.')

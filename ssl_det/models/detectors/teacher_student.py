@@ -15,8 +15,17 @@ from torch import Tensor
 
 from ssl_det.models.utils.detector_checks import check_num_classes, configure_ignored_band
 from ssl_det.models.utils.pseudo_instances import masks_to_bitmap, project_instances
-from ssl_det.models.utils.starving import StarvingWatch
+from ssl_det.models.utils.starving import SparseTeacherWatch, StarvingWatch
+from ssl_det.models.utils.sup_loss_guard import SupLossGuard
 from ssl_det.registry import MODELS, TASK_UTILS
+
+
+def sum_losses(losses: dict) -> Tensor:
+    """The total of a detector's loss dict (the values whose key holds 'loss'; a value may
+    be a list of per-level tensors), as mmengine's ``parse_losses`` sums it."""
+    total = [v.mean() if isinstance(v, Tensor) else sum(t.mean() for t in v)
+             for k, v in losses.items() if 'loss' in k]
+    return sum(total) if total else torch.zeros(())
 
 
 @MODELS.register_module()
@@ -54,6 +63,15 @@ class TeacherStudent(BaseDetector):
         starving_iters (int): after this many consecutive unlabeled iterations without a
             single confident pseudo box (the unlabeled loss is then off), log a warning with
             the teacher's best score and the fixes. Default: 50.
+        sparse_ratio (float): warn (after ``starving_iters`` unlabeled iterations, and
+            then less and less often) while the teacher's confident pseudo boxes per
+            unlabeled image stay below this fraction of the labeled images' boxes per image
+            (logged each iteration as ``pseudo/confident_per_labeled``); 0 never warns.
+            Default: 0.25.
+        sup_loss_guard (dict, optional): arguments of ``SupLossGuard``, which halves the
+            unlabeled loss's weight while the labeled loss runs ``rise`` (1.3) times above
+            its level at the start of unlabeled training (logged as ``unsup_weight_scale``);
+            None turns it off. Default: ``dict(rise=1.3)``.
         log_per_class (bool): log per-class pseudo-label counts and thresholds to the
             message hub (``train/pseudo/...``) every iteration. Default: True.
         data_preprocessor (dict): usually ``MultiBranchDataPreprocessor``.
@@ -70,6 +88,8 @@ class TeacherStudent(BaseDetector):
                  predict_on: str = 'teacher',
                  ignore_iof_thr: Optional[float] = 0.5,
                  starving_iters: int = 50,
+                 sparse_ratio: float = 0.25,
+                 sup_loss_guard: Optional[dict] = dict(rise=1.3),
                  log_per_class: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -85,6 +105,9 @@ class TeacherStudent(BaseDetector):
             detector = configure_ignored_band(detector, ignore_iof_thr)
         self._build_members(detector)
         self.starving = StarvingWatch(starving_iters)
+        self.sparse = SparseTeacherWatch(sparse_ratio, max(starving_iters, 1))
+        self.unsup_guard = SupLossGuard(**(sup_loss_guard if sup_loss_guard is not None
+                                           else dict(rise=None)))
         if predict_on not in ('teacher', 'student'):
             raise ValueError(f"predict_on must be 'teacher' or 'student', got {predict_on!r}")
         self.predict_on = predict_on
@@ -126,9 +149,11 @@ class TeacherStudent(BaseDetector):
         if multi_batch_inputs.get('sup') is not None:
             sup = self.student.loss(multi_batch_inputs['sup'], multi_batch_data_samples['sup'])
             losses.update(rename_loss_dict('sup_', reweight_loss_dict(sup, self.sup_weight)))
-            self.pseudo_label.update_labeled(
-                self.labeled_labels(multi_batch_data_samples['sup']),
-                len(multi_batch_data_samples['sup']))
+            labeled = self.labeled_labels(multi_batch_data_samples['sup'])
+            self.pseudo_label.update_labeled(labeled, len(multi_batch_data_samples['sup']))
+            self.sparse.update_labeled(len(labeled), len(multi_batch_data_samples['sup']))
+            if self.unsup_active and multi_batch_inputs.get('unsup_teacher') is not None:
+                self.unsup_guard.update(sum_losses(sup))
         if self.unsup_active and multi_batch_inputs.get('unsup_teacher') is not None:
             losses.update(self.unsup_loss(
                 multi_batch_inputs['unsup_teacher'], multi_batch_data_samples['unsup_teacher'],
@@ -184,18 +209,25 @@ class TeacherStudent(BaseDetector):
             strong.gt_instances = self._as_ground_truth(pseudo, strong)
             strong.ignored_instances = self._as_ground_truth(ignore, strong, masks=False)
         stats = self.split_stats(split, scores, labels,
-                                 sum(len(s.gt_instances) for s in strong_samples))
+                                 sum(len(s.gt_instances) for s in strong_samples),
+                                 len(strong_samples))
         stats['pseudo/num_dropped_degenerate'] = float(num_dropped)
         return strong_samples, stats
 
-    def split_stats(self, split, scores: Tensor, labels: Tensor, num_pseudo: int) -> dict:
+    def split_stats(self, split, scores: Tensor, labels: Tensor, num_pseudo: int,
+                    num_images: Optional[int] = None) -> dict:
         """The policy's totals (returned, to be logged with the losses); per-class counts and
         thresholds go straight to the message hub when ``log_per_class``. Feeds the
-        starving-teacher watch with ``num_pseudo``, the confident pseudo boxes that reached
-        the strong view."""
+        starving-teacher and sparse-teacher watches with ``num_pseudo``, the confident
+        pseudo boxes that reached the strong views of ``num_images`` unlabeled images."""
         stats = self.pseudo_label.log_stats(split, labels, per_class=False)
         stats['pseudo/starving_iters'] = float(
             self.starving.update(num_pseudo, scores, self.pseudo_label))
+        if num_images:
+            ratio = self.sparse.update(num_pseudo, num_images, self.pseudo_label,
+                                       warn=self.starving.streak == 0)
+            if ratio == ratio:  # not NaN: a labeled box was seen
+                stats['pseudo/confident_per_labeled'] = ratio
         if self.log_per_class:
             hub = MessageHub.get_current_instance()
             for key, value in self.pseudo_label.log_stats(split, labels).items():
@@ -233,9 +265,12 @@ class TeacherStudent(BaseDetector):
         if self.unsup_loss_keys is not None:
             losses = {k: v for k, v in losses.items()
                       if 'loss' not in k or any(key in k for key in self.unsup_loss_keys)}
-        losses = rename_loss_dict('unsup_', reweight_loss_dict(losses, weight))
+        scale = float(self.unsup_guard.scale)
+        losses = rename_loss_dict('unsup_', reweight_loss_dict(losses, weight * scale))
         losses.update({key.replace('pseudo/', 'pseudo_'): torch.tensor(value, device=device)
                        for key, value in stats.items()})
+        if self.unsup_guard.rise is not None:
+            losses['unsup_weight_scale'] = torch.tensor(scale, device=device)
         return losses
 
     # ------------------------------------------------------------------ inference

@@ -151,7 +151,8 @@ class SoftTeacher(TeacherStudent):
             others.append(projected)
 
         stats = self.split_stats(split, scores, labels,
-                                 sum(len(s.gt_instances) for s in strong_samples))
+                                 sum(len(s.gt_instances) for s in strong_samples),
+                                 len(strong_samples))
         cand = selection.candidate
         stats.update({
             'pseudo/num_dropped_degenerate': float(num_dropped),
