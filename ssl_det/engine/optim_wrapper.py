@@ -94,13 +94,16 @@ class SkipNonFiniteOptimWrapper(OptimWrapper):
             self.consecutive_skips = 0
         self.zero_grad(**zero_kwargs)
 
+    def recent_median(self) -> float:
+        """The median gradient norm of the last ``spike_window`` applied steps."""
+        ordered = sorted(self.recent_norms)
+        return ordered[len(ordered) // 2] if ordered else float('nan')
+
     def is_spike(self, norm: float) -> bool:
         """Whether a finite gradient norm is ``spike_ratio`` times the recent median."""
         if self.spike_ratio is None or len(self.recent_norms) < self.spike_min_steps:
             return False
-        ordered = sorted(self.recent_norms)
-        median = ordered[len(ordered) // 2]
-        return norm > self.spike_ratio * median
+        return norm > self.spike_ratio * self.recent_median()
 
     def _skip(self, reason: str) -> None:
         self.last_step_skipped, self.skip_reason = True, reason
@@ -117,7 +120,3 @@ class SkipNonFiniteOptimWrapper(OptimWrapper):
             return 0.0
         norms = torch._foreach_norm(grads)
         return float(torch.linalg.vector_norm(torch.stack(norms).double()))
-
-    def gradients_finite(self) -> bool:
-        """Whether every gradient of the optimizer's parameters is finite."""
-        return math.isfinite(self.grad_norm())

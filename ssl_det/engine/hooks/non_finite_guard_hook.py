@@ -112,11 +112,10 @@ class NonFiniteGuardHook(Hook):
             with torch.no_grad():
                 torch._foreach_copy_(self._buffers, self._saved)
         if wrapper.skip_reason == 'gradient spike':
-            recent = sorted(wrapper.recent_norms)
-            median = recent[len(recent) // 2]
+            median = wrapper.recent_median()
             what = 'gradient spike'
             named = (f'gradient norm {norm:.4g}, {norm / median:.0f}x the median '
-                     f'{median:.4g} of the last {len(recent)} steps; '
+                     f'{median:.4g} of the last {len(wrapper.recent_norms)} steps; '
                      f'optim_wrapper.spike_ratio={wrapper.spike_ratio}')
         else:
             what = f'non-finite {wrapper.skip_reason}'
