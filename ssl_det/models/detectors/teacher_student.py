@@ -71,7 +71,7 @@ class TeacherStudent(BaseDetector):
         sup_loss_guard (dict, optional): arguments of ``SupLossGuard``, which halves the
             unlabeled loss's weight while the labeled loss runs ``rise`` (1.3) times above
             its level at the start of unlabeled training (logged as ``unsup_weight_scale``);
-            None turns it off. Default: ``dict(rise=1.3)``.
+            None turns it off. Default: ``dict()`` (``SupLossGuard``'s defaults).
         log_per_class (bool): log per-class pseudo-label counts and thresholds to the
             message hub (``train/pseudo/...``) every iteration. Default: True.
         data_preprocessor (dict): usually ``MultiBranchDataPreprocessor``.
@@ -89,7 +89,7 @@ class TeacherStudent(BaseDetector):
                  ignore_iof_thr: Optional[float] = 0.5,
                  starving_iters: int = 50,
                  sparse_ratio: float = 0.25,
-                 sup_loss_guard: Optional[dict] = dict(rise=1.3),
+                 sup_loss_guard: Optional[dict] = dict(),
                  log_per_class: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -104,10 +104,7 @@ class TeacherStudent(BaseDetector):
         if self.pseudo_label.can_ignore():
             detector = configure_ignored_band(detector, ignore_iof_thr)
         self._build_members(detector)
-        self.starving = StarvingWatch(starving_iters)
-        self.sparse = SparseTeacherWatch(sparse_ratio, max(starving_iters, 1))
-        self.unsup_guard = SupLossGuard(**(sup_loss_guard if sup_loss_guard is not None
-                                           else dict(rise=None)))
+        self._build_watches(starving_iters, sparse_ratio, sup_loss_guard)
         if predict_on not in ('teacher', 'student'):
             raise ValueError(f"predict_on must be 'teacher' or 'student', got {predict_on!r}")
         self.predict_on = predict_on
@@ -130,6 +127,14 @@ class TeacherStudent(BaseDetector):
         self.teacher.load_state_dict(self.student.state_dict())
         self.freeze(self.teacher)
         check_num_classes(self.pseudo_label, self.student)
+
+    def _build_watches(self, starving_iters: int, sparse_ratio: float,
+                       sup_loss_guard: Optional[dict]) -> None:
+        """The starving-teacher and sparse-teacher watches and the labeled-loss guard."""
+        self.starving = StarvingWatch(starving_iters)
+        self.sparse = SparseTeacherWatch(sparse_ratio, max(starving_iters, 1))
+        self.unsup_guard = SupLossGuard(**(sup_loss_guard if sup_loss_guard is not None
+                                           else dict(rise=None)))
 
     @staticmethod
     def freeze(model: nn.Module) -> None:

@@ -39,8 +39,6 @@ from ssl_det.registry import MODELS, TASK_UTILS
 from ssl_det.structures import points_in_boxes, transform_boxes3d, weak_to_strong_matrix
 from ssl_det.structures.bev_shuffle import (moves_boxes, shuffle_box_pieces, shuffle_boxes,
                                             unshuffle_points)
-from ..utils.starving import SparseTeacherWatch, StarvingWatch
-from ..utils.sup_loss_guard import SupLossGuard
 from .teacher_student import TeacherStudent
 
 MIDDLE_MODES = ('weight', 'ignore', 'off')
@@ -68,7 +66,7 @@ class TeacherStudent3D(TeacherStudent):
         predict_on (str): ``'teacher'`` or ``'student'`` for ``predict`` (validation).
         starving_iters (int): warn after this many iterations without a high pseudo box.
         sup_loss_guard (dict, optional): ``SupLossGuard``'s arguments (see
-            ``TeacherStudent``); None turns it off. Default: ``dict(rise=1.3)``.
+            ``TeacherStudent``); None turns it off. Default: ``dict()`` (its defaults).
         log_per_class (bool): log per-class tier counts and thresholds.
     """
 
@@ -82,7 +80,7 @@ class TeacherStudent3D(TeacherStudent):
                  low_score_thr: float = 0.1,
                  predict_on: str = 'teacher',
                  starving_iters: int = 50,
-                 sup_loss_guard: Optional[dict] = dict(rise=1.3),
+                 sup_loss_guard: Optional[dict] = dict(),
                  log_per_class: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -101,11 +99,8 @@ class TeacherStudent3D(TeacherStudent):
         self.unsup_weight, self.sup_weight = float(unsup_weight), float(sup_weight)
         self.unsup_loss_keys = None
         self.predict_on = predict_on
-        self.starving = StarvingWatch(starving_iters)
-        # the boxes per frame of the tiers are not comparable with the labels': no warning
-        self.sparse = SparseTeacherWatch(0.0, max(starving_iters, 1))
-        self.unsup_guard = SupLossGuard(**(sup_loss_guard if sup_loss_guard is not None
-                                           else dict(rise=None)))
+        # sparse_ratio 0: the tiers' boxes per frame are not comparable with the labels'
+        self._build_watches(starving_iters, 0.0, sup_loss_guard)
         self.log_per_class = log_per_class
         self.unsup_active = True
         self.latest_pseudo: Optional[dict] = None
