@@ -278,3 +278,70 @@ def test_the_policy_learns_from_every_unlabeled_batch(model_cfg, monkeypatch):
         assert len(calls) == step + 1
         torch.testing.assert_close(calls[-1][0], scores)
         assert calls[-1][1] == 1
+
+
+def test_mixing_trains_on_mixed_views_of_this_batchs_pseudo_boxes(model_cfg, monkeypatch):
+    # MixPL's switch: after the cache fills, the student also learns on a Mixup and a Mosaic
+    # batch, whose pseudo boxes are this iteration's, mapped weak -> strong (a translation,
+    # so the direction shows), then carried into the mixed image
+    model = _build(model_cfg, pseudo_label=dict(type='DualThreshold', high=0.8, low=0.4),
+                   mixing=dict(cache_size=4))
+    pred = InstanceData(bboxes=torch.tensor([[10., 12., 30., 28.], [40., 40., 50., 52.]]),
+                        scores=torch.tensor([0.95, 0.5]), labels=torch.tensor([1, 2]))
+    monkeypatch.setattr(model, 'teacher_predict',
+                        lambda inputs, samples: [pred.clone() for _ in samples])
+    shift = np.array([[1, 0, 6], [0, 1, -4], [0, 0, 1]], np.float32)
+    calls = []
+    real_loss = model.student.loss
+
+    def spy(inputs, samples):
+        calls.append((inputs.shape, [copy.deepcopy(s) for s in samples]))
+        out = real_loss(inputs, samples)
+        raw.append({k: v.detach().clone() for k, v in out.items() if k == 'loss_cls'})
+        return out
+
+    raw = []
+    monkeypatch.setattr(model.student, 'loss', spy)
+    generator = torch.Generator().manual_seed(0)
+
+    def batch():
+        sup = [_sample(np.eye(3)) for _ in range(2)]
+        for s in sup:
+            s.gt_instances = InstanceData(bboxes=torch.tensor([[8., 8., 40., 40.]]),
+                                          labels=torch.tensor([0]))
+        return ({'sup': torch.randn(2, 3, 64, 64, generator=generator),
+                 'unsup_teacher': torch.randn(2, 3, 64, 64, generator=generator),
+                 'unsup_student': torch.randn(2, 3, 64, 64, generator=generator)},
+                {'sup': sup, 'unsup_teacher': [_sample(np.eye(3)) for _ in range(2)],
+                 'unsup_student': [_sample(shift) for _ in range(2)]})
+
+    for _ in range(2):  # 2 strong views a batch: the cache is full after two
+        losses = model.loss(*batch())
+        assert not any('mixup' in k or 'mosaic' in k for k in losses)
+    calls.clear()
+    raw.clear()
+    losses = model.loss(*batch())
+    # weighted as the unlabeled loss times the mixer's weight (mixup 1, mosaic 0.5)
+    scale = model.unsup_weight * float(model.unsup_guard.scale)
+    torch.testing.assert_close(losses['unsup_mixup_loss_cls'], raw[2]['loss_cls'] * scale)
+    torch.testing.assert_close(losses['unsup_mosaic_loss_cls'], raw[3]['loss_cls'] * scale * 0.5)
+    assert raw[2]['loss_cls'] > 0 and raw[3]['loss_cls'] > 0
+    for name in ('mixup', 'mosaic'):
+        keys = [k for k in losses if k.startswith(f'unsup_{name}_') and 'loss' in k]
+        assert {'unsup_%s_loss_cls' % name, 'unsup_%s_loss_rpn_cls' % name} <= set(keys)
+        for key in keys:
+            value = losses[key]
+            total = value if isinstance(value, torch.Tensor) else sum(value)
+            assert torch.isfinite(total).all(), key
+    # student.loss saw: sup, strong, mixup (2 images, 64 px), mosaic (1 image)
+    assert len(calls) == 4
+    (shape, mixed) = calls[2]
+    assert tuple(shape) == (2, 3, 64, 64)
+    this_iteration = torch.tensor([16., 8., 36., 24.])  # the confident box, shifted
+    for sample in mixed:
+        assert torch.equal(sample.gt_instances.bboxes[0], this_iteration)
+        assert sample.gt_instances.labels[0] == 1
+        assert len(sample.gt_instances) == 2  # and the cached view's
+        torch.testing.assert_close(sample.ignored_instances.bboxes[0],
+                                   torch.tensor([46., 36., 56., 48.]))
+    assert len(calls[3][1]) == 1 and len(calls[3][1][0].gt_instances) == 4

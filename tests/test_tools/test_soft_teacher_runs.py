@@ -100,3 +100,29 @@ def test_mmdet_thresholds_from_scratch_never_teach_background(tiny_demo, tmp_pat
     assert logs['train/sup_loss_cls'].current() > 0
     log_text = ''.join(p.read_text() for p in tmp_path.glob('*/*.log'))
     assert 'starving teacher: no confident pseudo box for 2 iterations' in log_text
+
+
+def test_soft_teacher_trains_on_mixed_pseudo_labels(tiny_demo, tmp_path):
+    """MixPL's switch on Soft Teacher: once the cache is full the student also learns on a
+    Mixup and a Mosaic batch of pseudo-labeled strong views; both losses are finite and
+    their pictures are drawn."""
+    options = data_overrides(tiny_demo, semi=True)
+    options.update({'train_cfg.max_iters': 7, 'train_cfg.val_interval': 1000,
+                    'train_dataloader.batch_size': 2, 'train_dataloader.sampler.batch_size': 2,
+                    'custom_hooks.2.burn_in_iters': 1, 'custom_hooks.3.interval': 1,
+                    'default_hooks.logger.interval': 1, 'randomness.seed': 0,
+                    'model.mixing.cache_size': 4,
+                    'visualizer.name': f'vis_{uuid.uuid4().hex[:8]}',
+                    'experiment_name': f'soft_mix_{uuid.uuid4().hex[:8]}'})
+    args = [low_threshold_config(tmp_path, 'faster'), '--work-dir', str(tmp_path),
+            '--cfg-options', *as_cli(options)]
+    runner = train_tool.build_runner(train_tool.parse_args(args))
+    runner.train()
+    logs = runner.message_hub.log_scalars
+    for name in ('mixup', 'mosaic'):
+        keys = [k for k in logs if k.startswith(f'train/unsup_{name}_loss')]
+        assert {f'train/unsup_{name}_loss_cls', f'train/unsup_{name}_loss_rpn_cls'} <= set(keys)
+        for key in keys:
+            assert math.isfinite(logs[key].current()), key
+        assert logs[f'train/pseudo_{name}_boxes_per_img'].current() > 0
+    assert list(tmp_path.glob('**/vis_image/pseudo_labels_mixed_*.png'))

@@ -38,7 +38,10 @@ class PseudoLabelVisHook(Hook):
     ignored boxes dashed in ``ignored_color``, puts the images side by side and calls
     ``visualizer.add_image('pseudo_labels', image, step=runner.iter + 1)``;
     ``LocalVisBackend`` writes it to
-    ``<work_dir>/<timestamp>/vis_data/vis_image/pseudo_labels_<step>.png``.
+    ``<work_dir>/<timestamp>/vis_data/vis_image/pseudo_labels_<step>.png``. A model that
+    mixes its strong views (``TeacherStudent(mixing=...)``) also exposes
+    ``latest_mixed``, the last Mosaic (or Mixup) batch with its carried boxes, drawn the
+    same way as ``pseudo_labels_mixed_<step>.png``.
 
     Colours, alpha and line width come from a :class:`DetLocalVisualizer` (``bbox_color``,
     ``text_color``, ``mask_color``, ``alpha``, ``line_width``, ``dataset_meta``'s classes and
@@ -123,6 +126,11 @@ class PseudoLabelVisHook(Hook):
             image = self.draw(visualizer, model.data_preprocessor, pseudo['inputs'],
                               data_samples)
             visualizer.add_image('pseudo_labels', image, step=runner.iter + 1)
+            mixed = getattr(model, 'latest_mixed', None)
+            if mixed is not None:
+                image = self.draw(visualizer, model.data_preprocessor, mixed['inputs'],
+                                  mixed['data_samples'])
+                visualizer.add_image('pseudo_labels_mixed', image, step=runner.iter + 1)
 
     def _after_train_iter_3d(self, runner, model: nn.Module, pseudo: dict) -> None:
         """Point clouds: counts per scene, and a bird's-eye view of the first strong view

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ssl_det.models.utils.detector_checks import check_num_classes, configure_ignored_band
 from ssl_det.models.utils.pseudo_instances import masks_to_bitmap, project_instances
+from ssl_det.models.utils.pseudo_mixing import PseudoMixer
 from ssl_det.models.utils.starving import SparseTeacherWatch, StarvingWatch
 from ssl_det.models.utils.sup_loss_guard import SupLossGuard
 from ssl_det.registry import MODELS, TASK_UTILS
@@ -72,6 +73,11 @@ class TeacherStudent(BaseDetector):
             unlabeled loss's weight while the labeled loss runs ``rise`` (1.3) times above
             its level at the start of unlabeled training (logged as ``unsup_weight_scale``);
             None turns it off. Default: ``dict()`` (``SupLossGuard``'s defaults).
+        mixing (dict, optional): arguments of ``PseudoMixer``: the student also learns
+            on Mixup and Mosaic images of the pseudo-labeled strong views and views cached
+            from earlier batches (MixPL), with the pseudo and ignored boxes (and masks)
+            carried exactly; losses logged as ``unsup_mixup_*`` / ``unsup_mosaic_*``. None
+            (the default) mixes nothing.
         log_per_class (bool): log per-class pseudo-label counts and thresholds to the
             message hub (``train/pseudo/...``) every iteration. Default: True.
         data_preprocessor (dict): usually ``MultiBranchDataPreprocessor``.
@@ -90,6 +96,7 @@ class TeacherStudent(BaseDetector):
                  starving_iters: int = 50,
                  sparse_ratio: float = 0.25,
                  sup_loss_guard: Optional[dict] = dict(),
+                 mixing: Optional[dict] = None,
                  log_per_class: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -114,10 +121,12 @@ class TeacherStudent(BaseDetector):
         self.min_pseudo_size = float(min_pseudo_size)
         self.log_per_class = log_per_class
         self.with_pseudo_masks = bool(getattr(self.student, 'with_mask', False))
+        self.mixer = PseudoMixer(**mixing) if mixing is not None else None
         # Set by MeanTeacherHook: False during burn-in (supervised loss only).
         self.unsup_active = True
         # The last strong-view batch with its pseudo instances, for PseudoLabelVisHook.
         self.latest_pseudo: Optional[dict] = None
+        self.latest_mixed: Optional[dict] = None  # the last Mosaic (or Mixup) batch
 
     def _build_members(self, detector: dict) -> None:
         """Student and teacher from one detector config, the teacher a frozen copy of the
@@ -163,6 +172,30 @@ class TeacherStudent(BaseDetector):
             losses.update(self.unsup_loss(
                 multi_batch_inputs['unsup_teacher'], multi_batch_data_samples['unsup_teacher'],
                 multi_batch_inputs['unsup_student'], multi_batch_data_samples['unsup_student']))
+            if self.mixer is not None:
+                # unsup_loss wrote the pseudo and ignored instances into the strong samples
+                losses.update(self.mixed_unsup_losses(multi_batch_inputs['unsup_student'],
+                                                      multi_batch_data_samples['unsup_student']))
+        return losses
+
+    def mixed_unsup_losses(self, strong_inputs: Tensor, strong_samples: SampleList) -> dict:
+        """The student's loss on the mixer's Mixup and Mosaic batches of the pseudo-labeled
+        strong views (``unsup_mixup_*``, ``unsup_mosaic_*``), weighted like the unlabeled
+        loss times the mixer's weight; a batch without a pseudo box weighs 0."""
+        losses = {}
+        batches = self.mixer.mixed_batches(strong_inputs, strong_samples)
+        for name, inputs, samples in batches:
+            num_pseudo = sum(len(s.gt_instances) for s in samples)
+            weight = self.unsup_weight * self.mixer.weights[name] if num_pseudo else 0.0
+            losses.update(self.finish_unsup_losses(self.student.loss(inputs, samples), weight,
+                                                   {}, inputs.device, f'unsup_{name}_'))
+            losses[f'pseudo_{name}_boxes_per_img'] = torch.tensor(
+                num_pseudo / max(len(samples), 1), device=inputs.device)
+        if batches:
+            losses['pseudo_mix_dropped'] = torch.tensor(float(self.mixer.num_dropped),
+                                                        device=strong_inputs.device)
+            self.latest_mixed = dict(inputs=batches[-1][1].detach(),
+                                     data_samples=batches[-1][2])
         return losses
 
     @staticmethod
@@ -263,15 +296,16 @@ class TeacherStudent(BaseDetector):
         weight = self.unsup_weight if num_pseudo > 0 else 0.0
         return self.finish_unsup_losses(losses, weight, stats, strong_inputs.device)
 
-    def finish_unsup_losses(self, losses: dict, weight: float, stats: dict, device) -> dict:
+    def finish_unsup_losses(self, losses: dict, weight: float, stats: dict, device,
+                            prefix: str = 'unsup_') -> dict:
         """Keep the ``unsup_loss_keys`` losses, weight them, prefix every key with
-        ``unsup_``, and add the pseudo-label statistics (names without 'loss', so logged
+        ``prefix``, and add the pseudo-label statistics (names without 'loss', so logged
         but not summed into the loss)."""
         if self.unsup_loss_keys is not None:
             losses = {k: v for k, v in losses.items()
                       if 'loss' not in k or any(key in k for key in self.unsup_loss_keys)}
         scale = float(self.unsup_guard.scale)
-        losses = rename_loss_dict('unsup_', reweight_loss_dict(losses, weight * scale))
+        losses = rename_loss_dict(prefix, reweight_loss_dict(losses, weight * scale))
         losses.update({key.replace('pseudo/', 'pseudo_'): torch.tensor(value, device=device)
                        for key, value in stats.items()})
         if self.unsup_guard.rise is not None:

@@ -104,6 +104,7 @@ class TeacherStudent3D(TeacherStudent):
         self.log_per_class = log_per_class
         self.unsup_active = True
         self.latest_pseudo: Optional[dict] = None
+        self.mixer = None  # 2D Mixup / Mosaic (TeacherStudent's mixing) has no 3D form here
 
     # ------------------------------------------------------------------ training
     def loss(self, multi_batch_inputs: dict, multi_batch_data_samples: dict) -> dict:
