@@ -290,3 +290,55 @@ def test_every_epoch_and_every_pass_of_a_stream_is_shuffled_anew(group):
         passes = [tuple(stream[p:p + 4]) for p in range(0, len(stream), 4)]
     assert len(passes) >= 8 and all(sorted(p) == [6, 7, 8, 9] for p in passes)
     assert len(set(passes)) >= 5  # 24 orders of 4 images: the passes show many of them
+
+
+def test_mixpl_config_draws_rare_class_labeled_images_more_often(tmp_path):
+    """The MixPL COCO config resamples the labeled split by class frequency (repeat-factor
+    sampling): with the sampler, an image of a class seen in 1 labeled image of 10 is
+    drawn twice per pass over the labeled source (threshold 0.4: sqrt(0.4 / 0.1) = 2), every
+    other image once."""
+    import json
+    import os.path as osp
+    from collections import Counter
+
+    from mmengine.config import Config
+
+    from demo_helpers import ROOT
+    from ssl_det.registry import DATASETS
+    cfg = Config.fromfile(osp.join(
+        ROOT, 'configs/soft_teacher/'
+        'soft-teacher-mixpl_faster-rcnn_r50-caffe_fpn_180k_semi-10pct-coco.py'))
+    labeled_cfg = cfg.train_dataloader.dataset.datasets[0]
+    assert labeled_cfg.type == 'ClassBalancedDataset'
+    images = [dict(id=i, file_name=f'{i}.jpg', width=64, height=48) for i in range(10)]
+    anns = [dict(id=i, image_id=i, category_id=1, bbox=[4, 4, 10, 10], area=100, iscrowd=0)
+            for i in range(10)]
+    anns.append(dict(id=10, image_id=7, category_id=2, bbox=[20, 20, 8, 8], area=64,
+                     iscrowd=0))
+    categories = [dict(id=1, name='common'), dict(id=2, name='rare')]
+    for name, data in (('labeled', dict(images=images, annotations=anns)),
+                       ('unlabeled', dict(images=images, annotations=[]))):
+        (tmp_path / f'{name}.json').write_text(json.dumps(dict(data, categories=categories)))
+    labeled_cfg.oversample_thr = 0.4
+    labeled_cfg.dataset.update(data_root=str(tmp_path), ann_file='labeled.json',
+                               metainfo=dict(classes=('common', 'rare')), pipeline=[])
+    unlabeled_cfg = dict(cfg.train_dataloader.dataset.datasets[1], data_root=str(tmp_path),
+                         ann_file='unlabeled.json', metainfo=dict(classes=('common', 'rare')),
+                         pipeline=[])
+    with DefaultScope.overwrite_default_scope('ssl_det'):
+        dataset = DATASETS.build(dict(type='ConcatDataset',
+                                      datasets=[labeled_cfg, unlabeled_cfg]))
+    labeled = dataset.datasets[0]
+    assert len(labeled) == 11
+    sampler = MultiSourceSampler(dataset, batch_size=2, source_ratio=[1, 1], seed=0)
+    draws, epoch = Counter(), 0
+    while sum(draws.values()) < 1100:
+        sampler.set_epoch(epoch)
+        epoch += 1
+        for index in sampler:
+            if index < len(labeled):
+                draws[labeled.get_data_info(index)['img_id']] += 1
+    common = [draws[i] for i in range(10) if i != 7]
+    ratio = draws[7] / (sum(common) / len(common))
+    assert 1.8 < ratio < 2.2, (ratio, draws)
+    assert min(common) > 0.8 * max(common)

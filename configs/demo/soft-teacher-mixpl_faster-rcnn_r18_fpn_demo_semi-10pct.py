@@ -1,0 +1,8 @@
+# Soft Teacher on the demo data with mixed pseudo labels (MixPL's idea): the student also
+# learns on a Mixup batch of its strong views with views cached from earlier batches and on
+# one Mosaic of 4 cached views (each resized by 0.5-1.0, loss weight 0.5), every pseudo box
+# carried exactly into the mixed image (pictures: pseudo_labels_mixed_*.png).
+_base_ = ['./soft-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py']
+
+model = dict(mixing=dict(mixup=True, mosaic=True, cache_size=8, mosaic_scale=(0.5, 1.0),
+                         mixup_weight=1.0, mosaic_weight=0.5))
