@@ -2,8 +2,8 @@
 
 A policy with an ambiguous band writes ``ignored_instances``; only assigners with a positive
 ``ignore_iof_thr`` (mmdet's ``MaxIoUAssigner``, ``ATSSAssigner``, ...) act on them. mmdet's
-base configs set ``ignore_iof_thr=-1`` and some heads (FCOS, CenterNet, DETR-style) have
-no assigner that reads them: the band is then trained as background, silently. These
+base configs set ``ignore_iof_thr=-1`` and some heads (FCOS, CenterNet; DETR-style heads,
+whose one-to-one matching has nothing to ignore) have no assigner that reads them: the band is then trained as background, silently. These
 helpers find every assigner of a detector config, set the threshold where it can be set, and
 say where it cannot.
 """
@@ -12,7 +12,7 @@ import inspect
 import logging
 from typing import Iterator, List, Optional, Tuple
 
-from mmdet.models.task_modules import MaxIoUAssigner
+from mmdet.models.task_modules import HungarianAssigner, MaxIoUAssigner
 from mmengine.logging import print_log
 from torch import nn
 
@@ -74,7 +74,14 @@ def configure_ignored_band(detector: dict, ignore_iof_thr: Optional[float]) -> d
                       'confident pseudo box).', logger='current')
         default = _ignore_default(cfg['type'])
         if default is None:
-            unused.append(f'{path} ({cfg["type"]} has no ignore_iof_thr)')
+            if _resolve(cfg['type']) is HungarianAssigner:
+                unused.append(
+                    f'{path} ({cfg["type"]}: one-to-one matching, as in DETR, DINO and '
+                    'Deformable DETR, treats the confident pseudo boxes as the whole ground '
+                    'truth and trains every other query as background, so no band can be '
+                    'ignored)')
+            else:
+                unused.append(f'{path} ({cfg["type"]} has no ignore_iof_thr)')
             continue
         current = cfg.get('ignore_iof_thr', default)
         if current is not None and current > 0:
