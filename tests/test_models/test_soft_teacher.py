@@ -218,6 +218,13 @@ def test_selection_thresholds():
     # low uncertainty trains regression whatever the class score; below 0.5 nothing does
     assert sel.reg.tolist() == [True, False, True, False, False]
     assert sel.used.tolist() == [True, True, True, False, False]
+    # a band reaching below initial_thr is ignored there too (not taught as background)
+    wide = PseudoLabelSplit(confident=scores >= 0.9, ignored=(scores >= 0.25) & (scores < 0.9))
+    sel = select_pseudo_labels(scores, wide, uncertainty, initial_thr=0.5, rpn_thr=0.93,
+                               reg_thr=0.02)
+    assert sel.ignored.tolist() == [False, False, True, True, True]
+    assert sel.cls.tolist() == [True, True, False, False, False]
+    assert sel.reg.tolist() == [True, False, True, False, False]  # 0.3 trains nothing
 
 
 def fake_teacher(monkeypatch, model, detections, uncertainties):
@@ -479,6 +486,24 @@ def test_dual_threshold_band_is_ignored_not_background(monkeypatch):
     assert pseudo[0].reg.tolist() == [True, True, True]
     assert stats['pseudo/num_ignored'] == 1 and stats['pseudo/num_rpn'] == 1
 
+
+
+def test_band_below_initial_threshold_reaches_the_strong_view_ignored(monkeypatch):
+    # the policy ignores from 0.3; Soft Teacher's initial threshold (0.5) must not cut the
+    # band and teach its 0.3-0.5 part as background
+    model = build(pseudo_label=dict(type='DualThreshold', high=0.9, low=0.3),
+                  initial_score_thr=0.5, rpn_pseudo_thr=0.9)
+    det = InstanceData(bboxes=torch.tensor([[6., 6., 26., 30.], [34., 30., 60., 58.],
+                                            [10., 40., 20., 50.]]),
+                       scores=torch.tensor([0.95, 0.4, 0.2]), labels=torch.tensor([1, 2, 0]))
+    fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01, 0.01, 0.01])])
+    strong = sample(FLIP)
+    _, pseudo, stats = model.teacher_pseudo_labels(torch.randn(1, 3, SIZE, SIZE), [sample()],
+                                                   [strong])
+    torch.testing.assert_close(strong.ignored_instances.bboxes,
+                               torch.tensor([[4., 30., 30., 58.]]))
+    assert stats['pseudo/num_ignored'] == 1
+    assert pseudo[0].reg.tolist() == [True, False]  # below 0.5: ignored, trains nothing
 
 # ---------------------------------------------------------------- ignored band in the RoI head
 def test_sample_proposals_leaves_proposals_in_ignored_boxes_unsampled(model):

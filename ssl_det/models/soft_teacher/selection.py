@@ -1,13 +1,16 @@
 """Which teacher detections train which part of the student (Soft Teacher's selection).
 
-Detections below ``initial_thr`` are dropped first. Of the rest:
+Detections below ``initial_thr`` train nothing. Of the rest:
 
 - ``cls``: the pseudo-label policy's confident detections train the RoI classifier (and the
-  mask head), with the policy's ambiguous band (``ignored``) neither foreground nor
-  background;
+  mask head);
 - ``rpn``: detections scoring at least ``rpn_thr`` train the RPN;
 - ``reg``: detections whose box-jitter uncertainty is below ``reg_thr`` train the RoI box
   regression, whatever their score (a well-localised box can be unsure of its class).
+
+The policy's ambiguous band (``ignored``) is neither foreground nor background wherever the
+policy puts it, below ``initial_thr`` too: ignoring trains nothing, and a band cut at
+``initial_thr`` would teach its lower part as background while the log counted it ignored.
 """
 from typing import NamedTuple
 
@@ -41,14 +44,15 @@ def select_pseudo_labels(scores: Tensor, split: PseudoLabelSplit, uncertainty: T
         split (PseudoLabelSplit): the policy's split of the same detections.
         uncertainty (Tensor): (N,) box-jitter uncertainty; only read where
             ``scores >= initial_thr`` (elsewhere it may be anything, e.g. inf).
-        initial_thr (float): detections below it are dropped.
+        initial_thr (float): detections below it train nothing (the policy's band below it
+            is still ignored).
         rpn_thr (float): score needed to train the RPN.
         reg_thr (float): uncertainty below which a box trains the box regression.
     """
     candidate = scores >= initial_thr
     return SoftTeacherSelection(
         cls=split.confident & candidate,
-        ignored=split.ignored & candidate,
+        ignored=split.ignored,
         rpn=candidate & (scores >= rpn_thr),
         reg=candidate & (uncertainty < reg_thr),
         candidate=candidate)
