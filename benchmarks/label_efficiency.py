@@ -97,6 +97,17 @@ ABLATIONS = {
         "st_mmdet_user without the guards against its failure: the teacher's keep-rate "
         'ramps from the copy and may lag the whole run, no gradient spike is skipped, no '
         'labeled-loss guard (ssl_det before issue #19 item 6)'),
+    'st_mixpl': ('soft_teacher', ['model.mixing.cache_size=8'],
+                 'mixed pseudo labels (MixPL): the student also learns on a Mixup batch of its '
+                 'strong views with cached ones and on a Mosaic of 4 cached views'),
+    'st_gmm': ('soft_teacher', ['model.pseudo_label.type=GMMThreshold'],
+               "Consistent-Teacher's per-class GMM thresholds instead of DynamicThreshold's "
+               '(same bounds, window and min_count)'),
+    'st_wide_band': ('soft_teacher', ['model.pseudo_label.init_low=0.1',
+                                      'model.pseudo_label.low_floor=0.05',
+                                      'model.pseudo_label.low_ceil=0.3'],
+                     'a wide ignored band: detections from 0.1 (floor 0.05, ceiling 0.3) to '
+                     'the confident threshold are neither foreground nor background'),
     'st_strict': ('soft_teacher',
                   ['model.pseudo_label.init_high=0.9', 'model.pseudo_label.high_floor=0.8',
                    'model.pseudo_label.high_ceil=0.95', 'model.pseudo_label.init_low=0.5',
