@@ -125,4 +125,8 @@ def test_soft_teacher_trains_on_mixed_pseudo_labels(tiny_demo, tmp_path):
         for key in keys:
             assert math.isfinite(logs[key].current()), key
         assert logs[f'train/pseudo_{name}_boxes_per_img'].current() > 0
+        # the RoI regression learns only from the jitter-checked boxes of the strong views
+        assert f'train/unsup_{name}_loss_bbox' not in logs
+        assert f'train/unsup_{name}_loss_rpn_bbox' in logs
+    assert 'train/unsup_loss_bbox' in logs
     assert list(tmp_path.glob('**/vis_image/pseudo_labels_mixed_*.png'))

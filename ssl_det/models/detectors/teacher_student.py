@@ -187,8 +187,10 @@ class TeacherStudent(BaseDetector):
         for name, inputs, samples in batches:
             num_pseudo = sum(len(s.gt_instances) for s in samples)
             weight = self.unsup_weight * self.mixer.weights[name] if num_pseudo else 0.0
-            losses.update(self.finish_unsup_losses(self.student.loss(inputs, samples), weight,
-                                                   {}, inputs.device, f'unsup_{name}_'))
+            part = {k: v for k, v in self.student.loss(inputs, samples).items()
+                    if not self.skipped_on_mixed(k)}
+            losses.update(self.finish_unsup_losses(part, weight, {}, inputs.device,
+                                                   f'unsup_{name}_'))
             losses[f'pseudo_{name}_boxes_per_img'] = torch.tensor(
                 num_pseudo / max(len(samples), 1), device=inputs.device)
         if batches:
@@ -295,6 +297,12 @@ class TeacherStudent(BaseDetector):
         # which is how an under-confident teacher makes the student collapse.
         weight = self.unsup_weight if num_pseudo > 0 else 0.0
         return self.finish_unsup_losses(losses, weight, stats, strong_inputs.device)
+
+    @staticmethod
+    def skipped_on_mixed(key: str) -> bool:
+        """Whether the mixed batches leave out the student loss ``key`` (none here: their
+        pseudo boxes train what the strong views' train)."""
+        return False
 
     def finish_unsup_losses(self, losses: dict, weight: float, stats: dict, device,
                             prefix: str = 'unsup_') -> dict:
