@@ -345,3 +345,42 @@ def test_mixing_trains_on_mixed_views_of_this_batchs_pseudo_boxes(model_cfg, mon
         torch.testing.assert_close(sample.ignored_instances.bboxes[0],
                                    torch.tensor([46., 36., 56., 48.]))
     assert len(calls[3][1]) == 1 and len(calls[3][1][0].gt_instances) == 4
+
+
+@pytest.mark.parametrize('strong_bn_stats', [False, True])
+def test_strong_views_leave_the_bn_statistics_to_the_labeled_images(model_cfg, monkeypatch,
+                                                                    strong_bn_stats):
+    # By default the strong views are normalised by their own batch statistics, but the
+    # student's running statistics (its test-time normalisation, and the EMA teacher's)
+    # follow the labeled images alone; strong_bn_stats=True lets the strong views in.
+    model = _build(model_cfg, pseudo_label=dict(type='DualThreshold', high=0.8, low=0.4),
+                   strong_bn_stats=strong_bn_stats)
+    model.train()
+    pred = InstanceData(bboxes=torch.tensor([[10., 12., 30., 28.]]), scores=torch.tensor([0.95]),
+                        labels=torch.tensor([1]))
+    monkeypatch.setattr(model, 'teacher_predict',
+                        lambda inputs, samples: [pred.clone() for _ in samples])
+    generator = torch.Generator().manual_seed(0)
+    sup = [_sample(np.eye(3)) for _ in range(2)]
+    for s in sup:
+        s.gt_instances = InstanceData(bboxes=torch.tensor([[8., 8., 40., 40.]]),
+                                      labels=torch.tensor([0]))
+    inputs = {'sup': torch.randn(2, 3, 64, 64, generator=generator),
+              'unsup_teacher': torch.randn(2, 3, 64, 64, generator=generator),
+              # strong views far off the labeled images' statistics
+              'unsup_student': 5 + 3 * torch.randn(2, 3, 64, 64, generator=generator)}
+    samples = {'sup': sup, 'unsup_teacher': [_sample(np.eye(3)) for _ in range(2)],
+               'unsup_student': [_sample(np.eye(3)) for _ in range(2)]}
+    reference = copy.deepcopy(model.student)
+    reference.train()
+    reference.loss(inputs['sup'], copy.deepcopy(sup))  # the labeled batch alone
+    losses = model.loss(inputs, samples)
+    assert losses['unsup_loss_cls'] > 0  # the strong views did go through the student
+    bn = model.student.backbone.bn1
+    if strong_bn_stats:
+        assert not torch.allclose(bn.running_mean, reference.backbone.bn1.running_mean)
+    else:
+        torch.testing.assert_close(bn.running_mean, reference.backbone.bn1.running_mean)
+        torch.testing.assert_close(bn.running_var, reference.backbone.bn1.running_var)
+        assert bn.num_batches_tracked == reference.backbone.bn1.num_batches_tracked
+        assert bn.momentum == reference.backbone.bn1.momentum  # restored

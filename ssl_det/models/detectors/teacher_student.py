@@ -1,6 +1,7 @@
 """Teacher–student training for any mmdet detector (one-stage, two-stage, with masks)."""
 import copy
-from typing import Dict, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -73,6 +74,11 @@ class TeacherStudent(BaseDetector):
             unlabeled loss's weight while the labeled loss runs ``rise`` (1.3) times above
             its level at the start of unlabeled training (logged as ``unsup_weight_scale``);
             None turns it off. Default: ``dict()`` (``SupLossGuard``'s defaults).
+        strong_bn_stats (bool): whether the student's BatchNorm running statistics (what
+            it normalises with at test time, and what the EMA teacher inherits) also follow
+            the strong views and mixed images. False: those batches are normalised with
+            their own statistics but leave the running ones to the labeled images, whose
+            augmentation is the test images' kind. Default: False.
         mixing (dict, optional): arguments of ``PseudoMixer``: the student also learns
             on Mixup and Mosaic images of the pseudo-labeled strong views and views cached
             from earlier batches (MixPL), with the pseudo and ignored boxes (and masks)
@@ -97,6 +103,7 @@ class TeacherStudent(BaseDetector):
                  sparse_ratio: float = 0.25,
                  sup_loss_guard: Optional[dict] = dict(),
                  mixing: Optional[dict] = None,
+                 strong_bn_stats: bool = False,
                  log_per_class: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -122,6 +129,7 @@ class TeacherStudent(BaseDetector):
         self.log_per_class = log_per_class
         self.with_pseudo_masks = bool(getattr(self.student, 'with_mask', False))
         self.mixer = PseudoMixer(**mixing) if mixing is not None else None
+        self.strong_bn_stats = bool(strong_bn_stats)
         # Set by MeanTeacherHook: False during burn-in (supervised loss only).
         self.unsup_active = True
         # The last strong-view batch with its pseudo instances, for PseudoLabelVisHook.
@@ -169,14 +177,38 @@ class TeacherStudent(BaseDetector):
             if self.unsup_active and multi_batch_inputs.get('unsup_teacher') is not None:
                 self.unsup_guard.update(sum_losses(sup))
         if self.unsup_active and multi_batch_inputs.get('unsup_teacher') is not None:
-            losses.update(self.unsup_loss(
-                multi_batch_inputs['unsup_teacher'], multi_batch_data_samples['unsup_teacher'],
-                multi_batch_inputs['unsup_student'], multi_batch_data_samples['unsup_student']))
-            if self.mixer is not None:
-                # unsup_loss wrote the pseudo and ignored instances into the strong samples
-                losses.update(self.mixed_unsup_losses(multi_batch_inputs['unsup_student'],
-                                                      multi_batch_data_samples['unsup_student']))
+            with self.student_bn_stats(self.strong_bn_stats):
+                losses.update(self.unsup_loss(
+                    multi_batch_inputs['unsup_teacher'],
+                    multi_batch_data_samples['unsup_teacher'],
+                    multi_batch_inputs['unsup_student'],
+                    multi_batch_data_samples['unsup_student']))
+                if self.mixer is not None:
+                    # unsup_loss wrote the pseudo and ignored instances into the strong
+                    # samples
+                    losses.update(self.mixed_unsup_losses(
+                        multi_batch_inputs['unsup_student'],
+                        multi_batch_data_samples['unsup_student']))
         return losses
+
+    @contextmanager
+    def student_bn_stats(self, update: bool) -> Iterator[None]:
+        """With ``update=False``, the student's BatchNorm layers in training mode normalise
+        with each batch's statistics but leave their running statistics (and batch count)
+        as they were: momentum 0 for the duration."""
+        saved = []
+        if not update:
+            for module in self.student.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training \
+                        and module.track_running_stats:
+                    saved.append((module, module.momentum, module.num_batches_tracked.clone()))
+                    module.momentum = 0.0
+        try:
+            yield
+        finally:
+            for module, momentum, tracked in saved:
+                module.momentum = momentum
+                module.num_batches_tracked.copy_(tracked)
 
     def mixed_unsup_losses(self, strong_inputs: Tensor, strong_samples: SampleList) -> dict:
         """The student's loss on the mixer's Mixup and Mosaic batches of the pseudo-labeled

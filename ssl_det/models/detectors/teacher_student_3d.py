@@ -105,6 +105,9 @@ class TeacherStudent3D(TeacherStudent):
         self.unsup_active = True
         self.latest_pseudo: Optional[dict] = None
         self.mixer = None  # 2D Mixup / Mosaic (TeacherStudent's mixing) has no 3D form here
+        # the strong scenes update the BatchNorm statistics, as measured in
+        # docs/benchmarks.md (TeacherStudent's strong_bn_stats=False is unmeasured in 3D)
+        self.strong_bn_stats = True
 
     # ------------------------------------------------------------------ training
     def loss(self, multi_batch_inputs: dict, multi_batch_data_samples: dict) -> dict:
