@@ -108,6 +108,9 @@ ABLATIONS = {
                                       'model.pseudo_label.low_ceil=0.3'],
                      'a wide ignored band: detections from 0.1 (floor 0.05, ceiling 0.3) to '
                      'the confident threshold are neither foreground nor background'),
+    'st_strong_bn': ('soft_teacher', ['model.strong_bn_stats=True'],
+                     "the strong views also update the student's BatchNorm running statistics "
+                     '(ssl_det before 2026-12-03)'),
     'st_strict': ('soft_teacher',
                   ['model.pseudo_label.init_high=0.9', 'model.pseudo_label.high_floor=0.8',
                    'model.pseudo_label.high_ceil=0.95', 'model.pseudo_label.init_low=0.5',
