@@ -52,6 +52,9 @@ ABLATIONS = {
                                            '.unsup_student.3.mode=unshuffle_features'],
                                  "patch shuffle with HSSDA's feature un-shuffle: boxes stay, "
                                  'the BEV features move back after the backbone'),
+    'hssda_labeled_bn': ('hssda', ['model.strong_bn_stats=False'],
+                         "the strong scenes leave the student's BatchNorm running statistics "
+                         'to the labeled scenes (2D default since 2026-12-03)'),
     'hssda_matched_thr': ('hssda', ['model.pseudo_label.type=MatchedScoreThreshold'],
                           "HSSDA's threshold rule: 2-means centres of the teacher's scores "
                           'on boxes matching labels'),

@@ -225,6 +225,11 @@ def test_selection_thresholds():
     assert sel.ignored.tolist() == [False, False, True, True, True]
     assert sel.cls.tolist() == [True, True, False, False, False]
     assert sel.reg.tolist() == [True, False, True, False, False]  # 0.3 trains nothing
+    # a confident detection below initial_thr does not train the classifier: ignored
+    sel = select_pseudo_labels(scores, split, uncertainty, initial_thr=0.93, rpn_thr=0.93,
+                               reg_thr=0.02)
+    assert sel.cls.tolist() == [True, False, False, False, False]
+    assert sel.ignored.tolist() == [False, True, True, False, False]
 
 
 def fake_teacher(monkeypatch, model, detections, uncertainties):

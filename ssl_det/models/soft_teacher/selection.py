@@ -8,9 +8,11 @@ Detections below ``initial_thr`` train nothing. Of the rest:
 - ``reg``: detections whose box-jitter uncertainty is below ``reg_thr`` train the RoI box
   regression, whatever their score (a well-localised box can be unsure of its class).
 
-The policy's ambiguous band (``ignored``) is neither foreground nor background wherever the
-policy puts it, below ``initial_thr`` too: ignoring trains nothing, and a band cut at
-``initial_thr`` would teach its lower part as background while the log counted it ignored.
+What the policy keeps but ``initial_thr`` does not let train is ignored, neither foreground
+nor background: its ambiguous band wherever the policy puts it (below ``initial_thr`` too),
+and a confident detection below ``initial_thr``. Ignoring trains nothing; cutting them at
+``initial_thr`` would teach them as background (the band's lower part while the log counted
+it ignored).
 """
 from typing import NamedTuple
 
@@ -44,15 +46,15 @@ def select_pseudo_labels(scores: Tensor, split: PseudoLabelSplit, uncertainty: T
         split (PseudoLabelSplit): the policy's split of the same detections.
         uncertainty (Tensor): (N,) box-jitter uncertainty; only read where
             ``scores >= initial_thr`` (elsewhere it may be anything, e.g. inf).
-        initial_thr (float): detections below it train nothing (the policy's band below it
-            is still ignored).
+        initial_thr (float): detections below it train nothing (what the policy keeps
+            below it is ignored).
         rpn_thr (float): score needed to train the RPN.
         reg_thr (float): uncertainty below which a box trains the box regression.
     """
     candidate = scores >= initial_thr
     return SoftTeacherSelection(
         cls=split.confident & candidate,
-        ignored=split.ignored,
+        ignored=split.ignored | (split.confident & ~candidate),
         rpn=candidate & (scores >= rpn_thr),
         reg=candidate & (uncertainty < reg_thr),
         candidate=candidate)
