@@ -45,11 +45,43 @@ dino = dict(
     test_cfg=dict(max_per_img=20))
 '''
 
+# Deformable DETR at the same size (single-stage queries, no box refinement: mmdet's base)
+TINY_DEFORMABLE = '''
+dino = dict(
+    type='DeformableDETR', num_queries=20, num_feature_levels=4, with_box_refine=False,
+    as_two_stage=False,
+    data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
+                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=1),
+    backbone=dict(type='ResNet', depth=18, base_channels=8, num_stages=4, out_indices=(1, 2, 3),
+                  norm_cfg=dict(type='BN'), style='pytorch', init_cfg=None),
+    neck=dict(type='ChannelMapper', in_channels=[16, 32, 64], kernel_size=1, out_channels=256,
+              act_cfg=None, norm_cfg=dict(type='GN', num_groups=32), num_outs=4),
+    encoder=dict(num_layers=1, layer_cfg=dict(
+        self_attn_cfg=dict(embed_dims=256, num_heads=4, num_points=2, batch_first=True),
+        ffn_cfg=dict(embed_dims=256, feedforward_channels=64, ffn_drop=0.0))),
+    decoder=dict(num_layers=2, return_intermediate=True, post_norm_cfg=None, layer_cfg=dict(
+        self_attn_cfg=dict(embed_dims=256, num_heads=4, dropout=0.0, batch_first=True),
+        cross_attn_cfg=dict(embed_dims=256, num_heads=4, num_points=2, batch_first=True),
+        ffn_cfg=dict(embed_dims=256, feedforward_channels=64, ffn_drop=0.0))),
+    positional_encoding=dict(num_feats=128, normalize=True, offset=-0.5),
+    bbox_head=dict(type='DeformableDETRHead', num_classes=5, embed_dims=256,
+                   sync_cls_avg_factor=True,
+                   loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
+                                 loss_weight=2.0),
+                   loss_bbox=dict(type='L1Loss', loss_weight=5.0),
+                   loss_iou=dict(type='GIoULoss', loss_weight=2.0)),
+    train_cfg=dict(assigner=dict(type='HungarianAssigner', match_costs=[
+        dict(type='FocalLossCost', weight=2.0),
+        dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
+        dict(type='IoUCost', iou_mode='giou', weight=2.0)])),
+    test_cfg=dict(max_per_img=20))
+'''
 
-def dino_config(tmp_path, pseudo_label):
+
+def dino_config(tmp_path, pseudo_label, model=TINY_DINO):
     path = tmp_path / f'dino_{uuid.uuid4().hex[:6]}.py'
     path.write_text(
-        f'_base_ = [{SEMI_CFG!r}]\n' + TINY_DINO +
+        f'_base_ = [{SEMI_CFG!r}]\n' + model +
         'model = dict(_delete_=True, type="TeacherStudent", detector=dino,\n'
         '             data_preprocessor=dict(type="MultiBranchDataPreprocessor",\n'
         '                                    data_preprocessor=dino["data_preprocessor"]),\n'
@@ -60,33 +92,38 @@ def dino_config(tmp_path, pseudo_label):
     return str(path)
 
 
-def runner_for(tiny_demo, tmp_path, pseudo_label, iters=4):
+def runner_for(tiny_demo, tmp_path, pseudo_label, iters=4, model=TINY_DINO):
     options = data_overrides(tiny_demo, semi=True)
     options.update({'train_cfg.max_iters': iters, 'train_cfg.val_interval': 1000,
                     'train_dataloader.batch_size': 2, 'train_dataloader.sampler.batch_size': 2,
                     'custom_hooks.2.burn_in_iters': 1, 'custom_hooks.3.interval': 0,
                     'default_hooks.logger.interval': 1, 'randomness.seed': 0,
                     'experiment_name': f'dino_{uuid.uuid4().hex[:8]}'})
-    args = [dino_config(tmp_path, pseudo_label), '--work-dir', str(tmp_path), '--cfg-options',
+    args = [dino_config(tmp_path, pseudo_label, model), '--work-dir', str(tmp_path), '--cfg-options',
             *as_cli(options)]
     return train_tool.build_runner(train_tool.parse_args(args))
 
 
-def test_tiny_dino_trains_as_a_student(tiny_demo, tmp_path):
-    # an untrained DINO's sigmoid scores sit near its focal-loss prior (0.01): a threshold
+@pytest.mark.parametrize('name', ['dino', 'deformable_detr'])
+def test_tiny_detr_family_trains_as_a_student(tiny_demo, tmp_path, name):
+    # an untrained DETR's sigmoid scores sit near its focal-loss prior (0.01): a threshold
     # under it lets pseudo boxes flow
-    runner = runner_for(tiny_demo, tmp_path, dict(type='FixedThreshold', score_thr=0.005))
+    detector = TINY_DINO if name == 'dino' else TINY_DEFORMABLE
+    runner = runner_for(tiny_demo, tmp_path, dict(type='FixedThreshold', score_thr=0.005),
+                        model=detector)
     model = runner.model
     start = {k: v.clone() for k, v in model.teacher.state_dict().items()}
     runner.train()
     logs = runner.message_hub.log_scalars
     unsup = [k for k in logs if k.startswith('train/unsup_') and 'loss' in k]
-    # DINO's losses: the last decoder layer, the others (d0.), the encoder's proposals (enc_)
-    # and the denoising queries (dn_), on the pseudo boxes as on the labels
-    for name in ('loss_cls', 'loss_bbox', 'loss_iou', 'enc_loss_cls', 'dn_loss_cls',
-                 'd0.loss_cls'):
-        assert f'train/unsup_{name}' in unsup, name
-        assert f'train/sup_{name}' in logs, name
+    # the last decoder layer's losses and the others' (d0.); DINO's also its encoder
+    # proposals' (enc_) and its denoising queries' (dn_), on the pseudo boxes as on the labels
+    keys = ['loss_cls', 'loss_bbox', 'loss_iou', 'd0.loss_cls']
+    if name == 'dino':
+        keys += ['enc_loss_cls', 'dn_loss_cls']
+    for key in keys:
+        assert f'train/unsup_{key}' in unsup, key
+        assert f'train/sup_{key}' in logs, key
     for key in unsup + ['train/loss']:
         assert math.isfinite(logs[key].current()), key
     assert logs['train/pseudo_num_confident'].current() > 0
