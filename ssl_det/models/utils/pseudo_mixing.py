@@ -25,9 +25,11 @@ from torch import Tensor
 from ssl_det.structures import filter_degenerate, project_boxes, project_masks
 
 
-def placement(scale: float, offset_x: float, offset_y: float) -> Tensor:
-    """The homography of a view scaled by ``scale`` and moved to ``(offset_x, offset_y)``."""
-    return torch.tensor([[scale, 0.0, offset_x], [0.0, scale, offset_y], [0.0, 0.0, 1.0]],
+def placement(offset_x: float, offset_y: float, scale_x: float = 1.0,
+              scale_y: float = 1.0) -> Tensor:
+    """The homography of a view scaled by ``(scale_x, scale_y)`` and moved to
+    ``(offset_x, offset_y)``."""
+    return torch.tensor([[scale_x, 0.0, offset_x], [0.0, scale_y, offset_y], [0.0, 0.0, 1.0]],
                         dtype=torch.float64)
 
 
@@ -97,7 +99,7 @@ def mixup(dst: Tensor, dst_shape: Tuple[int, int], src: Tensor, ratio: float = 0
     mixed = torch.where(in_src & in_dst, dst * ratio + src_canvas * (1.0 - ratio),
                         torch.where(in_dst, dst, src_canvas))
     shape = (max(dh, h), max(dw, w))
-    return mixed, shape, placement(1.0, 0.0, 0.0)
+    return mixed, shape, placement(0.0, 0.0)
 
 
 def mosaic(views: Sequence[Tensor], scales: Sequence[float], size_divisor: int = 32
@@ -132,9 +134,7 @@ def mosaic(views: Sequence[Tensor], scales: Sequence[float], size_divisor: int =
             view[None], size=(h, w), mode='bilinear', align_corners=False)[0]
         canvas[:, oy:oy + h, ox:ox + w] = resized
         # box convention: pixel i covers [i, i + 1], so the resize is exact at the edges
-        matrix = placement(1.0, ox, oy)
-        matrix[0, 0], matrix[1, 1] = w / view.shape[-1], h / view.shape[-2]
-        matrices.append(matrix)
+        matrices.append(placement(ox, oy, w / view.shape[-1], h / view.shape[-2]))
     return canvas, (height, width), matrices
 
 
@@ -234,7 +234,7 @@ class PseudoMixer:
             cached.append(random.choice(self.cache))
         for image, sample, (src, src_gt, src_ignored) in zip(inputs, samples, cached):
             mixed, shape, matrix = mixup(image, sample.img_shape[:2], src, self.mixup_ratio)
-            identity = placement(1.0, 0.0, 0.0)
+            identity = placement(0.0, 0.0)
             gts, ignored = [], []
             for source, move, target in ((sample.gt_instances, identity, gts),
                                          (src_gt, matrix, gts),
