@@ -74,16 +74,16 @@ class TeacherStudent(BaseDetector):
             unlabeled loss's weight while the labeled loss runs ``rise`` (1.3) times above
             its level at the start of unlabeled training (logged as ``unsup_weight_scale``);
             None turns it off. Default: ``dict()`` (``SupLossGuard``'s defaults).
-        strong_bn_stats (bool): whether the student's BatchNorm running statistics (what
-            it normalises with at test time, and what the EMA teacher inherits) also follow
-            the strong views and mixed images. False: those batches are normalised with
-            their own statistics but leave the running ones to the labeled images, whose
-            augmentation is the test images' kind. Default: False.
         mixing (dict, optional): arguments of ``PseudoMixer``: the student also learns
             on Mixup and Mosaic images of the pseudo-labeled strong views and views cached
             from earlier batches (MixPL), with the pseudo and ignored boxes (and masks)
             carried exactly; losses logged as ``unsup_mixup_*`` / ``unsup_mosaic_*``. None
             (the default) mixes nothing.
+        strong_bn_stats (bool): whether the student's BatchNorm running statistics (what
+            it normalises with at test time, and what the EMA teacher inherits) also follow
+            the strong views and mixed images. False: those batches are normalised with
+            their own statistics but leave the running ones to the labeled images, whose
+            augmentation is the test images' kind. Default: False.
         log_per_class (bool): log per-class pseudo-label counts and thresholds to the
             message hub (``train/pseudo/...``) every iteration. Default: True.
         data_preprocessor (dict): usually ``MultiBranchDataPreprocessor``.
