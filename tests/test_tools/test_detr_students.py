@@ -10,18 +10,24 @@ from demo_helpers import ROOT, as_cli, data_overrides
 from tools import train as train_tool
 
 SEMI_CFG = f'{ROOT}/configs/demo/mean-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py'
-# A DINO small enough for 2 CPU cores: an R18 at 1/8 width, one encoder layer, two decoder
-# layers, 20 queries. embed_dims stays 256: mmdet's DINO decoder encodes reference points
-# in 4 x 128 = 2 x 256 sine features.
-TINY_DINO = '''
-dino = dict(
-    type='DINO', num_queries=20, with_box_refine=True, as_two_stage=True,
+# What the tiny DETRs share: an R18 at 1/8 width and the neck (embed_dims 256, see below).
+SHARED = '''
+SHARED = dict(
     data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
                            std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=1),
     backbone=dict(type='ResNet', depth=18, base_channels=8, num_stages=4, out_indices=(1, 2, 3),
                   norm_cfg=dict(type='BN'), style='pytorch', init_cfg=None),
     neck=dict(type='ChannelMapper', in_channels=[16, 32, 64], kernel_size=1, out_channels=256,
               act_cfg=None, norm_cfg=dict(type='GN', num_groups=32), num_outs=4),
+)
+'''
+# A DINO small enough for 2 CPU cores: an R18 at 1/8 width, one encoder layer, two decoder
+# layers, 20 queries. embed_dims stays 256: mmdet's DINO decoder encodes reference points
+# in 4 x 128 = 2 x 256 sine features.
+TINY_DINO = SHARED + '''
+dino = dict(
+    type='DINO', num_queries=20, with_box_refine=True, as_two_stage=True,
+    **SHARED,
     encoder=dict(num_layers=1, layer_cfg=dict(
         self_attn_cfg=dict(embed_dims=256, num_levels=4, num_heads=4, num_points=2, dropout=0.0),
         ffn_cfg=dict(embed_dims=256, feedforward_channels=64, ffn_drop=0.0))),
@@ -46,16 +52,11 @@ dino = dict(
 '''
 
 # Deformable DETR at the same size (single-stage queries, no box refinement: mmdet's base)
-TINY_DEFORMABLE = '''
+TINY_DEFORMABLE = SHARED + '''
 dino = dict(
     type='DeformableDETR', num_queries=20, num_feature_levels=4, with_box_refine=False,
     as_two_stage=False,
-    data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
-                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=1),
-    backbone=dict(type='ResNet', depth=18, base_channels=8, num_stages=4, out_indices=(1, 2, 3),
-                  norm_cfg=dict(type='BN'), style='pytorch', init_cfg=None),
-    neck=dict(type='ChannelMapper', in_channels=[16, 32, 64], kernel_size=1, out_channels=256,
-              act_cfg=None, norm_cfg=dict(type='GN', num_groups=32), num_outs=4),
+    **SHARED,
     encoder=dict(num_layers=1, layer_cfg=dict(
         self_attn_cfg=dict(embed_dims=256, num_heads=4, num_points=2, batch_first=True),
         ffn_cfg=dict(embed_dims=256, feedforward_channels=64, ffn_drop=0.0))),
