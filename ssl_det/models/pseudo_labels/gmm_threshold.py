@@ -40,10 +40,7 @@ def fit_two_gaussians(hist: Tensor, iters: int = 50, min_var: float = 1e-4
         means = (resp * hist[:, None] * x).sum(-1) / mass
         variances = ((resp * hist[:, None] * (x - means[..., None])**2).sum(-1) / mass
                      ).clamp_min(min_var)
-        log_p = (weights.clamp_min(1e-12).log()[..., None]
-                 - 0.5 * (2 * math.pi * variances[..., None]).log()
-                 - (x - means[..., None])**2 / (2 * variances[..., None]))
-        resp = torch.softmax(log_p, dim=1)
+        resp = torch.softmax(_log_joint(x, weights, means, variances), dim=1)
     # EM may swap the components: keep the lower mean first
     swap = means[:, 0] > means[:, 1]
     order = torch.stack([swap.long(), (~swap).long()], -1)
@@ -54,10 +51,14 @@ def fit_two_gaussians(hist: Tensor, iters: int = 50, min_var: float = 1e-4
 def upper_posterior(scores: Tensor, weights: Tensor, means: Tensor,
                     variances: Tensor) -> Tensor:
     """(C, S) posterior probability of the upper component at each of ``scores`` (S,)."""
-    log_p = (weights.clamp_min(1e-12).log()[..., None]
-             - 0.5 * (2 * math.pi * variances[..., None]).log()
-             - (scores - means[..., None])**2 / (2 * variances[..., None]))
-    return torch.softmax(log_p, dim=1)[:, 1]
+    return torch.softmax(_log_joint(scores, weights, means, variances), dim=1)[:, 1]
+
+
+def _log_joint(x: Tensor, weights: Tensor, means: Tensor, variances: Tensor) -> Tensor:
+    """(C, 2, S) log of each component's weight times its Gaussian density at ``x`` (S,)."""
+    return (weights.clamp_min(1e-12).log()[..., None]
+            - 0.5 * (2 * math.pi * variances[..., None]).log()
+            - (x - means[..., None])**2 / (2 * variances[..., None]))
 
 
 @TASK_UTILS.register_module()
