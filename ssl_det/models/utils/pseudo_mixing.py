@@ -64,10 +64,8 @@ def concat_instances(parts: Sequence[InstanceData], canvas_hw: Tuple[int, int],
             out.masks = project_masks(like.masks[:0], torch.eye(3, dtype=torch.float64),
                                       canvas_hw)
         return out
-    out.bboxes = torch.cat([p.bboxes for p in parts])
-    out.labels = torch.cat([p.labels for p in parts])
-    if 'masks' in like:
-        out.masks = type(parts[0].masks).cat([p.masks for p in parts])
+    out = InstanceData.cat(parts)  # masks (BitmapMasks) concatenate through their own cat
+    out.set_metainfo(dict(img_shape=tuple(canvas_hw)))
     return out
 
 
