@@ -120,7 +120,8 @@ def _checkpoint(work_dir: str) -> Optional[str]:
 
 
 # Top-level config keys a run reads besides the Runner's arguments (tools/train.py, ssl_det)
-_RUN_KEYS = ('runner_type', 'trust_checkpoint', 'fast_roi_align', 'launcher', 'default_scope')
+_RUN_KEYS = ('runner_type', 'trust_checkpoint', 'fast_roi_align', 'fast_nms', 'launcher',
+             'default_scope')
 
 
 def run_settings(cfg) -> dict:

@@ -251,3 +251,18 @@ def use_fast_roi_align(runner, cfg: Config) -> int:
                   'ssl_det.ops.RoIAlign (same results; set fast_roi_align = False to keep '
                   "mmcv's)", logger='current')
     return swapped
+
+
+def use_fast_nms(cfg: Config) -> bool:
+    """Make mmcv's ``nms`` (and so ``batched_nms``, which mmdet's heads call) run
+    ``ssl_det.ops.nms`` on float32 CPU tensors: the same kept boxes, about 10x faster;
+    CUDA tensors still use mmcv's kernel. Skipped when the config says ``fast_nms = False``
+    (then mmcv's own kernel is put back). Returns whether the fast kernel is installed."""
+    from ssl_det.ops import use_fast_cpu_nms
+    enable = bool(cfg.get('fast_nms', True))
+    use_fast_cpu_nms(enable)
+    if enable:
+        from mmengine.logging import print_log
+        print_log("fast_nms: mmcv's CPU NMS kernel replaced by ssl_det.ops.nms (same results; "
+                  "set fast_nms = False to keep mmcv's)", logger='current')
+    return enable

@@ -1,5 +1,6 @@
 """tools/train.py and tools/test.py end to end on tiny generated data (a few iterations)."""
 import glob
+import importlib
 import math
 import os
 import re
@@ -128,12 +129,20 @@ def test_untrusted_pickle_is_refused_and_trust_is_explicit(tiny_demo, tmp_path):
 
 
 @pytest.mark.parametrize('fast', [True, False])
-def test_train_tool_swaps_in_ssl_det_roi_align(tiny_demo, tmp_path, fast):
+def test_train_tool_swaps_in_ssl_det_roi_align_and_nms(tiny_demo, tmp_path, fast):
     from mmcv.ops import RoIAlign as MMCVRoIAlign
     from ssl_det.ops import RoIAlign
-    extra = [] if fast else ['fast_roi_align=False']
+    from ssl_det.ops.nms import _FastCPUNMSExt, use_fast_cpu_nms
+    mmcv_nms = importlib.import_module('mmcv.ops.nms')
+    use_fast_cpu_nms(not fast)  # the opposite of what the run should leave
+    extra = [] if fast else ['fast_roi_align=False', 'fast_nms=False']
     args = train_args(tiny_demo, tmp_path) + extra
-    runner = train_tool.build_runner(train_tool.parse_args(args))
-    ours = [m for m in runner.model.modules() if isinstance(m, RoIAlign)]
-    theirs = [m for m in runner.model.modules() if isinstance(m, MMCVRoIAlign)]
-    assert (len(ours) > 0, len(theirs) > 0) == ((True, False) if fast else (False, True))
+    try:
+        runner = train_tool.build_runner(train_tool.parse_args(args))
+        ours = [m for m in runner.model.modules() if isinstance(m, RoIAlign)]
+        theirs = [m for m in runner.model.modules() if isinstance(m, MMCVRoIAlign)]
+        assert (len(ours) > 0, len(theirs) > 0) == ((True, False) if fast else (False, True))
+        # mmcv's NMS, which mmdet's heads call, runs ssl_det's kernel (same results)
+        assert isinstance(mmcv_nms.ext_module, _FastCPUNMSExt) == fast
+    finally:
+        use_fast_cpu_nms(False)

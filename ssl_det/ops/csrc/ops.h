@@ -45,6 +45,11 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad_output, const at::Tenso
                                   int64_t width, double spatial_scale, int64_t sampling_ratio,
                                   bool aligned, int64_t impl);
 
+// nms: greedy NMS with mmcv 2.1's CPU results (kept indices in score order); boxes (N, 4)
+// xyxy and scores (N,), float32 on the CPU; offset 0 or 1.
+at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
+                   int64_t offset);
+
 #ifdef WITH_CUDA
 at::Tensor bbox_overlaps_cuda(const at::Tensor& a, const at::Tensor& b, int64_t mode,
                               bool aligned, double eps);

@@ -93,6 +93,15 @@ at::Tensor roi_align_backward(const at::Tensor& grad_output, const at::Tensor& r
                                 spatial_scale, sampling_ratio, aligned, impl);
 }
 
+// NMS has no CUDA kernel here: ssl_det.ops.nms hands CUDA tensors to mmcv.
+at::Tensor nms(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold,
+               int64_t offset) {
+  TORCH_CHECK(!boxes.is_cuda() && !scores.is_cuda(),
+              "ssl_det._ext.nms has a CPU kernel only; use ssl_det.ops.nms, which sends CUDA "
+              "tensors to mmcv.ops.nms");
+  return nms_cpu(boxes, scores, iou_threshold, offset);
+}
+
 bool with_cuda() {
 #ifdef WITH_CUDA
   return true;
@@ -122,5 +131,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("rois"), py::arg("batch"), py::arg("channels"), py::arg("height"),
         py::arg("width"), py::arg("spatial_scale"), py::arg("sampling_ratio"),
         py::arg("aligned"), py::arg("impl") = 0);
+  m.def("nms", &ssl_det::nms, "greedy NMS on the CPU with mmcv's results (kept indices)",
+        py::arg("boxes"), py::arg("scores"), py::arg("iou_threshold"), py::arg("offset") = 0);
   m.def("with_cuda", &ssl_det::with_cuda, "whether the CUDA kernels were compiled in");
 }
