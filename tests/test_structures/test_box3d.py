@@ -132,3 +132,43 @@ def test_corners_lie_on_the_box_faces():
     assert points_in_boxes(corners, box, margin=1e-9).all()
     assert not points_in_boxes(corners * 1.01, box).all()
     np.testing.assert_allclose(np.linalg.norm(corners[0] - corners[2]), np.hypot(4, 2))
+
+
+@pytest.mark.parametrize('margin', [0.0, 0.25])
+def test_points_in_boxes_culled_path_equals_every_pair(margin):
+    """Many points and few boxes take the culled path (a slab of x-sorted points per box,
+    then the exact test): the same (N, M) answer as testing every pair, also for points on
+    the faces, edges and corners of rotated boxes (where a bound cut too tight would drop
+    them) and for a BEV grid against flattened boxes (CenterHead3D's ignored regions)."""
+    from ssl_det.structures.box3d import _points_in_boxes_dense
+    rng = np.random.default_rng(5)
+    boxes = random_boxes(rng, 40)
+    boxes[:4, 6] = [0.0, np.pi / 2, np.pi, -np.pi / 4]  # axis-aligned and diagonal
+    # points on every box's faces, edges and corners (grown by the margin), and at random
+    signs = rng.choice([-1.0, 0.0, 1.0], (40, 60, 3))
+    signs[:, :8] = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).reshape(3, 8).T
+    local = signs * (boxes[:, None, 3:6] / 2 + margin)
+    c, s = np.cos(boxes[:, 6])[:, None], np.sin(boxes[:, 6])[:, None]
+    on = np.stack([c * local[..., 0] - s * local[..., 1] + boxes[:, None, 0],
+                   s * local[..., 0] + c * local[..., 1] + boxes[:, None, 1],
+                   local[..., 2] + boxes[:, None, 2]], axis=-1).reshape(-1, 3)
+    cloud = np.c_[rng.uniform(0, 40, 20000), rng.uniform(-20, 20, 20000), rng.uniform(-3, 1, 20000)]
+    points = np.vstack([on, cloud])
+    expected = _points_in_boxes_dense(points, boxes, margin)
+    got = points_in_boxes(points, boxes, margin=margin)
+    assert points.shape[0] * 40 > 16384  # the culled path ran
+    assert got.shape == expected.shape and (got == expected).all()
+    assert 0.3 < expected[:len(on)].mean() * 40 < 1.0  # face points: about half land inside
+    # torch in, torch out, same answer
+    got_t = points_in_boxes(torch.from_numpy(points).float(), torch.from_numpy(boxes).float(),
+                            margin=margin)
+    dense_t = _points_in_boxes_dense(torch.from_numpy(points).float().numpy().astype(np.float64),
+                                     torch.from_numpy(boxes).float().numpy().astype(np.float64),
+                                     margin)
+    assert torch.equal(got_t, torch.from_numpy(dense_t))
+    # a BEV grid (z = 0) against boxes flattened to z = 0, dz = 1
+    ys, xs = np.meshgrid(np.arange(80) * 0.5 - 20, np.arange(80) * 0.5, indexing='ij')
+    grid = np.c_[xs.ravel() + 0.25, ys.ravel() + 0.25, np.zeros(xs.size)]
+    flat = boxes[:6].copy()
+    flat[:, 2], flat[:, 5] = 0, 1
+    assert (points_in_boxes(grid, flat, margin) == _points_in_boxes_dense(grid, flat, margin)).all()
