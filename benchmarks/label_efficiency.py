@@ -98,8 +98,13 @@ ABLATIONS = {
         'ramps from the copy and may lag the whole run, no gradient spike is skipped, no '
         'labeled-loss guard (ssl_det before issue #19 item 6)'),
     'st_mixpl': ('soft_teacher', ['model.mixing.cache_size=8'],
-                 'mixed pseudo labels (MixPL): the student also learns on a Mixup batch of its '
-                 'strong views with cached ones and on a Mosaic of 4 cached views'),
+                 'mixed pseudo labels (MixPL): once the cache is full the student learns on a '
+                 'Mixup batch of its strong views with cached ones, in place of the strong '
+                 "views' loss, and on a Mosaic of 4 cached views"),
+    'st_mixpl_add': ('soft_teacher', ['model.mixing.cache_size=8',
+                                      'model.mixing.replace_strong=False'],
+                     "st_mixpl with the mixed batches added to the strong views' loss "
+                     '(their RoI regression left to the jitter-checked boxes)'),
     'st_gmm': ('soft_teacher', ['model.pseudo_label.type=GMMThreshold'],
                "Consistent-Teacher's per-class GMM thresholds instead of DynamicThreshold's "
                '(same bounds, window and min_count)'),

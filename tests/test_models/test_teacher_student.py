@@ -280,12 +280,16 @@ def test_the_policy_learns_from_every_unlabeled_batch(model_cfg, monkeypatch):
         assert calls[-1][1] == 1
 
 
-def test_mixing_trains_on_mixed_views_of_this_batchs_pseudo_boxes(model_cfg, monkeypatch):
-    # MixPL's switch: after the cache fills, the student also learns on a Mixup and a Mosaic
+@pytest.mark.parametrize('replace_strong', [True, False])
+def test_mixing_trains_on_mixed_views_of_this_batchs_pseudo_boxes(model_cfg, monkeypatch,
+                                                                   replace_strong):
+    # MixPL's switch: after the cache fills, the student learns on a Mixup and a Mosaic
     # batch, whose pseudo boxes are this iteration's, mapped weak -> strong (a translation,
-    # so the direction shows), then carried into the mixed image
+    # so the direction shows), then carried into the mixed image. MixPL's rule
+    # (replace_strong): the Mixup batch takes the plain strong views' place in the loss;
+    # otherwise the mixed batches come on top of it.
     model = _build(model_cfg, pseudo_label=dict(type='DualThreshold', high=0.8, low=0.4),
-                   mixing=dict(cache_size=4))
+                   mixing=dict(cache_size=4, replace_strong=replace_strong))
     pred = InstanceData(bboxes=torch.tensor([[10., 12., 30., 28.], [40., 40., 50., 52.]]),
                         scores=torch.tensor([0.95, 0.5]), labels=torch.tensor([1, 2]))
     monkeypatch.setattr(model, 'teacher_predict',
@@ -318,14 +322,20 @@ def test_mixing_trains_on_mixed_views_of_this_batchs_pseudo_boxes(model_cfg, mon
     for _ in range(2):  # 2 strong views a batch: the cache is full after two
         losses = model.loss(*batch())
         assert not any('mixup' in k or 'mosaic' in k for k in losses)
+        assert 'unsup_loss_cls' in losses  # until then the strong views train
     calls.clear()
     raw.clear()
     losses = model.loss(*batch())
+    # the strong views' own loss: gone with replace_strong, kept without
+    assert ('unsup_loss_cls' in losses) == (not replace_strong)
+    assert losses['pseudo_num_confident'] == 2  # their pseudo labels were made either way
+    first = 1 if replace_strong else 2  # student.loss calls: sup, [strong], mixup, mosaic
     # weighted as the unlabeled loss times the mixer's weight (mixup 1, mosaic 0.5)
     scale = model.unsup_weight * float(model.unsup_guard.scale)
-    torch.testing.assert_close(losses['unsup_mixup_loss_cls'], raw[2]['loss_cls'] * scale)
-    torch.testing.assert_close(losses['unsup_mosaic_loss_cls'], raw[3]['loss_cls'] * scale * 0.5)
-    assert raw[2]['loss_cls'] > 0 and raw[3]['loss_cls'] > 0
+    torch.testing.assert_close(losses['unsup_mixup_loss_cls'], raw[first]['loss_cls'] * scale)
+    torch.testing.assert_close(losses['unsup_mosaic_loss_cls'],
+                               raw[first + 1]['loss_cls'] * scale * 0.5)
+    assert raw[first]['loss_cls'] > 0 and raw[first + 1]['loss_cls'] > 0
     for name in ('mixup', 'mosaic'):
         keys = [k for k in losses if k.startswith(f'unsup_{name}_') and 'loss' in k]
         assert {'unsup_%s_loss_cls' % name, 'unsup_%s_loss_rpn_cls' % name} <= set(keys)
@@ -333,9 +343,9 @@ def test_mixing_trains_on_mixed_views_of_this_batchs_pseudo_boxes(model_cfg, mon
             value = losses[key]
             total = value if isinstance(value, torch.Tensor) else sum(value)
             assert torch.isfinite(total).all(), key
-    # student.loss saw: sup, strong, mixup (2 images, 64 px), mosaic (1 image)
-    assert len(calls) == 4
-    (shape, mixed) = calls[2]
+    # student.loss saw: sup, strong (unless replaced), mixup (2 images, 64 px), mosaic
+    assert len(calls) == first + 2
+    (shape, mixed) = calls[first]
     assert tuple(shape) == (2, 3, 64, 64)
     this_iteration = torch.tensor([16., 8., 36., 24.])  # the confident box, shifted
     for sample in mixed:
@@ -344,7 +354,7 @@ def test_mixing_trains_on_mixed_views_of_this_batchs_pseudo_boxes(model_cfg, mon
         assert len(sample.gt_instances) == 2  # and the cached view's
         torch.testing.assert_close(sample.ignored_instances.bboxes[0],
                                    torch.tensor([46., 36., 56., 48.]))
-    assert len(calls[3][1]) == 1 and len(calls[3][1][0].gt_instances) == 4
+    assert len(calls[first + 1][1]) == 1 and len(calls[first + 1][1][0].gt_instances) == 4
 
 
 @pytest.mark.parametrize('strong_bn_stats', [False, True])

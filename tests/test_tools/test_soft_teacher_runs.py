@@ -102,16 +102,19 @@ def test_mmdet_thresholds_from_scratch_never_teach_background(tiny_demo, tmp_pat
     assert 'starving teacher: no confident pseudo box for 2 iterations' in log_text
 
 
-def test_soft_teacher_trains_on_mixed_pseudo_labels(tiny_demo, tmp_path):
-    """MixPL's switch on Soft Teacher: once the cache is full the student also learns on a
-    Mixup and a Mosaic batch of pseudo-labeled strong views; both losses are finite and
-    their pictures are drawn."""
+@pytest.mark.parametrize('replace_strong', [True, False])
+def test_soft_teacher_trains_on_mixed_pseudo_labels(tiny_demo, tmp_path, replace_strong):
+    """MixPL's switch on Soft Teacher: once the cache is full the student learns on a Mixup
+    and a Mosaic batch of pseudo-labeled strong views; both losses are finite and their
+    pictures are drawn. With MixPL's rule (replace_strong) the Mixup batch replaces the
+    strong views' loss and the mixed batches train the RoI regression too; added to the
+    strong views' loss, they leave the regression to the jitter-checked boxes."""
     options = data_overrides(tiny_demo, semi=True)
     options.update({'train_cfg.max_iters': 7, 'train_cfg.val_interval': 1000,
                     'train_dataloader.batch_size': 2, 'train_dataloader.sampler.batch_size': 2,
                     'custom_hooks.2.burn_in_iters': 1, 'custom_hooks.3.interval': 1,
                     'default_hooks.logger.interval': 1, 'randomness.seed': 0,
-                    'model.mixing.cache_size': 4,
+                    'model.mixing.cache_size': 4, 'model.mixing.replace_strong': replace_strong,
                     'visualizer.name': f'vis_{uuid.uuid4().hex[:8]}',
                     'experiment_name': f'soft_mix_{uuid.uuid4().hex[:8]}'})
     args = [low_threshold_config(tmp_path, 'faster'), '--work-dir', str(tmp_path),
@@ -125,8 +128,18 @@ def test_soft_teacher_trains_on_mixed_pseudo_labels(tiny_demo, tmp_path):
         for key in keys:
             assert math.isfinite(logs[key].current()), key
         assert logs[f'train/pseudo_{name}_boxes_per_img'].current() > 0
-        # the RoI regression learns only from the jitter-checked boxes of the strong views
-        assert f'train/unsup_{name}_loss_bbox' not in logs
+        assert (f'train/unsup_{name}_loss_bbox' in logs) == replace_strong
         assert f'train/unsup_{name}_loss_rpn_bbox' in logs
-    assert 'train/unsup_loss_bbox' in logs
+    assert 'train/unsup_loss_bbox' in logs  # the strong views' loss before the cache filled
+
+    def iterations(key):
+        return len(logs[key].data[0])
+
+    # pseudo labels every unlabeled iteration; the strong views' own loss in all of them,
+    # or only until the Mixup batch took its place
+    unlabeled, strong, mixed = (iterations('train/pseudo_num_confident'),
+                                iterations('train/unsup_loss_cls'),
+                                iterations('train/unsup_mixup_loss_cls'))
+    assert 0 < mixed < unlabeled
+    assert strong == (unlabeled - mixed if replace_strong else unlabeled)
     assert list(tmp_path.glob('**/vis_image/pseudo_labels_mixed_*.png'))

@@ -74,10 +74,12 @@ class TeacherStudent(BaseDetector):
             unlabeled loss's weight while the labeled loss runs ``rise`` (1.3) times above
             its level at the start of unlabeled training (logged as ``unsup_weight_scale``);
             None turns it off. Default: ``dict()`` (``SupLossGuard``'s defaults).
-        mixing (dict, optional): arguments of ``PseudoMixer``: the student also learns
-            on Mixup and Mosaic images of the pseudo-labeled strong views and views cached
+        mixing (dict, optional): arguments of ``PseudoMixer``: the student learns on
+            Mixup and Mosaic images of the pseudo-labeled strong views and views cached
             from earlier batches (MixPL), with the pseudo and ignored boxes (and masks)
-            carried exactly; losses logged as ``unsup_mixup_*`` / ``unsup_mosaic_*``. None
+            carried exactly; losses logged as ``unsup_mixup_*`` / ``unsup_mosaic_*``. Once
+            the cache is full the Mixup batch replaces the plain strong views' loss, as in
+            MixPL (``replace_strong=False`` adds the mixed batches to it instead). None
             (the default) mixes nothing.
         strong_bn_stats (bool): whether the student's BatchNorm running statistics (what
             it normalises with at test time, and what the EMA teacher inherits) also follow
@@ -177,12 +179,15 @@ class TeacherStudent(BaseDetector):
             if self.unsup_active and multi_batch_inputs.get('unsup_teacher') is not None:
                 self.unsup_guard.update(sum_losses(sup))
         if self.unsup_active and multi_batch_inputs.get('unsup_teacher') is not None:
+            views = (multi_batch_inputs['unsup_teacher'], multi_batch_data_samples['unsup_teacher'],
+                     multi_batch_inputs['unsup_student'], multi_batch_data_samples['unsup_student'])
             with self.student_bn_stats(self.strong_bn_stats):
-                losses.update(self.unsup_loss(
-                    multi_batch_inputs['unsup_teacher'],
-                    multi_batch_data_samples['unsup_teacher'],
-                    multi_batch_inputs['unsup_student'],
-                    multi_batch_data_samples['unsup_student']))
+                if self.mixer is not None and self.mixer.replaces_strong:
+                    # MixPL's rule: the Mixup batch below holds every strong view (blended),
+                    # so the plain strong views only receive their pseudo labels
+                    losses.update(self.pseudo_labels_only(*views))
+                else:
+                    losses.update(self.unsup_loss(*views))
                 if self.mixer is not None:
                     # unsup_loss wrote the pseudo and ignored instances into the strong
                     # samples
@@ -247,6 +252,15 @@ class TeacherStudent(BaseDetector):
         losses = self.loss_by_pseudo_instances(strong_inputs, strong_samples, stats)
         self.latest_pseudo = dict(inputs=strong_inputs.detach(), data_samples=strong_samples)
         return losses
+
+    def pseudo_labels_only(self, weak_inputs: Tensor, weak_samples: SampleList,
+                           strong_inputs: Tensor, strong_samples: SampleList) -> dict:
+        """The teacher's pseudo and ignored instances written into the strong samples, as
+        :meth:`unsup_loss` does, without the student's loss on the strong views (the
+        mixer's Mixup batch takes its place); returns the pseudo-label statistics."""
+        strong_samples, stats = self.pseudo_instances(weak_inputs, weak_samples, strong_samples)
+        self.latest_pseudo = dict(inputs=strong_inputs.detach(), data_samples=strong_samples)
+        return self.finish_unsup_losses({}, self.unsup_weight, stats, strong_inputs.device)
 
     @torch.no_grad()
     def teacher_predict(self, inputs: Tensor, data_samples: SampleList) -> List[InstanceData]:
@@ -330,8 +344,7 @@ class TeacherStudent(BaseDetector):
         weight = self.unsup_weight if num_pseudo > 0 else 0.0
         return self.finish_unsup_losses(losses, weight, stats, strong_inputs.device)
 
-    @staticmethod
-    def skipped_on_mixed(key: str) -> bool:
+    def skipped_on_mixed(self, key: str) -> bool:
         """Whether the mixed batches leave out the student loss ``key`` (none here: their
         pseudo boxes train what the strong views' train)."""
         return False

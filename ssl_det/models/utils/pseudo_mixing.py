@@ -162,6 +162,11 @@ class PseudoMixer:
         min_size (float): pseudo boxes a placement leaves narrower or shorter than this
             (pixels) are dropped. Default: 2.
         size_divisor (int): mosaic canvases are padded to a multiple of it. Default: 32.
+        replace_strong (bool): MixPL's rule: once the cache is full, the Mixup batch (which
+            holds every strong view, blended) takes the strong views' place in the loss,
+            so the student does not also learn on the plain strong views. False adds the
+            mixed batches to the strong views' loss. Without ``mixup`` the strong views
+            always keep their loss. Default: True.
     """
 
     def __init__(self,
@@ -174,7 +179,8 @@ class PseudoMixer:
                  mixup_weight: float = 1.0,
                  mosaic_weight: float = 0.5,
                  min_size: float = 2.0,
-                 size_divisor: int = 32) -> None:
+                 size_divisor: int = 32,
+                 replace_strong: bool = True) -> None:
         if cache_size < 4 and mosaic:
             raise ValueError(f'a mosaic needs 4 cached views; cache_size is {cache_size}')
         if cache_size < 1:
@@ -192,6 +198,7 @@ class PseudoMixer:
         self.weights = dict(mixup=float(mixup_weight), mosaic=float(mosaic_weight))
         self.min_size = float(min_size)
         self.size_divisor = int(size_divisor)
+        self.replace_strong = bool(replace_strong)
         self.cache: deque = deque(maxlen=self.cache_size)
         self.num_dropped = 0  # pseudo boxes the last batches' placements dropped
 
@@ -208,6 +215,11 @@ class PseudoMixer:
     @property
     def ready(self) -> bool:
         return len(self.cache) >= self.cache_size
+
+    @property
+    def replaces_strong(self) -> bool:
+        """Whether this iteration's Mixup batch stands in for the strong views' loss."""
+        return self.replace_strong and self.use_mixup and self.ready
 
     # ------------------------------------------------------------------ batches
     def mixed_batches(self, inputs: Tensor, samples: Sequence[DetDataSample]
