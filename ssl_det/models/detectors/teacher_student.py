@@ -258,9 +258,15 @@ class TeacherStudent(BaseDetector):
         """The teacher's pseudo and ignored instances written into the strong samples, as
         :meth:`unsup_loss` does, without the student's loss on the strong views (the
         mixer's Mixup batch takes its place); returns the pseudo-label statistics."""
-        strong_samples, stats = self.pseudo_instances(weak_inputs, weak_samples, strong_samples)
+        stats = self.write_pseudo_labels(weak_inputs, weak_samples, strong_samples)
         self.latest_pseudo = dict(inputs=strong_inputs.detach(), data_samples=strong_samples)
         return self.finish_unsup_losses({}, self.unsup_weight, stats, strong_inputs.device)
+
+    def write_pseudo_labels(self, weak_inputs: Tensor, weak_samples: SampleList,
+                            strong_samples: SampleList) -> dict:
+        """The pseudo and ignored instances written into the strong samples (what the
+        method's :meth:`unsup_loss` trains on); returns the pseudo-label statistics."""
+        return self.pseudo_instances(weak_inputs, weak_samples, strong_samples)[1]
 
     @torch.no_grad()
     def teacher_predict(self, inputs: Tensor, data_samples: SampleList) -> List[InstanceData]:

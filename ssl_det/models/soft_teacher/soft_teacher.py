@@ -171,7 +171,7 @@ class SoftTeacher(TeacherStudent):
         mixing with that regression left AP75 at 0.307 against 0.354. With MixPL's rule
         (the Mixup batch replaces the strong views' loss) they are the only unlabeled loss
         and train everything, the regression too, as MixPL does."""
-        if self.mixer is not None and self.mixer.replace_strong:
+        if self.mixer is not None and self.mixer.replaces_strong:
             return False
         return key == 'loss_bbox' or key.endswith('.loss_bbox')
 
@@ -201,13 +201,11 @@ class SoftTeacher(TeacherStudent):
         self.latest_pseudo = dict(inputs=strong_inputs.detach(), data_samples=strong_samples)
         return losses
 
-    def pseudo_labels_only(self, weak_inputs: Tensor, weak_samples: SampleList,
-                           strong_inputs: Tensor, strong_samples: SampleList) -> dict:
-        """Soft Teacher's selection written into the strong samples (classification pseudo
-        boxes and ignored boxes), without the student's loss on the strong views."""
-        _, _, stats = self.teacher_pseudo_labels(weak_inputs, weak_samples, strong_samples)
-        self.latest_pseudo = dict(inputs=strong_inputs.detach(), data_samples=strong_samples)
-        return self.finish_unsup_losses({}, self.unsup_weight, stats, strong_inputs.device)
+    def write_pseudo_labels(self, weak_inputs: Tensor, weak_samples: SampleList,
+                            strong_samples: SampleList) -> dict:
+        """Soft Teacher's selection (classification pseudo boxes, ignored boxes) written
+        into the strong samples; returns its statistics."""
+        return self.teacher_pseudo_labels(weak_inputs, weak_samples, strong_samples)[2]
 
     def rpn_loss(self, feats: Tuple[Tensor], strong_samples: SampleList,
                  pseudo: List[InstanceData]) -> Tuple[dict, List[InstanceData]]:
