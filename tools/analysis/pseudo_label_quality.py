@@ -300,8 +300,8 @@ def load_teacher_student(cfg, checkpoint: str, device: str):
     if cfg.get('fast_roi_align', True):
         from ssl_det.ops import replace_roi_align
         replace_roi_align(model)
-    from ssl_det.ops import use_fast_cpu_nms
-    use_fast_cpu_nms(cfg.get('fast_nms', True))
+    from ssl_det.utils.launch import use_fast_nms
+    use_fast_nms(cfg)  # as tools/train.py and tools/test.py do
     return model.to(device).eval(), source
 
 
