@@ -49,7 +49,7 @@ class MeanTeacherHook(Hook):
     ``ramp='always'`` / ``'never'`` force it.
 
     A teacher also cannot lag the whole run: its time constant ``1 / (1 - keep)`` is at
-    most ``max_lag`` (a quarter) of the unlabeled iterations (``max_iters - burn_in_iters``),
+    most ``max_lag`` (a tenth) of the unlabeled iterations (``max_iters - burn_in_iters``),
     so a ``momentum_decay`` too slow for the schedule is lowered to
     ``1 - 1 / (max_lag * iterations)`` (never below 0.9), with a warning. mmdet's 0.999 suits its 180k
     iterations (a time constant of 1,000); at the end of a 1,000-iteration stage 2 the
@@ -99,7 +99,7 @@ class MeanTeacherHook(Hook):
             up from the copy (see above). Defaults to 'auto'.
         max_lag (float, optional): the longest time constant of the teacher, as a fraction
             of the unlabeled iterations; None keeps ``momentum_decay`` whatever the run's
-            length. Defaults to 0.25.
+            length. Defaults to 0.1.
     """
 
     priority = 'NORMAL'
@@ -114,7 +114,7 @@ class MeanTeacherHook(Hook):
                  burn_in_iters: int = 0,
                  sync_buffers: bool = True,
                  ramp: str = 'auto',
-                 max_lag: Optional[float] = 0.25) -> None:
+                 max_lag: Optional[float] = 0.1) -> None:
         if not 0.0 <= momentum_decay < 1.0:
             raise ValueError(f'MeanTeacherHook: momentum_decay must be in [0, 1), got '
                              f'{momentum_decay}. It is the keep-rate of the teacher, '
