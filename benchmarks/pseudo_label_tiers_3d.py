@@ -49,6 +49,9 @@ def load_model(config: str, checkpoint: str):
     model.load_state_dict(state)
     model.eval()
     model.pseudo_label.update = lambda scores, labels: None  # score, don't adapt
+    if model.low == 'off':  # score the tier the config leaves off, as it would be
+        print(f'{config}: low tier off; scoring it as low=remove_points would use it')
+        model.low = 'remove_points'
     return cfg, model
 
 

@@ -162,6 +162,21 @@ def test_middle_ignore_and_low_ignore_modes():
     assert len(out_inputs['points'][0]) == len(strong_pts)  # nothing removed
 
 
+def test_low_off_keeps_every_point_and_reports_no_low_tier():
+    # the 3D demo's default since its low tier cost AP: low boxes are neither used, counted
+    # nor drawn (the picture and the log show what the student learns from)
+    _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=False)
+    model = build(middle='weight', low='off', low_score_thr=0.1)
+    fake_teacher(model, weak, boxes, [0.9, 0.5, 0.2, 0.05, 0.9, 0.25])
+    out_inputs, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    assert stats['pseudo/num_high'] == 2 and stats['pseudo/num_middle'] == 1
+    assert stats['pseudo/num_low'] == 0 and stats['pseudo/num_removed_points'] == 0
+    assert len(out_inputs['points'][0]) == len(strong_pts)
+    assert len(samples[0].pseudo_tiers['low']) == 0
+    assert len(samples[0].ignored_instances_3d) == 0
+
+
 def test_dynamic_thresholds_are_saved_and_restored():
     model = build(pseudo_label=dict(type='DynamicThreshold', num_classes=3, init_high=0.5,
                                     init_low=0.3, min_count=5, momentum=0.5))

@@ -17,7 +17,7 @@ thresholds sort its boxes into three tiers (HSSDA):
   region instead.
 
 Each tier can be switched off (``middle='off'`` drops middle boxes, ``low='off'`` does
-nothing with low ones). Boxes are mapped from the weak to the strong view exactly through
+nothing with low ones: neither counted nor drawn). Boxes are mapped from the weak to the strong view exactly through
 the views' ``lidar_aug_matrix`` and then through the strong view's patch shuffle
 (``bev_shuffle``, :class:`~ssl_det.datasets.transforms.BEVPatchShuffle`): a box cut by a
 patch border is ignored (its pieces' regions), never split. With the shuffle's
@@ -208,6 +208,8 @@ class TeacherStudent3D(TeacherStudent):
             if self.middle == 'off':
                 middle = torch.zeros_like(middle)
             low = low & ~self._overlaps(boxes, boxes[high | middle])
+            if self.low == 'off':  # not a tier: neither counted nor drawn
+                low = torch.zeros_like(low)
             gt_mask = high | (middle if self.middle == 'weight' else torch.zeros_like(middle))
             keep_gt = gt_mask & whole
             ignore_mask = (gt_mask & ~whole) | (middle if self.middle == 'ignore'
