@@ -17,10 +17,10 @@ thresholds sort its boxes into three tiers (HSSDA):
   region instead.
 
 Each tier can be switched off (``middle='off'`` drops middle boxes, ``low='off'`` does
-nothing with low ones: neither counted nor drawn). Boxes are mapped from the weak to the strong view exactly through
-the views' ``lidar_aug_matrix`` and then through the strong view's patch shuffle
-(``bev_shuffle``, :class:`~ssl_det.datasets.transforms.BEVPatchShuffle`): a box cut by a
-patch border is ignored (its pieces' regions), never split. With the shuffle's
+nothing with low ones: neither counted nor drawn). Boxes are mapped from the weak to the
+strong view exactly through the views' ``lidar_aug_matrix`` and then through the strong
+view's patch shuffle (``bev_shuffle``, :class:`~ssl_det.datasets.transforms.BEVPatchShuffle`):
+a box cut by a patch border is ignored (its pieces' regions), never split. With the shuffle's
 ``mode='unshuffle_features'`` the boxes stay in the unshuffled frame instead and the
 student's detector moves its BEV features back after the backbone (HSSDA's code).
 """
@@ -207,9 +207,10 @@ class TeacherStudent3D(TeacherStudent):
                                                  device=boxes.device)
             if self.middle == 'off':
                 middle = torch.zeros_like(middle)
-            low = low & ~self._overlaps(boxes, boxes[high | middle])
             if self.low == 'off':  # not a tier: neither counted nor drawn
                 low = torch.zeros_like(low)
+            else:
+                low = low & ~self._overlaps(boxes, boxes[high | middle])
             gt_mask = high | (middle if self.middle == 'weight' else torch.zeros_like(middle))
             keep_gt = gt_mask & whole
             ignore_mask = (gt_mask & ~whole) | (middle if self.middle == 'ignore'
