@@ -691,3 +691,84 @@ def test_background_scoring_sees_the_student_boxes_in_the_teacher_view(monkeypat
     expected[:, 1::2] = expected[:, 1::2].clip(0, teacher_shape[0])
     torch.testing.assert_close(scored[0][0], torch.tensor(expected, dtype=torch.float32),
                                atol=1e-3, rtol=0)
+
+
+def test_background_power_sharpens_the_teacher_background_weights(monkeypatch):
+    """``background_power`` raises the teacher's background scores to the power before they
+    weight the sampled background (and before the renormalisation): 0.5 at power 4 weighs
+    0.0625; power 1 leaves the scores as they are."""
+    det = InstanceData(bboxes=torch.tensor([[6., 6., 26., 30.], [34., 30., 60., 58.]]),
+                       scores=torch.tensor([0.9, 0.95]), labels=torch.tensor([1, 2]))
+    inputs = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    real = soft_teacher_module.soft_background_weights
+
+    def weights_seen(power):
+        model = build(pseudo_label=dict(type='FixedThreshold', score_thr=0.5),
+                      initial_score_thr=0.5, rpn_pseudo_thr=0.5, background_power=power)
+        fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01, 0.01])])
+        monkeypatch.setattr(
+            soft_teacher_module, 'teacher_background_scores',
+            lambda roi_head, feats, boxes, metas: torch.linspace(
+                0.5, 1.0, sum(len(b) for b in boxes)))
+        seen = []
+
+        def recording(labels, label_weights, bg_scores, num_classes):
+            seen.append(bg_scores.clone())
+            return real(labels, label_weights, bg_scores, num_classes)
+
+        monkeypatch.setattr(soft_teacher_module, 'soft_background_weights', recording)
+        torch.manual_seed(0)
+        losses = model.loss({'unsup_teacher': inputs, 'unsup_student': inputs},
+                            {'unsup_teacher': [sample()], 'unsup_student': [sample(FLIP)]})
+        assert len(seen) == 1 and seen[0].numel() > 1
+        return seen[0], losses
+
+    plain, plain_losses = weights_seen(1.0)
+    sharp, sharp_losses = weights_seen(4.0)
+    expected = torch.linspace(0.5, 1.0, plain.numel())
+    torch.testing.assert_close(plain, expected)
+    torch.testing.assert_close(sharp, expected ** 4)
+    assert float(sharp_losses['pseudo_mean_bg_weight']) == pytest.approx(
+        float((expected ** 4).mean()), rel=1e-5)
+    assert abs(float(sharp_losses['unsup_loss_cls']) - float(plain_losses['unsup_loss_cls'])) \
+        > 1e-4
+    with pytest.raises(ValueError, match='background_power'):
+        build(background_power=0.0)
+
+
+@pytest.mark.parametrize('on', [False, True])
+def test_rpn_ignores_classification_boxes_under_its_threshold(monkeypatch, on):
+    """With ``rpn_ignore_unconfident``, a classification pseudo box under
+    ``rpn_pseudo_thr`` reaches the RPN's loss among its ignored boxes (mapped into the
+    strong view), not as background; without it only the ignored band does (mmdet's)."""
+    model = build(pseudo_label=dict(type='DualThreshold', high=0.8, low=0.5),
+                  initial_score_thr=0.5, rpn_pseudo_thr=0.9, rpn_ignore_unconfident=on)
+    assert model.student.rpn_head.assigner.ignore_iof_thr > 0
+    det = InstanceData(bboxes=torch.tensor([[6., 6., 26., 30.], [34., 30., 60., 58.],
+                                            [10., 40., 20., 50.]]),
+                       scores=torch.tensor([0.95, 0.85, 0.6]), labels=torch.tensor([1, 2, 0]))
+    fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01, 0.01, 0.01])])
+    seen = []
+    real = model.student.rpn_head.loss_and_predict
+
+    def recording(feats, samples, proposal_cfg=None):
+        seen.extend(samples)
+        return real(feats, samples, proposal_cfg=proposal_cfg)
+
+    monkeypatch.setattr(model.student.rpn_head, 'loss_and_predict', recording)
+    inputs = torch.randn(1, 3, SIZE, SIZE)
+    strong = sample(FLIP)
+    losses = model.loss({'unsup_teacher': inputs, 'unsup_student': inputs},
+                        {'unsup_teacher': [sample()], 'unsup_student': [strong]})
+    rpn_cls = losses['unsup_loss_rpn_cls']
+    rpn_cls = rpn_cls if isinstance(rpn_cls, list) else [rpn_cls]  # per FPN level
+    assert all(bool(torch.isfinite(v).all()) for v in rpn_cls)
+    (rpn_sample, ) = seen
+    # the RPN learns the 0.95 box only, in the flipped strong view
+    torch.testing.assert_close(rpn_sample.gt_instances.bboxes, torch.tensor([[38., 6., 58., 30.]]))
+    band = [44., 40., 54., 50.]  # the 0.6 box, flipped
+    unconfident = [4., 30., 30., 58.]  # the 0.85 box, flipped
+    ignored = sorted(map(tuple, rpn_sample.ignored_instances.bboxes.tolist()))
+    assert ignored == sorted(map(tuple, ([band, unconfident] if on else [band])))
+    # the RoI classifier still learns the 0.85 box as an object either way
+    assert len(strong.gt_instances) == 2
