@@ -118,10 +118,9 @@ ABLATIONS = {
                     "the teacher's background scores to the power 8 as background weights: "
                     'proposals the teacher doubts are background (where the objects it '
                     'missed lie) weigh little'),
-    'st_bg_power_rpn_ignore': ('soft_teacher', ['model.background_power=8.0',
-                                                'model.rpn_ignore_unconfident=True'],
-                               'st_bg_power, and the classification pseudo boxes under the '
-                               "RPN's threshold are ignored by the RPN instead of background"),
+    'st_rpn_ignore': ('soft_teacher', ['model.rpn_ignore_unconfident=True'],
+                      "the classification pseudo boxes under the RPN's threshold are ignored "
+                      'by the RPN instead of background'),
     'st_wide_band': ('soft_teacher', ['model.pseudo_label.init_low=0.1',
                                       'model.pseudo_label.low_floor=0.05',
                                       'model.pseudo_label.low_ceil=0.3'],
