@@ -121,6 +121,10 @@ ABLATIONS = {
     'st_rpn_ignore': ('soft_teacher', ['model.rpn_ignore_unconfident=True'],
                       "the classification pseudo boxes under the RPN's threshold are ignored "
                       'by the RPN instead of background'),
+    # configs/deeppcb/ ignores them since 2026-12-03 (seventh session)
+    'st_rpn_background': ('soft_teacher', ['model.rpn_ignore_unconfident=False'],
+                          "the classification pseudo boxes under the RPN's threshold are "
+                          "background to the RPN (mmdet's Soft Teacher) instead of ignored"),
     'st_wide_band': ('soft_teacher', ['model.pseudo_label.init_low=0.1',
                                       'model.pseudo_label.low_floor=0.05',
                                       'model.pseudo_label.low_ceil=0.3'],
