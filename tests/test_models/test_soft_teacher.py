@@ -739,14 +739,15 @@ def test_background_power_sharpens_the_teacher_background_weights(monkeypatch):
 @pytest.mark.parametrize('on', [False, True])
 def test_rpn_ignores_classification_boxes_under_its_threshold(monkeypatch, on):
     """With ``rpn_ignore_unconfident``, a classification pseudo box under
-    ``rpn_pseudo_thr`` reaches the RPN's loss among its ignored boxes (mapped into the
-    strong view), not as background; without it only the ignored band does (mmdet's)."""
+    ``rpn_pseudo_thr`` reaches the RPN's loss among its ignored boxes, mapped weak -> strong
+    (views that are not their own inverse), not as background; without it only the
+    ignored band does (mmdet's)."""
     model = build(pseudo_label=dict(type='DualThreshold', high=0.8, low=0.5),
                   initial_score_thr=0.5, rpn_pseudo_thr=0.9, rpn_ignore_unconfident=on)
     assert model.student.rpn_head.assigner.ignore_iof_thr > 0
-    det = InstanceData(bboxes=torch.tensor([[6., 6., 26., 30.], [34., 30., 60., 58.],
-                                            [10., 40., 20., 50.]]),
-                       scores=torch.tensor([0.95, 0.85, 0.6]), labels=torch.tensor([1, 2, 0]))
+    boxes = torch.tensor([[20., 16., 34., 30.], [28., 24., 40., 40.], [10., 40., 20., 50.]])
+    det = InstanceData(bboxes=boxes, scores=torch.tensor([0.95, 0.85, 0.6]),
+                       labels=torch.tensor([1, 2, 0]))
     fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01, 0.01, 0.01])])
     seen = []
     real = model.student.rpn_head.loss_and_predict
@@ -756,19 +757,24 @@ def test_rpn_ignores_classification_boxes_under_its_threshold(monkeypatch, on):
         return real(feats, samples, proposal_cfg=proposal_cfg)
 
     monkeypatch.setattr(model.student.rpn_head, 'loss_and_predict', recording)
-    inputs = torch.randn(1, 3, SIZE, SIZE)
-    strong = sample(FLIP)
+    inputs = torch.randn(1, 3, 80, 80)
+    strong = sample(STRONG_VIEW, shape=(80, 80))
     losses = model.loss({'unsup_teacher': inputs, 'unsup_student': inputs},
-                        {'unsup_teacher': [sample()], 'unsup_student': [strong]})
+                        {'unsup_teacher': [sample(WEAK_VIEW, shape=(80, 80))],
+                         'unsup_student': [strong]})
     rpn_cls = losses['unsup_loss_rpn_cls']
     rpn_cls = rpn_cls if isinstance(rpn_cls, list) else [rpn_cls]  # per FPN level
     assert all(bool(torch.isfinite(v).all()) for v in rpn_cls)
     (rpn_sample, ) = seen
-    # the RPN learns the 0.95 box only, in the flipped strong view
-    torch.testing.assert_close(rpn_sample.gt_instances.bboxes, torch.tensor([[38., 6., 58., 30.]]))
-    band = [44., 40., 54., 50.]  # the 0.6 box, flipped
-    unconfident = [4., 30., 30., 58.]  # the 0.85 box, flipped
-    ignored = sorted(map(tuple, rpn_sample.ignored_instances.bboxes.tolist()))
-    assert ignored == sorted(map(tuple, ([band, unconfident] if on else [band])))
+    expected = torch.tensor(
+        enclosing(boxes, lambda p: STRONG_VIEW @ np.linalg.solve(WEAK_VIEW, p)),
+        dtype=torch.float32).clamp(0, 80)
+    # the RPN learns the 0.95 box only
+    torch.testing.assert_close(rpn_sample.gt_instances.bboxes, expected[:1], atol=1e-3, rtol=0)
+    band, unconfident = expected[2:], expected[1:2]  # the 0.6 box, the 0.85 box
+    ignored = rpn_sample.ignored_instances.bboxes
+    want = torch.cat([band, unconfident]) if on else band
+    order = lambda b: b[b[:, 0].argsort()]  # noqa: E731
+    torch.testing.assert_close(order(ignored), order(want), atol=1e-3, rtol=0)
     # the RoI classifier still learns the 0.85 box as an object either way
     assert len(strong.gt_instances) == 2

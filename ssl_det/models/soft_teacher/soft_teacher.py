@@ -156,7 +156,7 @@ class SoftTeacher(TeacherStudent):
             if masks_needed and 'masks' in det:
                 det.masks = masks_to_bitmap(det.masks)
             confident, dropped_c = project_instances(det[cls], *args, with_masks=masks_needed)
-            # rpn_only_ignored: a classification pseudo box the RPN does not learn from
+            # a classification pseudo box the RPN does not learn from (ignored there)
             rpn_ignored = cls & ~rpn if self.rpn_ignore_unconfident else torch.zeros_like(cls)
             rest = InstanceData(bboxes=det.bboxes, labels=det.labels, scores=det.scores,
                                 reg_unc=unc, ignored=ignored, rpn=rpn, reg=reg,
