@@ -118,9 +118,6 @@ ABLATIONS = {
                     "the teacher's background scores to the power 8 as background weights: "
                     'proposals the teacher doubts are background (where the objects it '
                     'missed lie) weigh little'),
-    'st_rpn_ignore': ('soft_teacher', ['model.rpn_ignore_unconfident=True'],
-                      "the classification pseudo boxes under the RPN's threshold are ignored "
-                      'by the RPN instead of background'),
     # configs/deeppcb/ ignores them since 2026-12-03 (seventh session)
     'st_rpn_background': ('soft_teacher', ['model.rpn_ignore_unconfident=False'],
                           "the classification pseudo boxes under the RPN's threshold are "
