@@ -78,6 +78,23 @@ ABLATIONS = {
                      'EMA keep-rate 0.999 instead of 0.99'),
     'mt_unsup_2': ('mean_teacher', ['model.unsup_weight=2.0'], 'unsup weight 2 instead of 1'),
     'st_unsup_2': ('soft_teacher', ['model.unsup_weight=2.0'], 'unsup weight 2 instead of 1'),
+    'st_unlabeled_8': ('soft_teacher', ['train_dataloader.batch_size=12',
+                                        'train_dataloader.sampler.batch_size=12',
+                                        'train_dataloader.sampler.source_ratio=[1,2]'],
+                       '8 unlabeled images per iteration instead of 4 (the labeled 4 '
+                       'unchanged)'),
+    'st_high_floor_0.9': ('soft_teacher', ['model.pseudo_label.high_floor=0.9'],
+                          "the confident threshold's floor at 0.9 instead of 0.8"),
+    'st_ema_0.995': ('soft_teacher', ['custom_hooks.2.momentum_decay=0.995'],
+                     "the teacher's keep-rate 0.995 instead of 0.99"),
+    'st_no_unsup_reg': ('soft_teacher', ['model.reg_pseudo_thr=0.0'],
+                        'no box regression from pseudo boxes (no box passes the jitter '
+                        'check): the unlabeled images train classification and the RPN only'),
+    'st_unlabeled_8_ema_0.995': ('soft_teacher', ['train_dataloader.batch_size=12',
+                                                  'train_dataloader.sampler.batch_size=12',
+                                                  'train_dataloader.sampler.source_ratio=[1,2]',
+                                                  'custom_hooks.2.momentum_decay=0.995'],
+                                 'st_unlabeled_8 with the keep-rate of st_ema_0.995'),
     'st_count_cap': ('soft_teacher', ['model.pseudo_label.count_cap=1.0'],
                      'confident boxes per unlabeled image capped per class at the labeled '
                      "images' boxes per image (DynamicThreshold count_cap=1)"),
