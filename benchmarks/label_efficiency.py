@@ -56,6 +56,10 @@ MMDET_PORT = [
     'model.rpn_pseudo_thr=0.9', 'model.reg_pseudo_thr=0.02', 'model.unsup_weight=4.0',
     'optim_wrapper.clip_grad=None', 'custom_hooks.2.momentum_decay=0.999']
 
+# configs/deeppcb/'s semi-supervised batch before 2026-12-04: 4 labeled + 4 unlabeled
+UNLABELED_4 = ['train_dataloader.batch_size=8', 'train_dataloader.sampler.batch_size=8',
+               'train_dataloader.sampler.source_ratio=[1,1]']
+
 # name → (method, extra --cfg-options of its stage-2 run, what changes)
 ABLATIONS = {
     'st_unsup_0': ('soft_teacher', ['model.unsup_weight=0.0'],
@@ -78,23 +82,24 @@ ABLATIONS = {
                      'EMA keep-rate 0.999 instead of 0.99'),
     'mt_unsup_2': ('mean_teacher', ['model.unsup_weight=2.0'], 'unsup weight 2 instead of 1'),
     'st_unsup_2': ('soft_teacher', ['model.unsup_weight=2.0'], 'unsup weight 2 instead of 1'),
-    'st_unlabeled_8': ('soft_teacher', ['train_dataloader.batch_size=12',
-                                        'train_dataloader.sampler.batch_size=12',
-                                        'train_dataloader.sampler.source_ratio=[1,2]'],
-                       '8 unlabeled images per iteration instead of 4 (the labeled 4 '
-                       'unchanged)'),
     'st_high_floor_0.9': ('soft_teacher', ['model.pseudo_label.high_floor=0.9'],
                           "the confident threshold's floor at 0.9 instead of 0.8"),
-    'st_ema_0.995': ('soft_teacher', ['custom_hooks.2.momentum_decay=0.995'],
-                     "the teacher's keep-rate 0.995 instead of 0.99"),
     'st_no_unsup_reg': ('soft_teacher', ['model.reg_pseudo_thr=0.0'],
                         'no box regression from pseudo boxes (no box passes the jitter '
                         'check): the unlabeled images train classification and the RPN only'),
-    'st_unlabeled_8_ema_0.995': ('soft_teacher', ['train_dataloader.batch_size=12',
-                                                  'train_dataloader.sampler.batch_size=12',
-                                                  'train_dataloader.sampler.source_ratio=[1,2]',
-                                                  'custom_hooks.2.momentum_decay=0.995'],
-                                 'st_unlabeled_8 with the keep-rate of st_ema_0.995'),
+    # configs/deeppcb/ trains on 8 unlabeled crops an iteration with keep-rate 0.995 since
+    # 2026-12-04 (eighth session); these undo one or both
+    'st_unlabeled_4': ('soft_teacher', UNLABELED_4,
+                       '4 unlabeled images per iteration instead of 8 (the labeled 4 '
+                       'unchanged)'),
+    'st_ema_0.99': ('soft_teacher', ['custom_hooks.2.momentum_decay=0.99'],
+                    "the teacher's keep-rate 0.99 instead of 0.995"),
+    'st_ema_0.998': ('soft_teacher', ['custom_hooks.2.momentum_decay=0.998'],
+                     "the teacher's keep-rate 0.998 instead of 0.995"),
+    'st_unlabeled_4_ema_0.99': ('soft_teacher',
+                                UNLABELED_4 + ['custom_hooks.2.momentum_decay=0.99'],
+                                "configs/deeppcb/'s Soft Teacher before 2026-12-04: 4 "
+                                'unlabeled images per iteration, keep-rate 0.99'),
     'st_count_cap': ('soft_teacher', ['model.pseudo_label.count_cap=1.0'],
                      'confident boxes per unlabeled image capped per class at the labeled '
                      "images' boxes per image (DynamicThreshold count_cap=1)"),
