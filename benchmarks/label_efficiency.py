@@ -59,6 +59,10 @@ MMDET_PORT = [
 # configs/deeppcb/'s semi-supervised batch before 2026-12-04: 4 labeled + 4 unlabeled
 UNLABELED_4 = ['train_dataloader.batch_size=8', 'train_dataloader.sampler.batch_size=8',
                'train_dataloader.sampler.source_ratio=[1,1]']
+UNLABELED_12 = ['train_dataloader.batch_size=16', 'train_dataloader.sampler.batch_size=16',
+                'train_dataloader.sampler.source_ratio=[1,3]']
+UNLABELED_16 = ['train_dataloader.batch_size=20', 'train_dataloader.sampler.batch_size=20',
+                'train_dataloader.sampler.source_ratio=[1,4]']
 
 # name → (method, extra --cfg-options of its stage-2 run, what changes)
 ABLATIONS = {
@@ -96,10 +100,19 @@ ABLATIONS = {
                     "the teacher's keep-rate 0.99 instead of 0.995"),
     'st_ema_0.998': ('soft_teacher', ['custom_hooks.2.momentum_decay=0.998'],
                      "the teacher's keep-rate 0.998 instead of 0.995"),
+    'st_unlabeled_12': ('soft_teacher', UNLABELED_12,
+                        '12 unlabeled images per iteration instead of 8 (the labeled 4 '
+                        'unchanged)'),
+    'st_unlabeled_16': ('soft_teacher', UNLABELED_16,
+                        "16 unlabeled images per iteration instead of 8 (mmdet's 1:4; the "
+                        'labeled 4 unchanged)'),
     'st_unlabeled_4_ema_0.99': ('soft_teacher',
                                 UNLABELED_4 + ['custom_hooks.2.momentum_decay=0.99'],
                                 "configs/deeppcb/'s Soft Teacher before 2026-12-04: 4 "
                                 'unlabeled images per iteration, keep-rate 0.99'),
+    'st_share_cap': ('soft_teacher', ['model.pseudo_label.share_cap=1.0'],
+                     "a class's share of the confident boxes capped at its share of the "
+                     'labeled boxes (DynamicThreshold share_cap=1)'),
     'st_count_cap': ('soft_teacher', ['model.pseudo_label.count_cap=1.0'],
                      'confident boxes per unlabeled image capped per class at the labeled '
                      "images' boxes per image (DynamicThreshold count_cap=1)"),

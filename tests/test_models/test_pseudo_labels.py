@@ -357,6 +357,60 @@ def test_count_cap_raises_high_until_the_teacher_finds_no_more_than_the_labeled_
         DynamicThreshold(num_classes=2, count_cap=0)
 
 
+def test_share_cap_raises_high_until_each_class_holds_its_labeled_share():
+    """Labeled boxes: class 0 half, class 1 half. The teacher, per unlabeled image: class 0
+    at 0.91 x2, 0.93 x2, 0.97 x2 (6 confident), class 1 at 0.95 x2, class 2 at 0.99: 9
+    confident boxes, of which class 0 may keep 4.5 (its half) and so rises above the 0.91
+    pair; class 1 (under its
+    share) keeps its threshold. Class 2 (0.99 once per image) was never labeled: it keeps
+    no confident box. Unlike the count cap, 10 times fewer objects per labeled image change
+    nothing (shares, not counts); the labeled counts are totals, not decayed."""
+    kwargs = dict(num_classes=3, momentum=0.5, min_count=10, high_ceil=0.8, low_ceil=0.5)
+    per_image = [0.91, 0.91, 0.93, 0.93, 0.97, 0.97] + [0.1] * 4 + [0.95, 0.95, 0.05] + [
+        0.99, 0.05]
+    per_label = [0] * 10 + [1, 1, 1] + [2, 2]
+    scores = torch.tensor(per_image * 4)
+    labels = torch.tensor(per_label * 4)
+
+    def run(labeled, share_cap=1.0, steps=3):
+        policy = DynamicThreshold(share_cap=share_cap, **kwargs)
+        for step in range(steps):
+            policy.update_labeled(labeled if step == 0 else torch.tensor([], dtype=torch.long),
+                                  num_images=4)
+            policy.update(scores, labels, num_images=4)
+        return policy
+
+    free = DynamicThreshold(**kwargs)
+    for _ in range(3):
+        free.update(scores, labels, num_images=4)
+    capped = run(torch.tensor([0, 1] * 20))
+    high = capped.thresholds()['high']
+    assert free.thresholds()['high'][0].item() == pytest.approx(0.8)
+    assert high[0].item() == pytest.approx(0.92)  # 4 of class 0 per image left: 0.93, 0.97
+    assert high[1].item() == pytest.approx(free.thresholds()['high'][1].item())
+    assert high[2].item() == pytest.approx(1.0)
+    split = capped(scores[:15], labels[:15])
+    assert split.confident[:10].sum().item() == 4
+    assert split.ignored[:6].sum().item() == 2  # the 0.91 pair waits in the ignored band
+    assert split.confident[10:12].all() and not split.confident[13:].any()
+    assert capped.labeled_class_total.tolist() == [20, 20, 0]
+    # the same shares from 10x fewer labeled boxes: same thresholds
+    sparse = run(torch.tensor([0, 1] * 2))
+    assert torch.equal(sparse.thresholds()['high'], high)
+    # class 0 a quarter of the labeled boxes: 2 of the 9 confident boxes per image
+    quarter = run(torch.tensor([0, 1, 1, 1] * 10))
+    assert quarter.thresholds()['high'][0].item() == pytest.approx(0.94)
+    # a looser cap: 1.5 x its half of the 9, all 6 of class 0's boxes stay
+    loose = run(torch.tensor([0, 1] * 20), share_cap=1.5)
+    assert loose.thresholds()['high'][0].item() == pytest.approx(0.8)
+    assert set(capped.state_dict()) >= {'labeled_class_total', 'teacher_images'}
+    assert 'labeled_class_total' not in free.state_dict()
+    with pytest.raises(ValueError, match='num_images'):
+        capped.update(scores, labels)
+    with pytest.raises(ValueError, match='share_cap'):
+        DynamicThreshold(num_classes=2, share_cap=-1)
+
+
 def test_dynamic_low_never_exceeds_high_when_low_ceil_is_above_high_ceil():
     """Bounds may allow low_ceil > high_ceil; Otsu's boundary (about 0.8 here) then sits
     above the clamped high (0.5), and low must come down to high, not stay above it."""

@@ -86,6 +86,18 @@ class DynamicThreshold(BaseThresholdPolicy):
        The cap may lift ``high`` above ``high_ceil`` (to at most 1); ``low`` stays. It
        applies once the class has ``min_count`` decayed scores (in one bin or more) and
        labeled images have been seen.
+    5. With ``share_cap`` (the same guard, by class shares): a class's ``high`` is raised,
+       never lowered, until its share of the teacher's confident boxes is at most
+       ``share_cap`` times its share of the labeled boxes. The shares compare classes with
+       each other, so unlabeled images with fewer objects than the labeled ones (labeled
+       crops chosen to hold an object, unlabeled ones not) do not tighten it: with the
+       teacher's confident boxes per unlabeled image ``T`` at the thresholds of 2.-4., class
+       ``c`` may keep ``share_cap * share_c * T`` per image, where ``share_c`` counts every
+       labeled box seen so far (not decayed: the labeled set does not change, and a rare
+       class would otherwise fall to a share of 0 between its appearances). On DeepPCB a
+       teacher that calls via pads "copper" gave copper 27% of its confident boxes against
+       13% of the labeled boxes. It assumes the unlabeled images hold the classes in the
+       labeled images' proportions (a random split).
 
     The whole state (decayed histogram, thresholds, update count) is buffers, so it lives in
     ``state_dict`` and loads with ``torch.load(weights_only=True)``.
@@ -108,6 +120,9 @@ class DynamicThreshold(BaseThresholdPolicy):
         count_cap (float, optional): Most confident boxes of a class per unlabeled image,
             as a multiple of the labeled images' boxes of that class per image (4. above);
             :meth:`update` then needs ``num_images``. None: no cap. Defaults to None.
+        share_cap (float, optional): Largest share of the teacher's confident boxes a class
+            may hold, as a multiple of its share of the labeled boxes (5. above);
+            :meth:`update` then needs ``num_images``. None: no cap. Defaults to None.
     """
 
     def __init__(self,
@@ -122,7 +137,8 @@ class DynamicThreshold(BaseThresholdPolicy):
                  min_count: float = 100.0,
                  num_bins: int = 100,
                  sync_across_ranks: bool = True,
-                 count_cap: Optional[float] = None) -> None:
+                 count_cap: Optional[float] = None,
+                 share_cap: Optional[float] = None) -> None:
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f'num_classes must be a positive int, got {num_classes!r}.')
         if not 0 <= momentum < 1:
@@ -133,6 +149,8 @@ class DynamicThreshold(BaseThresholdPolicy):
             raise ValueError(f'min_count must be >= 0, got {min_count}.')
         if count_cap is not None and not count_cap > 0:
             raise ValueError(f'count_cap must be a positive number or None, got {count_cap}.')
+        if share_cap is not None and not share_cap > 0:
+            raise ValueError(f'share_cap must be a positive number or None, got {share_cap}.')
         self._check_bounds(high_floor, high_ceil, low_floor, low_ceil)
         high = thresholds_tensor(init_high, num_classes, 'init_high')
         low = thresholds_tensor(init_low, num_classes, 'init_low')
@@ -153,11 +171,17 @@ class DynamicThreshold(BaseThresholdPolicy):
         # (saved only with a cap, so that checkpoints of uncapped policies keep their keys)
         capped = count_cap is not None
         self.register_buffer('teacher_images', torch.zeros((), dtype=torch.float64),
-                             persistent=capped)
+                             persistent=capped or share_cap is not None)
         self.register_buffer('labeled_images', torch.zeros((), dtype=torch.float64),
                              persistent=capped)
         self.register_buffer('labeled_boxes', torch.zeros(num_classes, dtype=torch.float64),
                              persistent=capped)
+        # the share cap's reference: every labeled box seen, per class (not decayed), and the
+        # decayed unlabeled image count it shares with the count cap
+        self.share_cap = share_cap
+        self.register_buffer('labeled_class_total',
+                             torch.zeros(num_classes, dtype=torch.float64),
+                             persistent=share_cap is not None)
 
     @property
     def num_classes(self) -> int:
@@ -195,9 +219,9 @@ class DynamicThreshold(BaseThresholdPolicy):
                 with ``count_cap``.
         """
         self._check_inputs(scores, labels)
-        if self.count_cap is not None and num_images is None:
-            raise ValueError('DynamicThreshold(count_cap=...) compares confident boxes per '
-                             'image: update() needs num_images.')
+        if (self.count_cap is not None or self.share_cap is not None) and num_images is None:
+            raise ValueError('DynamicThreshold(count_cap=... or share_cap=...) compares '
+                             'confident boxes per image: update() needs num_images.')
         batch_hist = self._histogram(scores, labels)
         images = batch_hist.new_tensor(float(num_images or 0))
         if self.sync_across_ranks and is_distributed():
@@ -213,7 +237,7 @@ class DynamicThreshold(BaseThresholdPolicy):
         """Add this iteration's labeled boxes (their ``labels``, on ``num_images`` images) to
         the decayed per-image reference of ``count_cap``; without it this is a no-op.
         Under distributed training every rank must call it every iteration."""
-        if self.count_cap is None:
+        if self.count_cap is None and self.share_cap is None:
             return
         labels = labels.detach().to(self.labeled_boxes.device).long().flatten()
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
@@ -226,6 +250,7 @@ class DynamicThreshold(BaseThresholdPolicy):
             all_reduce(images, op='sum')
         self.labeled_boxes.mul_(self.momentum).add_(counts)
         self.labeled_images.mul_(self.momentum).add_(images)
+        self.labeled_class_total.add_(counts)
 
     def _histogram(self, scores: Tensor, labels: Tensor) -> Tensor:
         """(C, B) float64 counts of this batch's scores per class and bin."""
@@ -251,29 +276,56 @@ class DynamicThreshold(BaseThresholdPolicy):
         self.high_thr.copy_(torch.where(ready, high.to(dtype), self.high_thr))
         self.low_thr.copy_(torch.where(ready, low.to(dtype), self.low_thr))
         if self.count_cap is not None and self.labeled_images > 0 and self.teacher_images > 0:
-            edge = self.count_cap_thresholds()
-            cap = edge.to(dtype)  # rounded up, so that no score of a bin below stays confident
-            cap = torch.where(cap.to(edge.dtype) < edge,
-                              torch.nextafter(cap, torch.full_like(cap, 2.0)), cap)
-            counted = self.score_hist.sum(-1) >= self.min_count
-            self.high_thr.copy_(torch.where(counted, torch.maximum(self.high_thr, cap),
-                                            self.high_thr))
+            self._raise_high(self.count_cap_thresholds())
+        if (self.share_cap is not None and self.labeled_class_total.sum() > 0
+                and self.teacher_images > 0):
+            self._raise_high(self.share_cap_thresholds())
+
+    def _raise_high(self, edge: Tensor) -> None:
+        """Raise (never lower) the ``high`` of each class with ``min_count`` decayed scores
+        to the bin edge ``edge`` (C,), rounded up to the thresholds' dtype so that no score
+        of a bin below stays confident."""
+        dtype = self.high_thr.dtype
+        cap = edge.to(dtype)
+        cap = torch.where(cap.to(edge.dtype) < edge,
+                          torch.nextafter(cap, torch.full_like(cap, 2.0)), cap)
+        counted = self.score_hist.sum(-1) >= self.min_count
+        self.high_thr.copy_(torch.where(counted, torch.maximum(self.high_thr, cap),
+                                        self.high_thr))
+
+    def _tail_per_image(self) -> Tensor:
+        """(C, B + 1): the teacher's decayed boxes per unlabeled image scoring at or above
+        each bin's lower edge, and (last column, 0) above the last."""
+        per_image = self.score_hist / self.teacher_images.clamp_min(1e-12)
+        tail = per_image.flip(-1).cumsum(-1).flip(-1)
+        return torch.cat([tail, tail.new_zeros(tail.shape[0], 1)], -1)
+
+    def _first_edge_within(self, tail: Tensor, allowed: Tensor) -> Tensor:
+        """(C,) the lowest bin edge whose tail is at most ``allowed`` (C,)."""
+        within = tail <= allowed[:, None] + 1e-9
+        first = within.to(torch.uint8).argmax(-1)  # the last column is always within
+        return first.to(torch.float64) / self.num_bins
+
+    def share_cap_thresholds(self) -> Tensor:
+        """(C,) per class, the lowest bin edge above which the class's decayed boxes per
+        unlabeled image are at most ``share_cap`` times its labeled share of the teacher's
+        confident boxes per image at the current ``high`` (bins from the one holding it)."""
+        tail = self._tail_per_image()
+        start = (self.high_thr.to(torch.float64) * self.num_bins).floor().long()
+        start = start.clamp(0, self.num_bins).expand(tail.shape[0])
+        confident = tail.gather(-1, start[:, None]).squeeze(-1).sum()
+        share = self.labeled_class_total / self.labeled_class_total.sum()
+        return self._first_edge_within(tail, self.share_cap * share * confident)
 
     def count_cap_thresholds(self) -> Tensor:
         """(C,) per class, the lowest bin edge above which the teacher's decayed boxes per
         unlabeled image are at most ``count_cap`` times the labeled boxes per image."""
-        per_image = self.score_hist / self.teacher_images.clamp_min(1e-12)
-        # boxes per image scoring at or above each bin's lower edge, and above the last
-        tail = per_image.flip(-1).cumsum(-1).flip(-1)
-        tail = torch.cat([tail, tail.new_zeros(tail.shape[0], 1)], -1)
         allowed = self.count_cap * self.labeled_boxes / self.labeled_images.clamp_min(1e-12)
-        within = tail <= allowed[:, None] + 1e-9
-        first = within.to(torch.uint8).argmax(-1)  # the last column is always within
-        return first.to(torch.float64) / self.num_bins
+        return self._first_edge_within(self._tail_per_image(), allowed)
 
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, momentum={self.momentum}, '
                 f'high=[{self.high_floor}, {self.high_ceil}], '
                 f'low=[{self.low_floor}, {self.low_ceil}], min_count={self.min_count}, '
-                f'num_bins={self.num_bins}, count_cap={self.count_cap}, '
+                f'num_bins={self.num_bins}, count_cap={self.count_cap}, share_cap={self.share_cap}, '
                 f'updates={int(self.num_updates)}')
