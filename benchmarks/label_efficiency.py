@@ -59,8 +59,8 @@ MMDET_PORT = [
 # configs/deeppcb/'s semi-supervised batch before 2026-12-04: 4 labeled + 4 unlabeled
 UNLABELED_4 = ['train_dataloader.batch_size=8', 'train_dataloader.sampler.batch_size=8',
                'train_dataloader.sampler.source_ratio=[1,1]']
-UNLABELED_12 = ['train_dataloader.batch_size=16', 'train_dataloader.sampler.batch_size=16',
-                'train_dataloader.sampler.source_ratio=[1,3]']
+UNLABELED_8 = ['train_dataloader.batch_size=12', 'train_dataloader.sampler.batch_size=12',
+               'train_dataloader.sampler.source_ratio=[1,2]']
 UNLABELED_16 = ['train_dataloader.batch_size=20', 'train_dataloader.sampler.batch_size=20',
                 'train_dataloader.sampler.source_ratio=[1,4]']
 
@@ -91,25 +91,34 @@ ABLATIONS = {
     'st_no_unsup_reg': ('soft_teacher', ['model.reg_pseudo_thr=0.0'],
                         'no box regression from pseudo boxes (no box passes the jitter '
                         'check): the unlabeled images train classification and the RPN only'),
-    # configs/deeppcb/ trains on 8 unlabeled crops an iteration with keep-rate 0.995 since
-    # 2026-12-04 (eighth session); these undo one or both
+    # configs/deeppcb/ trains on 12 unlabeled crops an iteration with keep-rate 0.995 since
+    # 2026-12-04 (ninth session; 8 since the eighth, 4 and 0.99 before); these undo them
     'st_unlabeled_4': ('soft_teacher', UNLABELED_4,
-                       '4 unlabeled images per iteration instead of 8 (the labeled 4 '
+                       '4 unlabeled images per iteration instead of 12 (the labeled 4 '
                        'unchanged)'),
+    'st_unlabeled_8': ('soft_teacher', UNLABELED_8,
+                       '8 unlabeled images per iteration instead of 12 (the labeled 4 '
+                       'unchanged; the default of the eighth session)'),
+    'st_unlabeled_8_ema_0.99': ('soft_teacher',
+                                UNLABELED_8 + ['custom_hooks.2.momentum_decay=0.99'],
+                                '8 unlabeled images per iteration, keep-rate 0.99'),
+    'st_unlabeled_8_ema_0.998': ('soft_teacher',
+                                 UNLABELED_8 + ['custom_hooks.2.momentum_decay=0.998'],
+                                 '8 unlabeled images per iteration, keep-rate 0.998'),
     'st_ema_0.99': ('soft_teacher', ['custom_hooks.2.momentum_decay=0.99'],
                     "the teacher's keep-rate 0.99 instead of 0.995"),
     'st_ema_0.998': ('soft_teacher', ['custom_hooks.2.momentum_decay=0.998'],
                      "the teacher's keep-rate 0.998 instead of 0.995"),
-    'st_unlabeled_12': ('soft_teacher', UNLABELED_12,
-                        '12 unlabeled images per iteration instead of 8 (the labeled 4 '
-                        'unchanged)'),
     'st_unlabeled_16': ('soft_teacher', UNLABELED_16,
-                        "16 unlabeled images per iteration instead of 8 (mmdet's 1:4; the "
+                        "16 unlabeled images per iteration instead of 12 (mmdet's 1:4; the "
                         'labeled 4 unchanged)'),
     'st_unlabeled_4_ema_0.99': ('soft_teacher',
                                 UNLABELED_4 + ['custom_hooks.2.momentum_decay=0.99'],
                                 "configs/deeppcb/'s Soft Teacher before 2026-12-04: 4 "
                                 'unlabeled images per iteration, keep-rate 0.99'),
+    'st_rpn_thr_0.8': ('soft_teacher', ['model.rpn_pseudo_thr=0.8'],
+                       "the RPN learns every confident box (rpn_pseudo_thr 0.8, the confident "
+                       "threshold's floor) instead of those above 0.9"),
     'st_share_cap': ('soft_teacher', ['model.pseudo_label.share_cap=1.0'],
                      "a class's share of the confident boxes capped at its share of the "
                      'labeled boxes (DynamicThreshold share_cap=1)'),

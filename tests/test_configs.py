@@ -81,7 +81,7 @@ def test_own_data_is_set_in_one_place(tmp_path):
 @pytest.mark.parametrize('name', ['mean-teacher', 'soft-teacher'])
 def test_deeppcb_semi_runs_see_the_supervised_runs_labeled_batch(name):
     """The protocol compares like with like: a semi-supervised stage 2 takes as many labeled
-    crops an iteration as the supervised stage 2 (4), and its unlabeled crops on top (8)."""
+    crops an iteration as the supervised stage 2 (4), and its unlabeled crops on top (12)."""
     sup = Config.fromfile(osp.join(ROOT, 'configs', 'deeppcb',
                                    'faster-rcnn_r18_fpn_deeppcb_sup.py'))
     semi = Config.fromfile(osp.join(ROOT, 'configs', 'deeppcb',
@@ -90,7 +90,7 @@ def test_deeppcb_semi_runs_see_the_supervised_runs_labeled_batch(name):
     from ssl_det.datasets.multi_source_sampler import split_batch
     labeled, unlabeled = split_batch(sampler.batch_size, sampler.source_ratio)
     assert labeled == sup.train_dataloader.batch_size == 4
-    assert unlabeled == 8
+    assert unlabeled == 12
     assert semi.train_dataloader.dataset.datasets[0].ann_file == \
         sup.train_dataloader.dataset.ann_file
     assert semi.train_cfg.max_iters == sup.train_cfg.max_iters

@@ -1,7 +1,7 @@
 # Mean teacher on DeepPCB, stage 2: the labeled scans + the unlabeled ones (data.py), from
 # the stage-1 checkpoint of the labeled scans, with the supervised stage 2's schedule,
 # labeled images per iteration (4) and iterations. The teacher (the stage-1 model, then an
-# EMA of the student) labels a weak view of 8 unlabeled crops per iteration; per-class
+# EMA of the student) labels a weak view of 12 unlabeled crops per iteration; per-class
 # thresholds adapt to its scores, with an ignored band between low and high. They are held
 # high (confident from 0.9, never below 0.8; ignored from 0.5, never below 0.3): on DeepPCB
 # at 2% labels the stage-1 teacher's boxes above 0.6 are 61% right and above 0.9 86%, and
