@@ -95,8 +95,8 @@ class DynamicThreshold(BaseThresholdPolicy):
        ``c`` may keep ``share_cap * share_c * T`` per image, where ``share_c`` counts every
        labeled box seen so far (not decayed: the labeled set does not change, and a rare
        class would otherwise fall to a share of 0 between its appearances). On DeepPCB a
-       teacher that calls via pads "copper" gave copper 27% of its confident boxes against
-       13% of the labeled boxes. It assumes the unlabeled images hold the classes in the
+       teacher whose copper boxes were 60% wrong gave copper 27% of its confident boxes
+       against 13% of the defects. It assumes the unlabeled images hold the classes in the
        labeled images' proportions (a random split).
 
     The whole state (decayed histogram, thresholds, update count) is buffers, so it lives in
@@ -216,7 +216,7 @@ class DynamicThreshold(BaseThresholdPolicy):
                 probabilities in [0, 1] (values outside are clamped).
             labels (Tensor): (N,) long class indices.
             num_images (int, optional): Unlabeled images the detections come from; needed
-                with ``count_cap``.
+                with ``count_cap`` or ``share_cap``.
         """
         self._check_inputs(scores, labels)
         if (self.count_cap is not None or self.share_cap is not None) and num_images is None:
@@ -235,7 +235,8 @@ class DynamicThreshold(BaseThresholdPolicy):
     @torch.no_grad()
     def update_labeled(self, labels: Tensor, num_images: int) -> None:
         """Add this iteration's labeled boxes (their ``labels``, on ``num_images`` images) to
-        the decayed per-image reference of ``count_cap``; without it this is a no-op.
+        the decayed per-image reference of ``count_cap`` and the class totals of
+        ``share_cap``; without either this is a no-op.
         Under distributed training every rank must call it every iteration."""
         if self.count_cap is None and self.share_cap is None:
             return
@@ -327,5 +328,6 @@ class DynamicThreshold(BaseThresholdPolicy):
         return (f'num_classes={self.num_classes}, momentum={self.momentum}, '
                 f'high=[{self.high_floor}, {self.high_ceil}], '
                 f'low=[{self.low_floor}, {self.low_ceil}], min_count={self.min_count}, '
-                f'num_bins={self.num_bins}, count_cap={self.count_cap}, share_cap={self.share_cap}, '
+                f'num_bins={self.num_bins}, count_cap={self.count_cap}, '
+                f'share_cap={self.share_cap}, '
                 f'updates={int(self.num_updates)}')
