@@ -56,13 +56,18 @@ MMDET_PORT = [
     'model.rpn_pseudo_thr=0.9', 'model.reg_pseudo_thr=0.02', 'model.unsup_weight=4.0',
     'optim_wrapper.clip_grad=None', 'custom_hooks.2.momentum_decay=0.999']
 
-# configs/deeppcb/'s semi-supervised batch before 2026-12-04: 4 labeled + 4 unlabeled
-UNLABELED_4 = ['train_dataloader.batch_size=8', 'train_dataloader.sampler.batch_size=8',
-               'train_dataloader.sampler.source_ratio=[1,1]']
-UNLABELED_8 = ['train_dataloader.batch_size=12', 'train_dataloader.sampler.batch_size=12',
-               'train_dataloader.sampler.source_ratio=[1,2]']
-UNLABELED_16 = ['train_dataloader.batch_size=20', 'train_dataloader.sampler.batch_size=20',
-                'train_dataloader.sampler.source_ratio=[1,4]']
+
+def unlabeled_crops(n: int) -> list:
+    """--cfg-options of a DeepPCB stage 2 with the 4 labeled crops and ``n`` unlabeled ones
+    (a multiple of 4) an iteration (configs/deeppcb/: 4 until the eighth session, 8 in it,
+    12 since the ninth)."""
+    batch = 4 + n
+    return [f'train_dataloader.batch_size={batch}',
+            f'train_dataloader.sampler.batch_size={batch}',
+            f'train_dataloader.sampler.source_ratio=[1,{n // 4}]']
+
+
+UNLABELED_4, UNLABELED_8, UNLABELED_16 = (unlabeled_crops(n) for n in (4, 8, 16))
 
 # name → (method, extra --cfg-options of its stage-2 run, what changes)
 ABLATIONS = {

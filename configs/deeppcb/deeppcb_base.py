@@ -147,7 +147,7 @@ strong_pipeline = [
 # average the pseudo labels' noise over more images: 8 instead of 4 gained 0.010-0.019 mAP
 # on every seed, 12 instead of 8 +0.005 on average (never less), where doubling the weight
 # instead lost 0.033 (docs/benchmarks.md). About 1.0 s an iteration here, 9.2 minutes a run
-# with its evaluations; 16 (1:4) would pass the protocol's 10 minutes on 2 cores.
+# with its evaluations; 16 (1:4) took 12.6 minutes, over the protocol's 10 on 2 cores.
 semi_train_dataloader = dict(
     batch_size=16,
     num_workers=2,
