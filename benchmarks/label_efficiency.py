@@ -127,6 +127,11 @@ ABLATIONS = {
     'st_share_cap': ('soft_teacher', ['model.pseudo_label.share_cap=1.0'],
                      "a class's share of the confident boxes capped at its share of the "
                      'labeled boxes (DynamicThreshold share_cap=1)'),
+    'st_share_floor': ('soft_teacher', ['model.pseudo_label.share_floor=1.0',
+                                        'model.pseudo_label.share_floor_thr=0.6'],
+                       "a class's confident threshold lowered (to 0.6 at most) until its share "
+                       'of the confident boxes reaches its share of the labeled boxes '
+                       '(DynamicThreshold share_floor=1, share_floor_thr=0.6)'),
     'st_count_cap': ('soft_teacher', ['model.pseudo_label.count_cap=1.0'],
                      'confident boxes per unlabeled image capped per class at the labeled '
                      "images' boxes per image (DynamicThreshold count_cap=1)"),

@@ -411,6 +411,62 @@ def test_share_cap_raises_high_until_each_class_holds_its_labeled_share():
         DynamicThreshold(num_classes=2, share_cap=-1)
 
 
+def test_share_floor_lowers_high_until_each_class_holds_its_labeled_share():
+    """Labeled boxes: class 0 half, class 1 half. The teacher, per unlabeled image: class 0
+    at 0.955 x4, class 1 at 0.755, 0.655, 0.555, 0.455, class 2 (never labeled) at 0.995,
+    each with low-scored background. At high 0.8 (its floor and ceiling) 5 boxes per image
+    are confident, none of class 1, which should hold half: 2.5 per image, so its high
+    comes down to 0.55 (3 boxes), and no further than ``share_floor_thr``. Class 0 holds
+    more than its share and keeps 0.8; lowering never raises a threshold (class 2)."""
+    kwargs = dict(num_classes=3, momentum=0.5, min_count=10, high_floor=0.8, high_ceil=0.8,
+                  low_ceil=0.7)
+    per_image = [0.955] * 4 + [0.105] * 4 + [0.755, 0.655, 0.555, 0.455] + [0.105] * 4 + [
+        0.995, 0.055]
+    per_label = [0] * 8 + [1] * 8 + [2, 2]
+    scores = torch.tensor(per_image * 4)
+    labels = torch.tensor(per_label * 4)
+
+    def run(steps=3, **options):
+        policy = DynamicThreshold(**kwargs, **options)
+        for step in range(steps):
+            labeled = torch.tensor([0, 1] * 20 if step == 0 else [], dtype=torch.long)
+            policy.update_labeled(labeled, num_images=4)
+            policy.update(scores, labels, num_images=4)
+        return policy
+
+    free = run()
+    assert free.thresholds()['high'].tolist() == pytest.approx([0.8] * 3)
+    floored = run(share_floor=1.0)
+    high, low = floored.thresholds()['high'], floored.thresholds()['low']
+    assert high.tolist() == pytest.approx([0.8, 0.55, 0.8])
+    assert torch.equal(low, free.thresholds()['low'])
+    split = floored(scores[:18], labels[:18])
+    assert split.confident[8:16].tolist() == [True] * 3 + [False] * 5
+    # half the floor: 1.25 boxes per image, the two boxes from 0.65 up
+    assert run(share_floor=0.5).thresholds()['high'][1].item() == pytest.approx(0.65)
+    # not below share_floor_thr
+    assert run(share_floor=1.0, share_floor_thr=0.7).thresholds()['high'][1].item() == \
+        pytest.approx(0.7)
+    # a floor no class can reach within its boxes: every labeled class goes down to 0.5, and
+    # low follows high down (class 0's Otsu low, 0.525, is above it)
+    deep = run(share_floor=2.0)
+    assert deep.thresholds()['high'].tolist() == pytest.approx([0.5, 0.5, 0.8])
+    assert free.thresholds()['low'][0].item() > 0.5
+    assert deep.thresholds()['low'][0].item() == pytest.approx(0.5)
+    # with the cap as well, the never-labeled class is capped away and class 1 floored
+    both = run(share_floor=1.0, share_cap=1.0)
+    assert both.thresholds()['high'].tolist() == pytest.approx([0.8, 0.55, 1.0])
+    assert {'labeled_class_total', 'teacher_images'} <= set(floored.state_dict())
+    with pytest.raises(ValueError, match='num_images'):
+        floored.update(scores, labels)
+    with pytest.raises(ValueError, match='share_floor'):
+        DynamicThreshold(num_classes=2, share_floor=0)
+    with pytest.raises(ValueError, match='must not exceed share_cap'):
+        DynamicThreshold(num_classes=2, share_floor=1.5, share_cap=1.0)
+    with pytest.raises(ValueError, match='share_floor_thr'):
+        DynamicThreshold(num_classes=2, share_floor=1.0, share_floor_thr=0.1)
+
+
 def test_dynamic_low_never_exceeds_high_when_low_ceil_is_above_high_ceil():
     """Bounds may allow low_ceil > high_ceil; Otsu's boundary (about 0.8 here) then sits
     above the clamped high (0.5), and low must come down to high, not stay above it."""
