@@ -17,7 +17,8 @@ from mmengine.runner import Runner  # noqa: E402
 import ssl_det  # noqa: E402,F401  (registers every ssl_det module)
 from ssl_det.registry import RUNNERS  # noqa: E402
 from ssl_det.utils.launch import (finish_distributed, prepare_config,  # noqa: E402
-                                  use_fast_nms, use_fast_roi_align)
+                                  use_channels_last, use_fast_nms,
+                                  use_fast_roi_align)
 
 
 def parse_args(argv=None):
@@ -64,6 +65,7 @@ def build_runner(args) -> Runner:
     prepare_config(cfg, args.launcher, args.trust_checkpoint)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     use_fast_roi_align(runner, cfg)
+    use_channels_last(runner, cfg)
     use_fast_nms(cfg)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):

@@ -18,7 +18,8 @@ import ssl_det  # noqa: E402,F401  (registers every ssl_det module)
 from ssl_det.registry import RUNNERS  # noqa: E402
 from ssl_det.utils.launch import (finish_distributed, prepare_config,  # noqa: E402
                                   resume_config, silence_expected_warnings,
-                                  use_fast_nms, use_fast_roi_align)
+                                  use_channels_last, use_fast_nms,
+                                  use_fast_roi_align)
 
 
 def parse_args(argv=None):
@@ -63,6 +64,7 @@ def build_runner(args) -> Runner:
         resume_config(cfg, None if args.resume == 'auto' else args.resume)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     use_fast_roi_align(runner, cfg)
+    use_channels_last(runner, cfg)
     use_fast_nms(cfg)
     silence_expected_warnings(runner)
     return runner

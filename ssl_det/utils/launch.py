@@ -253,6 +253,51 @@ def use_fast_roi_align(runner, cfg: Config) -> int:
     return swapped
 
 
+def use_channels_last(runner, cfg: Config) -> bool:
+    """Store the model's 4-D weights channels-last (NHWC) when it trains or tests on the CPU.
+
+    oneDNN's CPU convolutions run on NHWC without reordering; a convolution whose weight is
+    channels-last makes its output channels-last too, so the whole backbone and FPN follow
+    from the first layer. On 2 cores the DeepPCB Soft Teacher step took 7% less time
+    (1.13 -> 1.05 s), a backbone's forward without gradients (the teacher, testing) about
+    40% less. The maths is the same; the convolutions' float32 sums run in another order.
+    ``channels_last`` in the config: ``'auto'`` (default), ``True`` or ``False``. ``'auto'``
+    turns it on when every parameter is on the CPU, the run is not distributed (DDP's
+    gradient buckets expect contiguous gradients) and the model holds no layer of
+    ``mmcv.ops``: mmcv's CPU kernels read their input as contiguous NCHW without checking
+    (its ``RoIAlign`` returns wrong values for a channels-last map), so it is on for mmdet's
+    detectors once :func:`use_fast_roi_align` swapped their RoIAlign for ssl_det's, which
+    takes either layout. Returns whether the weights were converted."""
+    from mmengine.logging import print_log
+    setting = cfg.get('channels_last', 'auto')
+    if setting not in ('auto', True, False):
+        raise ValueError(f"channels_last must be 'auto', True or False, got {setting!r}")
+    model = runner.model
+    params = list(model.parameters())
+    if not setting or not any(p.dim() == 4 for p in params):
+        return False
+    mmcv_ops = sorted({type(m).__name__ for m in model.modules()
+                       if type(m).__module__.startswith('mmcv.ops')})
+    if setting == 'auto':
+        from mmengine.dist import get_world_size
+        if not (all(p.device.type == 'cpu' for p in params) and get_world_size() == 1):
+            return False
+        if mmcv_ops:
+            print_log(f"channels_last: kept NCHW, the model has mmcv.ops layers "
+                      f"({', '.join(mmcv_ops)}) "
+                      'whose CPU kernels need NCHW', logger='current')
+            return False
+    elif mmcv_ops:
+        print_log(f'channels_last = True with mmcv.ops layers ({", ".join(mmcv_ops)}): their '
+                  'CPU kernels read channels-last maps as NCHW', logger='current',
+                  level=logging.WARNING)
+    model.to(memory_format=torch.channels_last)
+    print_log("channels_last: the model's convolution weights are stored channels-last "
+              "(faster CPU convolutions; set channels_last = False to keep NCHW)",
+              logger='current')
+    return True
+
+
 def use_fast_nms(cfg: Config) -> bool:
     """Make mmcv's ``nms`` (and so ``batched_nms``, which mmdet's heads call) run
     ``ssl_det.ops.nms`` on float32 CPU tensors: the same kept boxes, about 15x faster;
