@@ -57,6 +57,13 @@ ABLATIONS = {
                                            '.unsup_student.3.mode=unshuffle_features'],
                                  "patch shuffle with HSSDA's feature un-shuffle: boxes stay, "
                                  'the BEV features move back after the backbone'),
+    # DeepPCB's lever (docs/benchmarks.md: 4 -> 8 -> 12 unlabeled crops an iteration): the
+    # 4 labeled scenes unchanged, 8 unlabeled ones instead of 4
+    'hssda_unlabeled_8': ('hssda', ['train_dataloader.batch_size=12',
+                                    'train_dataloader.sampler.batch_size=12',
+                                    'train_dataloader.sampler.source_ratio=[1,2]'],
+                          '8 unlabeled scenes per iteration instead of 4 (the labeled 4 '
+                          'unchanged)'),
     'hssda_labeled_bn': ('hssda', ['model.strong_bn_stats=False'],
                          "the strong scenes leave the student's BatchNorm running statistics "
                          'to the labeled scenes (2D default since 2026-12-03)'),
