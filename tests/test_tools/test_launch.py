@@ -1,10 +1,15 @@
 """Run-time preparation shared by tools/train.py and tools/test.py."""
 import os.path as osp
+from types import SimpleNamespace
 
 import mmengine.config.config as config_module
+import pytest
+import torch
 from mmengine.config import Config
+from mmengine.structures import InstanceData
 
-from ssl_det.utils.launch import memoize_config_formatting
+from ssl_det.ops import replace_roi_align
+from ssl_det.utils.launch import memoize_config_formatting, use_channels_last
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -29,7 +34,6 @@ def test_config_text_is_formatted_once_and_unchanged(monkeypatch):
 
 
 def _demo_detector():
-    import torch
     from mmengine.registry import init_default_scope
 
     import ssl_det  # noqa: F401
@@ -41,9 +45,7 @@ def _demo_detector():
 
 
 def _demo_batch():
-    import torch
     from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
     gen = torch.Generator().manual_seed(1)
     inputs = torch.rand(2, 3, 128, 128, generator=gen) * 255
     samples = []
@@ -60,13 +62,6 @@ def _demo_batch():
 def test_channels_last_trains_the_same_detector_with_nhwc_weights():
     """``use_channels_last`` stores every convolution weight NHWC, the backbone's outputs
     follow, and a training step (losses and gradients) matches the NCHW model's."""
-    import torch
-    from types import SimpleNamespace
-
-    from mmengine.structures import InstanceData
-
-    from ssl_det.ops import replace_roi_align
-    from ssl_det.utils.launch import use_channels_last
     plain, nhwc = _demo_detector(), _demo_detector()
     plain.train(), nhwc.train()
     # 'auto' leaves a model with mmcv's RoIAlign alone (its CPU kernel needs NCHW) ...
@@ -115,13 +110,6 @@ def test_channels_last_trains_the_same_detector_with_nhwc_weights():
 
 
 def test_channels_last_is_off_when_the_config_says_so_or_not_on_the_cpu():
-    import torch
-    from types import SimpleNamespace
-
-    import pytest
-
-    from ssl_det.utils.launch import use_channels_last
-    from ssl_det.ops import replace_roi_align
     model = _demo_detector()
     replace_roi_align(model)
     runner = SimpleNamespace(model=model)

@@ -244,13 +244,12 @@ class DynamicThreshold(BaseThresholdPolicy):
                 probabilities in [0, 1] (values outside are clamped).
             labels (Tensor): (N,) long class indices.
             num_images (int, optional): Unlabeled images the detections come from; needed
-                with ``count_cap`` or ``share_cap``.
+                with ``count_cap``, ``share_cap`` or ``share_floor``.
         """
         self._check_inputs(scores, labels)
         if (self.count_cap is not None or self._uses_shares()) and num_images is None:
             raise ValueError('DynamicThreshold(count_cap=..., share_cap=... or share_floor=...) '
-                             'compares '
-                             'confident boxes per image: update() needs num_images.')
+                             'compares confident boxes per image: update() needs num_images.')
         batch_hist = self._histogram(scores, labels)
         images = batch_hist.new_tensor(float(num_images or 0))
         if self.sync_across_ranks and is_distributed():
