@@ -313,29 +313,33 @@ class DynamicThreshold(BaseThresholdPolicy):
             if self.share_cap is not None:
                 self._raise_high(self.share_cap_thresholds())
 
+    def _edge_as_threshold(self, edge: Tensor, up: bool) -> Tensor:
+        """The bin edges ``edge`` (C, float64) in the thresholds' dtype, rounded up (``up``:
+        no score of the bin below passes) or down (no score of the edge's bin is left out)."""
+        value = edge.to(self.high_thr.dtype)
+        off = value.to(edge.dtype) < edge if up else value.to(edge.dtype) > edge
+        return torch.where(off, torch.nextafter(value, torch.full_like(value, 2.0 if up else -1.0)),
+                           value)
+
+    def _counted(self) -> Tensor:
+        """(C,) the classes with ``min_count`` decayed scores, whose caps and floors apply."""
+        return self.score_hist.sum(-1) >= self.min_count
+
     def _raise_high(self, edge: Tensor) -> None:
         """Raise (never lower) the ``high`` of each class with ``min_count`` decayed scores
         to the bin edge ``edge`` (C,), rounded up to the thresholds' dtype so that no score
         of a bin below stays confident."""
-        dtype = self.high_thr.dtype
-        cap = edge.to(dtype)
-        cap = torch.where(cap.to(edge.dtype) < edge,
-                          torch.nextafter(cap, torch.full_like(cap, 2.0)), cap)
-        counted = self.score_hist.sum(-1) >= self.min_count
-        self.high_thr.copy_(torch.where(counted, torch.maximum(self.high_thr, cap),
+        cap = self._edge_as_threshold(edge, up=True)
+        self.high_thr.copy_(torch.where(self._counted(), torch.maximum(self.high_thr, cap),
                                         self.high_thr))
 
     def _lower_high(self, edge: Tensor) -> None:
         """Lower (never raise) the ``high`` of each class with ``min_count`` decayed scores
-        to the bin edge ``edge`` (C,), not below ``share_floor_thr``; ``low`` follows where it
-        would exceed the new ``high``."""
-        dtype = self.high_thr.dtype
-        edge = edge.clamp(min=self.share_floor_thr)
-        target = edge.to(dtype)  # rounded down, so that no score of the edge's bin is left out
-        target = torch.where(target.to(edge.dtype) > edge,
-                             torch.nextafter(target, torch.full_like(target, -1.0)), target)
-        counted = self.score_hist.sum(-1) >= self.min_count
-        high = torch.where(counted, torch.minimum(self.high_thr, target), self.high_thr)
+        to the bin edge ``edge`` (C,), not below ``share_floor_thr``, rounded down so that no
+        score of the edge's bin is left out; ``low`` follows where it would exceed the new
+        ``high``."""
+        target = self._edge_as_threshold(edge.clamp(min=self.share_floor_thr), up=False)
+        high = torch.where(self._counted(), torch.minimum(self.high_thr, target), self.high_thr)
         self.high_thr.copy_(high)
         self.low_thr.copy_(torch.minimum(self.low_thr, high))
 
