@@ -4,6 +4,7 @@ and augmentation of the labeled scenes on every side.
 
     python benchmarks/label_efficiency_3d.py [--method sup | --method semi [--methods ...]]
         [--ablations ...] [--seeds 0 1 2] [--work-dir DIR] [--reuse] [--out FILE]
+        [--cfg-options KEY=VALUE ...] [--merge EARLIER.json]
 
 The demo's two-stage protocol (as in 2D). Stage 1, per seed: supervised from scratch on
 10% of the labeled frames and on all of them, 1,200 iterations each. Stage 2 continues each
@@ -15,7 +16,11 @@ or the shuffle off). ``gap_closed = (semi - sup) / (oracle - sup)``. The stage-1
 kept under ``stage1``.
 
 Runs go to ``{work_dir}/seed{seed}/{config name}[_{variant}]``; ``--reuse`` takes a
-finished run whose resolved config and options are unchanged. The metric is
+finished run whose resolved config and options are unchanged. ``--cfg-options`` go to every
+run, stage 1 included (``channels_last=False`` repeats runs made before the CPU weights went
+channels-last). ``--merge`` takes the seeds an earlier JSON of this script holds and
+``--seeds`` does not name, as they are: a 3-seed protocol split over days or machines (with
+the same code and options) becomes one table. The metric is
 ``Box3DAPMetric``'s headline ``ap3d/mAP`` (3D AP averaged over the classes, R40, at the IoU
 set the config names ``primary``); every key of each final evaluation is kept in the JSON.
 Writes ``benchmarks/results/label_efficiency_3d.json``: top-level ``sup``, ``oracle`` (and
@@ -89,7 +94,9 @@ def value(metrics: dict, network: str = '') -> float:
 def runs_of_seed(seed: int, names, args) -> dict:
     """Stage 1 (10% and all labels) and every stage-2 run of one seed (the demo protocol)."""
     specs = [f'{n}={ABLATIONS[n][0]}' if n in ABLATIONS else n for n in names]
-    options = {n: ABLATIONS[n][1] for n in names if n in ABLATIONS}
+    extra = list(getattr(args, 'cfg_options', None) or [])
+    options = {n: ABLATIONS.get(n, (None, []))[1] + extra for n in names}
+    options.update({f'pretrain_{labels}': extra for labels in PROTOCOL['pretrain']})
     return experiment.two_stage(PROTOCOL, specs, seed, args.work_dir, args.iters,
                                 args.stage2_iters, options, args.reuse)
 
@@ -97,6 +104,37 @@ def runs_of_seed(seed: int, names, args) -> dict:
 def record(res: dict, seed: int, val: float) -> dict:
     return dict(seed=seed, value=val, seconds=res['seconds'],
                 work_dir=osp.relpath(res['work_dir'], ROOT), metrics=res['metrics'])
+
+
+def merged_seeds(path: str, names, seeds, cfg_options=()) -> dict:
+    """The seeds of an earlier JSON of this script that ``seeds`` does not name, as
+    ``{seed: (stage-1 values, {run name: record})}``. Every run of ``names`` must be there for
+    each such seed, with a student value for the semi-supervised ones, and the earlier runs
+    must have had the same ``--cfg-options``."""
+    with open(path) as f:
+        earlier = json.load(f)
+    if not earlier.get('metric', '').startswith(f'{METRIC}:'):
+        raise ValueError(f'{path}: metric {earlier.get("metric")!r}, not {METRIC}')
+    if list(earlier.get('cfg_options', [])) != list(cfg_options):
+        raise ValueError(f"{path}: its runs had --cfg-options {earlier.get('cfg_options', [])}, "
+                         f'these have {list(cfg_options)}')
+    out = {}
+    for i, seed in enumerate(earlier['seeds']):
+        if seed in seeds:
+            continue
+        records = {}
+        for name in names:
+            rec = [r for r in earlier['runs'].get(name, []) if r['seed'] == seed]
+            if len(rec) != 1:
+                raise ValueError(f'{path}: {len(rec)} runs of {name!r} for seed {seed}; '
+                                 f'--seeds {seed} trains them here instead')
+            if (name in SEMI or name in ABLATIONS) and \
+                    f'student/{METRIC}' not in rec[0]['metrics']:
+                raise ValueError(f"{path}: {name!r} of seed {seed} has no student value")
+            records[name] = rec[0]
+        out[seed] = ({k: earlier['stage1'][k]['per_seed'][i] for k in ('sup', 'oracle')},
+                     records)
+    return out
 
 
 def main(argv=None):
@@ -114,6 +152,11 @@ def main(argv=None):
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs',
                                                        'label_efficiency_3d'))
     parser.add_argument('--reuse', action='store_true')
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='options for every run, stage 1 included')
+    parser.add_argument('--merge', metavar='JSON',
+                        help='an earlier output of this script: its seeds that --seeds does '
+                             'not name join the table as they are')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'label_efficiency_3d.json'))
     args = parser.parse_args(argv)
@@ -128,25 +171,42 @@ def main(argv=None):
     students = {n: [] for n in names if n in SEMI or n in ABLATIONS}
     first_stage = {'sup': [], 'oracle': []}
     runs = {n: [] for n in names}
+    earlier = (merged_seeds(args.merge, names, args.seeds, args.cfg_options)
+               if args.merge else {})
+    args.seeds = sorted(set(args.seeds) | set(earlier))
     for seed in args.seeds:
-        results = runs_of_seed(seed, names, args)
-        for name, labels in (('sup', '10pct'), ('oracle', 'all')):
-            first_stage[name].append(value(results[f'pretrain_{labels}']['metrics']))
+        if seed in earlier:
+            stage1, records = earlier[seed]
+            print(f'[seed {seed}] taken from {args.merge}', flush=True)
+        else:
+            results = runs_of_seed(seed, names, args)
+            stage1 = {name: value(results[f'pretrain_{labels}']['metrics'])
+                      for name, labels in (('sup', '10pct'), ('oracle', 'all'))}
+            records = {}
+            for name in names:
+                res = results[name]
+                val = value(res['metrics'], 'teacher' if name in students else '')
+                records[name] = record(res, seed, val)
+        for name in first_stage:
+            first_stage[name].append(stage1[name])
         for name in names:
-            res = results[name]
-            teacher = name in students
-            val = value(res['metrics'], 'teacher' if teacher else '')
-            per_seed[name].append(val)
-            runs[name].append(record(res, seed, val))
-            if teacher:
-                students[name].append(value(res['metrics'], 'student'))
-            print(f'[seed {seed}] {name}: {METRIC} = {val:.4f}', flush=True)
+            rec = records[name]
+            per_seed[name].append(rec['value'])
+            runs[name].append(rec)
+            if name in students:
+                students[name].append(value(rec['metrics'], 'student'))
+            print(f'[seed {seed}] {name}: {METRIC} = {rec["value"]:.4f}', flush=True)
 
     def mean(v):
         return mean_std(v)[0]
 
     result = dict(seeds=args.seeds, protocol='two-stage: 1,200 iterations from scratch, '
                   '1,000 continuing (supervised or semi-supervised)')
+    if args.cfg_options:
+        result['cfg_options'] = args.cfg_options
+    if earlier:
+        result['merged'] = dict(path=osp.relpath(osp.abspath(args.merge), ROOT),
+                                seeds=sorted(earlier))
     result['sup'], result['oracle'] = mean(per_seed['sup']), mean(per_seed['oracle'])
     gap = result['oracle'] - result['sup']
     methods = {}

@@ -1,0 +1,88 @@
+"""benchmarks/label_efficiency_3d.py's bookkeeping, with the training replaced by a fake
+``two_stage``: options reach every run, and ``--merge`` joins an earlier JSON's seeds to the
+seeds trained now, each value under its own seed."""
+import json
+import os.path as osp
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+import label_efficiency_3d as le3d  # noqa: E402
+
+# per seed, so that a value filed under the wrong seed changes the table
+OFFSET = {0: 0.010, 1: 0.040, 2: 0.025}
+
+
+def fake_value(name: str, seed: int) -> dict:
+    base = dict(pretrain_10pct=0.55, pretrain_all=0.62, sup=0.50, oracle=0.70)
+    if name in base:
+        return {'ap3d/mAP': base[name] + OFFSET[seed]}
+    return {'teacher/ap3d/mAP': 0.60 + OFFSET[seed], 'student/ap3d/mAP': 0.58 + OFFSET[seed],
+            'ap3d/mAP': 0.60 + OFFSET[seed]}
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    seen = []
+
+    def two_stage(protocol, specs, seed, work_dir, pretrain_iters, iters, options, reuse):
+        seen.append(dict(seed=seed, specs=list(specs), options=options))
+        names = [s.partition('=')[0] for s in specs] + ['pretrain_10pct', 'pretrain_all']
+        return {n: dict(metrics=fake_value(n, seed), seconds=1.0,
+                        work_dir=osp.join(work_dir, n)) for n in names}
+
+    monkeypatch.setattr(le3d.experiment, 'two_stage', two_stage)
+    monkeypatch.setattr(le3d, 'ensure_demo_data_3d', lambda root: None)
+    return seen
+
+
+def main(tmp_path, out, *extra):
+    return le3d.main(['--method', 'semi', '--methods', 'hssda', '--work-dir',
+                      str(tmp_path / 'runs'), '--out', str(tmp_path / out), *extra])
+
+
+def test_cfg_options_reach_every_run_stage_one_included(calls, tmp_path):
+    result = main(tmp_path, 'a.json', '--seeds', '0', '--ablations', 'hssda_unlabeled_8',
+                  '--cfg-options', 'channels_last=False')
+    options = calls[0]['options']
+    assert set(options) == {'sup', 'oracle', 'hssda', 'hssda_unlabeled_8', 'pretrain_10pct',
+                            'pretrain_all'}
+    assert all(opts[-1] == 'channels_last=False' for opts in options.values())
+    # an ablation keeps its own options before the common ones
+    assert options['hssda_unlabeled_8'][:-1] == le3d.ABLATIONS['hssda_unlabeled_8'][1]
+    assert result['cfg_options'] == ['channels_last=False']
+
+
+def test_merge_adds_the_earlier_seeds_under_their_own_seed(calls, tmp_path):
+    main(tmp_path, 'a.json', '--seeds', '0', '1')
+    calls.clear()
+    result = main(tmp_path, 'b.json', '--seeds', '2', '--merge', str(tmp_path / 'a.json'))
+    assert [c['seed'] for c in calls] == [2]  # seeds 0 and 1 are not trained again
+    assert result['seeds'] == [0, 1, 2]
+    assert result['merged']['seeds'] == [0, 1]
+    for name, base in (('sup', 0.50), ('oracle', 0.70), ('semi', 0.60), ('semi_student', 0.58)):
+        assert result['per_seed'][name] == pytest.approx([base + OFFSET[s] for s in (0, 1, 2)])
+    assert result['stage1']['sup']['per_seed'] == pytest.approx(
+        [0.55 + OFFSET[s] for s in (0, 1, 2)])
+    assert [r['seed'] for r in result['runs']['hssda']] == [0, 1, 2]
+    assert result['gap_closed'] == pytest.approx(0.5)
+    with open(tmp_path / 'b.json') as f:
+        assert json.load(f)['per_seed'] == result['per_seed']
+    # a seed named by --seeds is trained again, not taken from the earlier file
+    calls.clear()
+    result = main(tmp_path, 'c.json', '--seeds', '1', '--merge', str(tmp_path / 'a.json'))
+    assert [c['seed'] for c in calls] == [1] and result['seeds'] == [0, 1]
+
+
+def test_merge_refuses_other_options_and_missing_runs(calls, tmp_path):
+    main(tmp_path, 'a.json', '--seeds', '0')
+    earlier = str(tmp_path / 'a.json')
+    with pytest.raises(ValueError, match='cfg-options'):
+        main(tmp_path, 'b.json', '--seeds', '1', '--merge', earlier,
+             '--cfg-options', 'channels_last=False')
+    with pytest.raises(ValueError, match="'hssda_unlabeled_8' for seed 0"):
+        main(tmp_path, 'b.json', '--seeds', '1', '--merge', earlier,
+             '--ablations', 'hssda_unlabeled_8')
+    assert len(calls) == 1  # refused before anything trains
