@@ -52,7 +52,18 @@ def scene(seed=0):
     return torch.from_numpy(pts), sample
 
 
-def test_overfits_one_scene_and_decodes_boxes_near_the_truth():
+@pytest.fixture
+def one_thread():
+    # on a 2-core AMD machine (2026-12-04) the 2-thread sums of the overfit below led to a
+    # car 4.39 long for 4.0 (tolerance 0.3) and 4.0 with one thread; the same code passed
+    # with 2 threads on earlier machines (noted in the session's note, not yet explained)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_overfits_one_scene_and_decodes_boxes_near_the_truth(one_thread):
     torch.manual_seed(0)
     model = small_detector()
     points, sample = scene()
