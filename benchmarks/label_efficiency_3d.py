@@ -91,6 +91,11 @@ def value(metrics: dict, network: str = '') -> float:
     return float(metrics[key])
 
 
+def has_student(name: str) -> bool:
+    """A teacher-student run (a semi-supervised method or an ablation of one)."""
+    return name in SEMI or name in ABLATIONS
+
+
 def runs_of_seed(seed: int, names, args) -> dict:
     """Stage 1 (10% and all labels) and every stage-2 run of one seed (the demo protocol)."""
     specs = [f'{n}={ABLATIONS[n][0]}' if n in ABLATIONS else n for n in names]
@@ -128,8 +133,7 @@ def merged_seeds(path: str, names, seeds, cfg_options=()) -> dict:
             if len(rec) != 1:
                 raise ValueError(f'{path}: {len(rec)} runs of {name!r} for seed {seed}; '
                                  f'--seeds {seed} trains them here instead')
-            if (name in SEMI or name in ABLATIONS) and \
-                    f'student/{METRIC}' not in rec[0]['metrics']:
+            if has_student(name) and f'student/{METRIC}' not in rec[0]['metrics']:
                 raise ValueError(f"{path}: {name!r} of seed {seed} has no student value")
             records[name] = rec[0]
         out[seed] = ({k: earlier['stage1'][k]['per_seed'][i] for k in ('sup', 'oracle')},
@@ -168,7 +172,7 @@ def main(argv=None):
     names = ['sup', 'oracle'] + (list(dict.fromkeys(args.methods + args.ablations))
                                  if semi else [])
     per_seed = {n: [] for n in names}
-    students = {n: [] for n in names if n in SEMI or n in ABLATIONS}
+    students = {n: [] for n in names if has_student(n)}
     first_stage = {'sup': [], 'oracle': []}
     runs = {n: [] for n in names}
     earlier = (merged_seeds(args.merge, names, args.seeds, args.cfg_options)

@@ -86,3 +86,14 @@ def test_merge_refuses_other_options_and_missing_runs(calls, tmp_path):
         main(tmp_path, 'b.json', '--seeds', '1', '--merge', earlier,
              '--ablations', 'hssda_unlabeled_8')
     assert len(calls) == 1  # refused before anything trains
+
+
+def test_merge_refuses_a_teacher_run_without_its_student(calls, tmp_path):
+    main(tmp_path, 'a.json', '--seeds', '0')
+    with open(tmp_path / 'a.json') as f:
+        earlier = json.load(f)
+    del earlier['runs']['hssda'][0]['metrics']['student/ap3d/mAP']
+    with open(tmp_path / 'a.json', 'w') as f:
+        json.dump(earlier, f)
+    with pytest.raises(ValueError, match='no student value'):
+        main(tmp_path, 'b.json', '--seeds', '1', '--merge', str(tmp_path / 'a.json'))
