@@ -45,6 +45,8 @@ DATA_ROOT = osp.join(ROOT, PROTOCOL['data'])
 STAGE2 = PROTOCOL['stage2']
 ABLATIONS = {
     'hssda_no_middle': ('hssda', ['model.middle=off'], 'middle tier off'),
+    'hssda_middle_sq': ('hssda', ['model.middle_power=2.0'],
+                        "middle boxes weighted by the teacher's score squared (sharper)"),
     'hssda_middle_ignore': ('hssda', ['model.middle=ignore'], 'middle boxes ignored, not weighted'),
     # the low tier is off in the hssda config since 2026-12-03 (hssda_no_low was the best
     # variant at 3 seeds); hssda_no_low's rows in the JSON are the config's now

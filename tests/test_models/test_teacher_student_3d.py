@@ -151,6 +151,18 @@ def test_tiers_and_exactly_the_low_boxes_points_removed():
     assert stats['pseudo/num_removed_points'] == len(removed) == 120
 
 
+@pytest.mark.parametrize('power, expected', [(1.0, [0.6, 1.0]), (2.0, [0.36, 1.0])])
+def test_middle_boxes_weigh_their_score_to_middle_power(power, expected):
+    _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=False)
+    model = build(middle='weight', middle_power=power, low='off')
+    fake_teacher(model, weak, boxes, [0.9, 0.6, 0.2, 0.05, 0.3, 0.25])
+    _, samples, _ = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    assert sorted(samples[0].gt_instances_3d.weights.tolist()) == pytest.approx(expected)
+    with pytest.raises(ValueError, match='middle_power'):
+        build(middle_power=0.0)
+
+
 def test_middle_ignore_and_low_ignore_modes():
     _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=False)
     model = build(middle='ignore', low='ignore')

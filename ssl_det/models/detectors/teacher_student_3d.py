@@ -9,8 +9,8 @@ thresholds sort its boxes into three tiers (HSSDA):
 
 - **high** (``score >= high``): pseudo ground truth;
 - **middle** (``low <= score < high``): ``middle='weight'`` supervises them with the
-  teacher's score as the instance weight (the heatmap loss around the box and its box-code
-  loss are scaled by it); ``middle='ignore'`` leaves their region out of the heatmap loss;
+  teacher's score (to the power ``middle_power``) as the instance weight (the heatmap loss
+  around the box and its box-code loss are scaled by it); ``middle='ignore'`` leaves their region out of the heatmap loss;
 - **low** (``low_score_thr <= score < low``, not overlapping a high or middle box):
   ``low='remove_points'`` deletes the points inside them from the student's input, so an
   object the teacher barely saw is not learned as background; ``low='ignore'`` ignores their
@@ -61,6 +61,8 @@ class TeacherStudent3D(TeacherStudent):
         unsup_weight (float): weight of the student's loss on the unlabeled views.
         sup_weight (float): weight of the supervised loss.
         middle (str): ``'weight'``, ``'ignore'`` or ``'off'`` (see the module doc).
+        middle_power (float): with ``middle='weight'``, a middle box's weight is the
+            teacher's score to this power (2: sharper, a 0.5 box counts a quarter). Default 1.
         low (str): ``'remove_points'``, ``'ignore'`` or ``'off'``.
         low_score_thr (float): the floor of the low tier.
         predict_on (str): ``'teacher'`` or ``'student'`` for ``predict`` (validation).
@@ -80,6 +82,7 @@ class TeacherStudent3D(TeacherStudent):
                  unsup_weight: float = 1.0,
                  sup_weight: float = 1.0,
                  middle: str = 'weight',
+                 middle_power: float = 1.0,
                  low: str = 'remove_points',
                  low_score_thr: float = 0.1,
                  predict_on: str = 'teacher',
@@ -92,6 +95,8 @@ class TeacherStudent3D(TeacherStudent):
         BaseDetector.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if middle not in MIDDLE_MODES:
             raise ValueError(f'middle must be one of {MIDDLE_MODES}, got {middle!r}')
+        if not middle_power > 0:
+            raise ValueError(f'middle_power must be > 0, got {middle_power}')
         if low not in LOW_MODES:
             raise ValueError(f'low must be one of {LOW_MODES}, got {low!r}')
         if predict_on not in ('teacher', 'student'):
@@ -100,6 +105,7 @@ class TeacherStudent3D(TeacherStudent):
             pseudo_label or dict(type='DualThreshold', high=0.5, low=0.3))
         self._build_members(detector)
         self.middle, self.low = middle, low
+        self.middle_power = float(middle_power)
         self.low_score_thr = float(low_score_thr)
         self.unsup_weight, self.sup_weight = float(unsup_weight), float(sup_weight)
         self.unsup_loss_keys = None
@@ -217,7 +223,8 @@ class TeacherStudent3D(TeacherStudent):
                                                 else torch.zeros_like(middle))
             if self.low == 'ignore':
                 ignore_mask = ignore_mask | low
-            weights = torch.where(high, torch.ones_like(pred.scores_3d), pred.scores_3d)
+            weights = torch.where(high, torch.ones_like(pred.scores_3d),
+                                  pred.scores_3d.pow(self.middle_power))
             strong.gt_instances_3d = InstanceData(
                 bboxes_3d=moved[keep_gt], labels_3d=pred.labels_3d[keep_gt],
                 weights=weights[keep_gt], scores_3d=pred.scores_3d[keep_gt])
