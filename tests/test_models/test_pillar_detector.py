@@ -52,23 +52,16 @@ def scene(seed=0):
     return torch.from_numpy(pts), sample
 
 
-@pytest.fixture
-def one_thread():
-    # on a 2-core AMD machine (2026-12-04) the 2-thread sums of the overfit below led to a
-    # car 4.39 long for 4.0 (tolerance 0.3) and 4.0 with one thread; the same code passed
-    # with 2 threads on earlier machines (noted in the session's note, not yet explained)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_overfits_one_scene_and_decodes_boxes_near_the_truth(one_thread):
+def test_overfits_one_scene_and_decodes_boxes_near_the_truth():
     torch.manual_seed(0)
     model = small_detector()
     points, sample = scene()
     inputs = dict(points=[points, points])
     optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    # the lr drops for the last third, as the configs' schedules do: at a constant 3e-3 the
+    # L1 box codes keep oscillating (a car's length 3.9-4.4 between steps 40 and 100), and
+    # where step 60 lands depended on the threads' summation order (2026-12-04)
+    sched = torch.optim.lr_scheduler.MultiStepLR(optim, [40], gamma=0.1)
     model.train()
     first = None
     for _ in range(60):
@@ -79,6 +72,7 @@ def test_overfits_one_scene_and_decodes_boxes_near_the_truth(one_thread):
         optim.zero_grad()
         total.backward()
         optim.step()
+        sched.step()
     assert total.item() < 0.1 * first
     model.eval()
     pred = model.predict(dict(points=[points]), [sample.clone()])[0].pred_instances_3d
