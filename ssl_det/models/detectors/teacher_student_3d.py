@@ -10,7 +10,8 @@ thresholds sort its boxes into three tiers (HSSDA):
 - **high** (``score >= high``): pseudo ground truth;
 - **middle** (``low <= score < high``): ``middle='weight'`` supervises them with the
   teacher's score (to the power ``middle_power``) as the instance weight (the heatmap loss
-  around the box and its box-code loss are scaled by it); ``middle='ignore'`` leaves their region out of the heatmap loss;
+  around the box and its box-code loss are scaled by it); ``middle='ignore'`` leaves their
+  region out of the heatmap loss;
 - **low** (``low_score_thr <= score < low``, not overlapping a high or middle box):
   ``low='remove_points'`` deletes the points inside them from the student's input, so an
   object the teacher barely saw is not learned as background; ``low='ignore'`` ignores their
