@@ -74,6 +74,9 @@ ABLATIONS = {
     'hssda_labeled_bn': ('hssda', ['model.strong_bn_stats=False'],
                          "the strong scenes leave the student's BatchNorm running statistics "
                          'to the labeled scenes (2D default since 2026-12-03)'),
+    'hssda_views_flip': ('hssda', ['model.teacher_views=[flip_y]'],
+                         'the teacher also labels each weak scene mirrored (y -> -y); the '
+                         "two views' boxes fused (consensus scores)"),
     'hssda_matched_thr': ('hssda', ['model.pseudo_label.type=MatchedScoreThreshold'],
                           "HSSDA's threshold rule: 2-means centres of the teacher's scores "
                           'on boxes matching labels'),

@@ -442,3 +442,138 @@ def test_patch_shuffle_transform_ignores_the_ground_truth_box_a_border_cuts():
     packed = PackPointCloudInputs(meta_keys=META)(dict(results, lidar_aug_matrix=np.eye(4),
                                                        frame_id='f0'))['data_samples']
     assert len(packed.gt_instances_3d) == 5 and len(packed.ignored_instances_3d) == 1
+
+
+# ----------------------------------------------------------------------- teacher views
+def object_detector(model, weak_sample, scores, missing_in_views=(), log=None):
+    """The teacher's detector 'sees' each object of :func:`scene` in whatever frame its
+    input is in: the box around the object's points (heading along the line from the mean
+    of its first 30 points to the mean of its last 30; centre and size from the points'
+    extent along and across that heading and in z), so a box is right only if the points
+    reached it in that view's frame. Objects in ``missing_in_views`` are not seen in the extra views (a view is extra when
+    its ``lidar_aug_matrix`` is not the weak view's)."""
+    def predict(inputs, samples):
+        out = []
+        for pts, sample in zip(inputs['points'], samples):
+            extra = not np.allclose(sample.lidar_aug_matrix, weak_sample.lidar_aug_matrix)
+            if log is not None:
+                log.append((pts.clone(), np.asarray(sample.lidar_aug_matrix)))
+            idx = pts[:, 3].long()
+            boxes, labels, kept = [], [], []
+            for k in range(len(scores)):
+                if extra and k in missing_in_views:
+                    continue
+                obj = pts[(idx >= 60 * k) & (idx < 60 * k + 60)][:, :3].double()
+                if len(obj) < 60:  # the view lost part of the object
+                    continue
+                mean = obj.mean(dim=0)
+                d = obj[30:].mean(dim=0) - obj[:30].mean(dim=0)
+                yaw = torch.atan2(d[1], d[0])
+                c, s = torch.cos(yaw), torch.sin(yaw)
+                rel = obj - mean
+                along, across = rel[:, 0] * c + rel[:, 1] * s, -rel[:, 0] * s + rel[:, 1] * c
+                size = torch.stack([along.max() - along.min(), across.max() - across.min(),
+                                    rel[:, 2].max() - rel[:, 2].min()])
+                mid_a, mid_c = (along.max() + along.min()) / 2, (across.max() + across.min()) / 2
+                centre = mean + torch.stack([mid_a * c - mid_c * s, mid_a * s + mid_c * c,
+                                               (rel[:, 2].max() + rel[:, 2].min()) / 2])
+                boxes.append(torch.cat([centre, size, yaw[None]]))
+                labels.append(k % 3)
+                kept.append(scores[k])
+            sample = type(sample)(metainfo=sample.metainfo)
+            sample.pred_instances_3d = InstanceData(
+                bboxes_3d=torch.stack(boxes).float(), scores_3d=torch.tensor(kept),
+                labels_3d=torch.tensor(labels))
+            out.append(sample)
+        return out
+    model.teacher.predict = predict
+
+
+VIEWS = [[dict(rot=0.4, scale=1.1)], [dict(flip_y=True, rot=-0.3)],
+         [dict(flip_y=True), dict(rot=0.25, scale=0.95)]]
+
+
+@pytest.mark.parametrize('views', VIEWS)
+def test_teacher_views_return_to_the_weak_views_frame(views):
+    """Each extra view's points are the weak points moved by the view's map, and its boxes
+    come back through the inverse: they fuse with the weak view's boxes of the same objects
+    into one box each, seen by every view, at the weak view's box and score."""
+    _, _, (weak_pts, weak), _ = weak_and_strong(shuffle=False)
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    plain = build(middle='off', low='off')
+    object_detector(plain, weak, scores)
+    expected = plain.teacher_predict(dict(points=[weak_pts]), [weak])[0]
+    model = build(middle='off', low='off', teacher_views=views)
+    log = []
+    object_detector(model, weak, scores, log=log)
+    fused = model.teacher_predict(dict(points=[weak_pts]), [weak])[0]
+    from ssl_det.models.utils.teacher_views import view_matrix
+    from ssl_det.structures import transform_points
+    assert len(log) == 1 + len(views)
+    for (pts, aug), view in zip(log[1:], views):
+        mat = view_matrix(**view)
+        torch.testing.assert_close(pts, transform_points(weak_pts, mat))
+        np.testing.assert_allclose(aug, mat @ np.asarray(weak.lidar_aug_matrix), atol=1e-9)
+    assert len(fused) == len(expected) == 6
+    assert fused.num_views.tolist() == [1 + len(views)] * 6
+    torch.testing.assert_close(fused.bboxes_3d, expected.bboxes_3d, atol=2e-4, rtol=0)
+    torch.testing.assert_close(fused.scores_3d, expected.scores_3d)
+    assert fused.labels_3d.tolist() == expected.labels_3d.tolist()
+
+
+def test_a_box_one_view_misses_keeps_its_share_of_the_score():
+    _, _, (weak_pts, weak), _ = weak_and_strong(shuffle=False)
+    model = build(middle='off', low='off', teacher_views=[dict(flip_y=True)])
+    object_detector(model, weak, [0.9, 0.8, 0.7, 0.6, 0.5, 0.4], missing_in_views=(1,))
+    fused = model.teacher_predict(dict(points=[weak_pts]), [weak])[0]
+    # object 1 (score 0.8) is seen by the weak view only: (0.8 + 0) / 2; the rest by both
+    assert fused.scores_3d.tolist() == pytest.approx([0.9, 0.7, 0.6, 0.5, 0.4, 0.4])
+    assert fused.num_views.tolist() in ([2, 2, 2, 2, 2, 1], [2, 2, 2, 2, 1, 2])
+    lone = fused.num_views == 1
+    assert fused.labels_3d[lone].tolist() == [1]
+
+
+def test_fuse_views_merges_within_a_class_and_weighs_by_score():
+    from ssl_det.models.utils.teacher_views import fuse_views
+    a = torch.tensor([[10.0, 0.0, -1.0, 4.0, 2.0, 1.5, 0.1]])
+    b = torch.tensor([[10.4, 0.0, -1.0, 4.4, 2.0, 1.5, 0.3],   # the same object, class 0
+                      [10.0, 0.0, -1.0, 4.0, 2.0, 1.5, 0.1],   # same place, class 1
+                      [10.2, 0.0, -1.0, 4.0, 2.0, 1.5, 0.1]])  # a duplicate in view 1
+    boxes, scores, labels, seen = fuse_views(
+        [a, b], [torch.tensor([0.6]), torch.tensor([0.2, 0.5, 0.1])],
+        [torch.tensor([0]), torch.tensor([0, 1, 0])], iou_thr=0.5)
+    assert labels.tolist() == [0, 1] and seen.tolist() == [2, 1]
+    assert scores.tolist() == pytest.approx([0.4, 0.25])  # (0.6 + 0.2) / 2; 0.5 / 2
+    # centre and size: 0.75 * a + 0.25 * b[0] (the duplicate does not count); yaw: a's
+    assert boxes[0, 0].item() == pytest.approx(10.1) and boxes[0, 3].item() == pytest.approx(4.1)
+    assert boxes[0, 6].item() == pytest.approx(0.1)
+    empty = fuse_views([torch.zeros(0, 7)] * 2, [torch.zeros(0)] * 2,
+                       [torch.zeros(0, dtype=torch.long)] * 2)
+    assert [len(t) for t in empty] == [0, 0, 0, 0]
+
+
+def test_teacher_views_are_checked():
+    with pytest.raises(ValueError, match='unknown teacher view keys'):
+        build(teacher_views=[dict(flip=True)])
+    with pytest.raises(ValueError, match='weak view itself'):
+        build(teacher_views=[dict(rot=0.0)])
+    with pytest.raises(ValueError, match='scale'):
+        build(teacher_views=[dict(scale=0.0)])
+
+
+@pytest.mark.parametrize('shuffle', [False, True])
+def test_pseudo_boxes_from_teacher_views_land_on_the_strong_views_objects(shuffle):
+    """The call site: fused boxes go weak -> strong and hold exactly their objects' points."""
+    points, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=shuffle)
+    model = build(middle='off', low='off',
+                  teacher_views=[dict(flip_y=True), dict(rot=0.3, scale=1.05)])
+    object_detector(model, weak, [0.9] * 6)
+    _, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    gt = samples[0].gt_instances_3d
+    assert len(gt) == (5 if shuffle else 6) == stats['pseudo/num_high']
+    index = strong_pts[:, 3].long().numpy()
+    for box in gt.bboxes_3d.numpy():
+        inside = points_in_boxes(strong_pts.numpy(), box[None], margin=0.01)[:, 0]
+        obj = int(np.bincount(index[inside] // 60).argmax())
+        assert inside.sum() == 60 and set(index[inside] // 60) == {obj}

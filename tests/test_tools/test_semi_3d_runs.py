@@ -121,9 +121,12 @@ def test_thresholds_survive_train_resume(scenes, tmp_path):
 def test_hssda_threshold_rule_and_feature_unshuffle_train(scenes, tmp_path):
     """The two HSSDA variants train end to end: thresholds from the teacher's boxes that
     match labels (``MatchedScoreThreshold``) and the shuffle undone on the BEV features
-    (no cut boxes, the teacher's boxes supervise in place)."""
+    (no cut boxes, the teacher's boxes supervise in place); the teacher also labels each
+    scene mirrored (``teacher_views``, given on the command line), on the labeled and the
+    unlabeled scenes."""
     opts = overrides(scenes, iters=3)
     opts.update({'train_cfg.val_interval': 1000, 'custom_hooks.3.interval': 0,
+                 'model.teacher_views': '[flip_y]',
                  'model.pseudo_label.type': 'MatchedScoreThreshold',
                  'model.pseudo_label.match_iou': 0.01, 'model.pseudo_label.min_count': 1,
                  'train_dataloader.dataset.datasets.1.pipeline.1.unsup_student.3.mode':
@@ -143,6 +146,9 @@ def test_hssda_threshold_rule_and_feature_unshuffle_train(scenes, tmp_path):
     matched = [s['pseudo/num_matched_labeled'] for s in scalars
                if 'pseudo/num_matched_labeled' in s]
     assert matched and max(matched) > 0
+    views = [s['pseudo/views_per_box'] for s in scalars if 'pseudo/views_per_box' in s]
+    assert views and all(1.0 <= v <= 2.0 for v in views) and max(views) > 1.0
+    assert runner.model.teacher_views == [dict(flip_x=False, flip_y=True, rot=0.0, scale=1.0)]
     policy = runner.model.pseudo_label
     # updated on every iteration after the 1-iteration burn-in
     assert policy.score_hist.sum() > 0 and float(policy.num_updates) == 2

@@ -24,8 +24,13 @@ view's patch shuffle (``bev_shuffle``, :class:`~ssl_det.datasets.transforms.BEVP
 a box cut by a patch border is ignored (its pieces' regions), never split. With the shuffle's
 ``mode='unshuffle_features'`` the boxes stay in the unshuffled frame instead and the
 student's detector moves its BEV features back after the backbone (HSSDA's code).
+
+With ``teacher_views`` the teacher also labels flipped, rotated or scaled copies of each weak
+view in the same batched pass; their boxes come back to the weak view through the inverse
+map and are fused with the weak view's (:mod:`ssl_det.models.utils.teacher_views`): the tiers
+then sort the fused boxes and scores.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -37,9 +42,11 @@ from torch import Tensor
 
 from ssl_det.ops import rotated_iou_bev
 from ssl_det.registry import MODELS, TASK_UTILS
-from ssl_det.structures import points_in_boxes, transform_boxes3d, weak_to_strong_matrix
+from ssl_det.structures import (points_in_boxes, transform_boxes3d, transform_points,
+                                weak_to_strong_matrix)
 from ssl_det.structures.bev_shuffle import (moves_boxes, shuffle_box_pieces, shuffle_boxes,
                                             unshuffle_points)
+from ..utils.teacher_views import check_view, fuse_views, view_matrix
 from .teacher_student import TeacherStudent
 
 MIDDLE_MODES = ('weight', 'ignore', 'off')
@@ -75,6 +82,11 @@ class TeacherStudent3D(TeacherStudent):
             cost 0.048 3D AP on the demo's seed 2 (teacher 0.594 against 0.642;
             ``docs/benchmarks.md``).
         log_per_class (bool): log per-class tier counts and thresholds.
+        teacher_views (list[dict | str]): extra views of each weak scene the teacher labels,
+            e.g. ``[dict(flip_y=True)]`` or ``['flip_y']`` (keys ``flip_x``, ``flip_y``,
+            ``rot``, ``scale``; see :mod:`~ssl_det.models.utils.teacher_views`). Each costs
+            one more scene in the teacher's pass. Default: none.
+        view_iou_thr (float): BEV IoU at which the views' boxes of a class fuse.
     """
 
     def __init__(self,
@@ -91,6 +103,8 @@ class TeacherStudent3D(TeacherStudent):
                  sup_loss_guard: Optional[dict] = dict(),
                  strong_bn_stats: bool = True,
                  log_per_class: bool = True,
+                 teacher_views: Sequence = (),
+                 view_iou_thr: float = 0.5,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         BaseDetector.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -118,6 +132,11 @@ class TeacherStudent3D(TeacherStudent):
         self.latest_pseudo: Optional[dict] = None
         self.mixer = None  # 2D Mixup / Mosaic (TeacherStudent's mixing) has no 3D form here
         self.strong_bn_stats = bool(strong_bn_stats)
+        self.teacher_views = [check_view(v) for v in teacher_views or ()]
+        self.view_matrices = [view_matrix(**v) for v in self.teacher_views]
+        if not 0 < view_iou_thr <= 1:
+            raise ValueError(f'view_iou_thr must be in (0, 1], got {view_iou_thr}')
+        self.view_iou_thr = float(view_iou_thr)
 
     # ------------------------------------------------------------------ training
     def loss(self, multi_batch_inputs: dict, multi_batch_data_samples: dict) -> dict:
@@ -174,12 +193,44 @@ class TeacherStudent3D(TeacherStudent):
 
     @torch.no_grad()
     def teacher_predict(self, inputs: dict, data_samples: List) -> List[InstanceData]:
+        """The teacher's boxes on each scene of ``inputs``, in that scene's frame: with
+        ``teacher_views``, the weak view's and the extra views' boxes fused."""
         self.teacher.eval()
         # fresh samples with the views' meta (the teacher writes its predictions into them):
         # a deep copy of the samples cost a tenth of the teacher's pass at KITTI scale
         samples = [type(s)(metainfo=s.metainfo) for s in data_samples]
-        results = self.teacher.predict(inputs, samples)
-        return [r.pred_instances_3d for r in results]
+        points = list(inputs['points'])
+        if self.view_matrices:
+            if any(s.metainfo.get('bev_shuffle') is not None for s in data_samples):
+                raise ValueError('teacher_views need weak views without a patch shuffle')
+            for mat in self.view_matrices:
+                for pts, s in zip(inputs['points'], data_samples):
+                    weak = np.asarray(s.metainfo.get('lidar_aug_matrix', np.eye(4)),
+                                      dtype=np.float64).reshape(4, 4)
+                    points.append(transform_points(pts, mat))
+                    samples.append(type(s)(metainfo=dict(s.metainfo,
+                                                         lidar_aug_matrix=mat @ weak)))
+        results = self.teacher.predict(dict(inputs, points=points), samples)
+        preds = [r.pred_instances_3d for r in results]
+        if not self.view_matrices:
+            return preds
+        num = len(data_samples)
+        back = [np.linalg.inv(mat) for mat in self.view_matrices]
+        fused, support = [], []
+        for i in range(num):
+            views = [preds[i]] + [preds[(v + 1) * num + i] for v in range(len(back))]
+            boxes = [views[0].bboxes_3d] + [transform_boxes3d(p.bboxes_3d, inv)
+                                            for p, inv in zip(views[1:], back)]
+            box, score, label, seen = fuse_views(boxes, [p.scores_3d for p in views],
+                                                 [p.labels_3d for p in views],
+                                                 self.view_iou_thr)
+            fused.append(InstanceData(bboxes_3d=box, scores_3d=score, labels_3d=label,
+                                      num_views=seen))
+            support.append(seen)
+        seen = torch.cat(support).float()
+        MessageHub.get_current_instance().update_scalar(
+            'train/pseudo/views_per_box', float(seen.mean()) if len(seen) else 0.0)
+        return fused
 
     @torch.no_grad()
     def pseudo_instances(self, weak_inputs: dict, weak_samples: List, strong_inputs: dict,
