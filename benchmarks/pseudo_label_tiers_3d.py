@@ -15,6 +15,13 @@ strong views are the scene itself, so the tiers are in the scene's own frame). P
   ``low='remove_points'`` would delete that lie inside hidden boxes (the rest are points
   of background and clutter: negatives the student no longer sees).
 
+And, free of the thresholds, ``teacher_ap``: the config's validation metric (its primary
+AP) of all the teacher's boxes on those scenes against the hidden labels: how well its
+scores rank right boxes above wrong ones. ``--cfg-options`` changes the model before the
+checkpoint loads, e.g. ``model.teacher_views=[flip_y]`` scores a teacher that also labels
+each scene mirrored (its fused scores are not on the same scale as the thresholds it was
+trained with; ``teacher_ap`` compares the two teachers fairly).
+
 Usage::
 
     python benchmarks/pseudo_label_tiers_3d.py \\
@@ -28,6 +35,8 @@ import os.path as osp
 import statistics
 import sys
 
+from typing import Optional
+
 import numpy as np
 import torch
 
@@ -37,13 +46,15 @@ sys.path.insert(0, ROOT)
 TIERS = ('high', 'middle', 'low')
 
 
-def load_model(config: str, checkpoint: str):
+def load_model(config: str, checkpoint: str, cfg_options: Optional[dict] = None):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     import ssl_det  # noqa: F401  (registers everything)
     from ssl_det.registry import MODELS
     init_default_scope('ssl_det')
     cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     model = MODELS.build(cfg.model)
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
     model.load_state_dict(state)
@@ -82,10 +93,22 @@ def match_thresholds(cfg) -> dict:
             for c in cfg.metainfo['classes']}
 
 
-def score_checkpoint(config: str, checkpoint: str, limit: int) -> dict:
+def score_checkpoint(config: str, checkpoint: str, limit: int,
+                     cfg_options: Optional[dict] = None) -> dict:
     from ssl_det.ops import rotated_iou_bev
+    from ssl_det.registry import METRICS
     from ssl_det.structures import points_in_boxes
-    cfg, model = load_model(config, checkpoint)
+    cfg, model = load_model(config, checkpoint, cfg_options)
+    metric = METRICS.build(cfg.val_evaluator)
+    metric.dataset_meta = dict(classes=tuple(cfg.metainfo['classes']))
+    predicted = []
+    teacher_predict = model.teacher_predict
+
+    def recorded(inputs, samples):  # the teacher's boxes, as pseudo_instances gets them
+        out = teacher_predict(inputs, samples)
+        predicted.extend(out)
+        return out
+    model.teacher_predict = recorded
     dataset, picked = unlabeled_scenes(cfg, limit)
     classes = list(cfg.metainfo['classes'])
     thr = match_thresholds(cfg)
@@ -107,6 +130,11 @@ def score_checkpoint(config: str, checkpoint: str, limit: int) -> dict:
             _, samples, _ = model.pseudo_instances(dict(points=[points]), [weak],
                                                    dict(points=[points.clone()]), [strong])
         tiers = samples[0].pseudo_tiers
+        pred = predicted.pop()
+        metric.process({}, [dict(
+            pred_instances_3d=dict(bboxes_3d=pred.bboxes_3d, scores_3d=pred.scores_3d,
+                                   labels_3d=pred.labels_3d),
+            gt_instances_3d=dict(bboxes_3d=gt_boxes.float(), labels_3d=gt_labels))])
         hit_by = {}
         for tier in TIERS:
             boxes = torch.as_tensor(tiers[tier], dtype=torch.float64).reshape(-1, 7)
@@ -137,7 +165,9 @@ def score_checkpoint(config: str, checkpoint: str, limit: int) -> dict:
                   hidden_boxes=num_gt, match_iou=thr,
                   thresholds=dict(high=model.pseudo_label.high_thr.tolist(),
                                   low=model.pseudo_label.low_thr.tolist(),
-                                  low_score_thr=model.low_score_thr))
+                                  low_score_thr=model.low_score_thr),
+                  cfg_options=cfg_options or {},
+                  teacher_ap=float(metric.compute_metrics(metric.results)['mAP']))
     for tier in TIERS:
         t = tally[tier]
         result[tier] = dict(boxes=t['boxes'], per_scene=t['boxes'] / len(picked),
@@ -151,6 +181,7 @@ def score_checkpoint(config: str, checkpoint: str, limit: int) -> dict:
 
 
 def main(argv=None):
+    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('checkpoints', nargs='+', help='TeacherStudent3D checkpoints')
     parser.add_argument('--config', default=osp.join(
@@ -159,8 +190,12 @@ def main(argv=None):
                         help='unlabeled scenes scored per checkpoint')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'pseudo_label_tiers_3d.json'))
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='config changes before the model is built, e.g. '
+                             'model.teacher_views=[flip_y]')
     args = parser.parse_args(argv)
-    runs = [score_checkpoint(args.config, c, args.scenes) for c in args.checkpoints]
+    runs = [score_checkpoint(args.config, c, args.scenes, args.cfg_options)
+            for c in args.checkpoints]
 
     def fmt(v):
         return '-' if v is None else f'{v:.2f}'
@@ -179,7 +214,9 @@ def main(argv=None):
         print(f'| {tier} | {spread([r[tier]["per_scene"] for r in runs])} | '
               f'{spread([r[tier]["precision"] for r in runs])} | '
               f'{spread([r[tier]["on_object"] for r in runs])} | |')
-    print(f'\nrecall of the hidden boxes: high {spread([r["recall_high"] for r in runs])}, '
+    print(f'\nteacher AP of all its boxes against the hidden labels: '
+          f'{spread([r["teacher_ap"] for r in runs])}')
+    print(f'recall of the hidden boxes: high {spread([r["recall_high"] for r in runs])}, '
           f'high + middle {spread([r["recall_high_middle"] for r in runs])}')
     print('low tier: removed points per scene '
           f'{spread([r["low"]["removed_points_per_scene"] for r in runs])}, of which on '
