@@ -2,7 +2,8 @@
 unlabeled demo scenes hide (the demo generator keeps every scene's boxes in ``train.json``).
 
 For each checkpoint of a ``TeacherStudent3D`` run (its teacher and its adapted thresholds),
-the teacher labels unlabeled scenes as in training, but on the unaugmented scene (weak and
+or of a supervised detector (stage 1: the teacher stage 2 would start from, with the config's
+initial thresholds), the teacher labels unlabeled scenes as in training, but on the unaugmented scene (weak and
 strong views are the scene itself, so the tiers are in the scene's own frame). Per tier:
 
 - ``precision``: boxes whose BEV IoU with a hidden box of their class reaches the metric's
@@ -57,7 +58,15 @@ def load_model(config: str, checkpoint: str, cfg_options: Optional[dict] = None)
         cfg.merge_from_dict(cfg_options)
     model = MODELS.build(cfg.model)
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
-    model.load_state_dict(state)
+    # a plain detector's checkpoint (stage 1) fills teacher and student
+    # (TeacherStudent._load_from_state_dict); the thresholds then start at the config's
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k.startswith(('teacher.', 'student.'))]
+    if missing or result.unexpected_keys:
+        raise ValueError(f'{checkpoint} does not fit the model of {config}: missing '
+                         f'{missing[:3]}, unexpected {result.unexpected_keys[:3]}')
+    model.thresholds_from = ('config' if any(k.startswith('pseudo_label.')
+                                             for k in result.missing_keys) else 'checkpoint')
     model.eval()
     model.pseudo_label.update = lambda scores, labels: None  # score, don't adapt
     if model.low == 'off':  # score the tier the config leaves off, as it would be
@@ -166,7 +175,7 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
                   thresholds=dict(high=model.pseudo_label.high_thr.tolist(),
                                   low=model.pseudo_label.low_thr.tolist(),
                                   low_score_thr=model.low_score_thr),
-                  cfg_options=cfg_options or {},
+                  thresholds_from=model.thresholds_from, cfg_options=cfg_options or {},
                   teacher_ap=float(metric.compute_metrics(metric.results)['mAP']))
     for tier in TIERS:
         t = tally[tier]

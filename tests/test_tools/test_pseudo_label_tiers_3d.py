@@ -82,3 +82,22 @@ def test_cfg_options_reach_the_model_teacher_views_included(setup, monkeypatch, 
     assert result['cfg_options']['model.teacher_views'] == ['flip_y']
     assert len(calls) == 3  # one fusion per scene
     assert 0.0 <= result['teacher_ap'] <= 1.0
+
+
+def test_a_stage_one_detector_checkpoint_is_the_teacher_at_the_configs_thresholds(
+        setup, tmp_path):
+    root, ckpt, opts = setup
+    full = torch.load(ckpt, weights_only=True)['state_dict']
+    detector = {k[len('teacher.'):]: v for k, v in full.items() if k.startswith('teacher.')}
+    plain = str(tmp_path / 'stage1.pth')
+    torch.save(dict(state_dict=detector), plain)
+    a = tiers.score_checkpoint(CFG, ckpt, 4, opts)
+    b = tiers.score_checkpoint(CFG, plain, 4, opts)
+    assert (a['thresholds_from'], b['thresholds_from']) == ('checkpoint', 'config')
+    for key in ('teacher_ap', 'recall_high', 'hidden_boxes'):
+        assert a[key] == b[key], key
+    assert [a[t]['boxes'] for t in tiers.TIERS] == [b[t]['boxes'] for t in tiers.TIERS]
+    del detector['bbox_head.heatmap.2.weight']
+    torch.save(dict(state_dict=detector), plain)
+    with pytest.raises(ValueError, match='does not fit'):
+        tiers.score_checkpoint(CFG, plain, 4, opts)
