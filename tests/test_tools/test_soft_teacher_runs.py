@@ -72,6 +72,30 @@ def test_soft_teacher_trains(tiny_demo, tmp_path, name):
     assert pictures
 
 
+def test_soft_teacher_trains_with_flipped_teacher_views(tiny_demo, tmp_path):
+    """``teacher_views`` from the command line: the teacher also labels each weak image
+    flipped, and training runs on the fused pseudo labels."""
+    options = data_overrides(tiny_demo, semi=True)
+    options.update({'train_cfg.max_iters': 2, 'train_cfg.val_interval': 1000,
+                    'train_dataloader.batch_size': 2, 'train_dataloader.sampler.batch_size': 2,
+                    'custom_hooks.2.burn_in_iters': 0, 'custom_hooks.3.interval': 0,
+                    'default_hooks.logger.interval': 1, 'randomness.seed': 0,
+                    'model.teacher_views': '[horizontal,vertical]',
+                    'visualizer.name': f'vis_{uuid.uuid4().hex[:8]}',
+                    'experiment_name': f'soft_views_{uuid.uuid4().hex[:8]}'})
+    args = [low_threshold_config(tmp_path, 'faster'), '--work-dir', str(tmp_path),
+            '--cfg-options', *as_cli(options)]
+    runner = train_tool.build_runner(train_tool.parse_args(args))
+    assert runner.model.teacher_views == ['horizontal', 'vertical']
+    runner.train()
+    logs = runner.message_hub.log_scalars
+    for key in ('train/unsup_loss_cls', 'train/unsup_loss_rpn_cls', 'train/loss'):
+        assert math.isfinite(logs[key].current()), key
+    assert logs['train/pseudo_num_confident'].current() > 0
+    views = logs['train/pseudo/views_per_box'].data[0]
+    assert len(views) == 2 and all(1.0 <= v <= 3.0 for v in views)
+
+
 def test_mmdet_thresholds_from_scratch_never_teach_background(tiny_demo, tmp_path):
     """mmdet's COCO thresholds on a teacher trained from scratch (no burn-in): the regime in
     which mmdet's SoftTeacher collapses. No pseudo box passes, so every unlabeled loss is

@@ -1,7 +1,7 @@
 """Teacher–student training for any mmdet detector (one-stage, two-stage, with masks)."""
 import copy
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ from ssl_det.models.utils.pseudo_instances import masks_to_bitmap, project_insta
 from ssl_det.models.utils.pseudo_mixing import PseudoMixer
 from ssl_det.models.utils.starving import SparseTeacherWatch, StarvingWatch
 from ssl_det.models.utils.sup_loss_guard import SupLossGuard
+from ssl_det.models.utils.teacher_views import (check_flips_2d, flip_boxes_2d, flip_images,
+                                                fuse_views)
 from ssl_det.registry import MODELS, TASK_UTILS
 
 
@@ -88,6 +90,13 @@ class TeacherStudent(BaseDetector):
             augmentation is the test images' kind. Default: False.
         log_per_class (bool): log per-class pseudo-label counts and thresholds to the
             message hub (``train/pseudo/...``) every iteration. Default: True.
+        teacher_views (list[str]): flips of each weak image the teacher also labels
+            (``'horizontal'``, ``'vertical'``, ``'diagonal'``), in a second pass per flip;
+            each flip's boxes are flipped back and fused with the weak view's
+            (:mod:`~ssl_det.models.utils.teacher_views`: a box every view sees keeps its
+            mean score, one a single view of two sees keeps half). Boxes only: a detector
+            with a mask head is refused. Default: none.
+        view_iou_thr (float): IoU at which the views' boxes of a class fuse. Default: 0.5.
         data_preprocessor (dict): usually ``MultiBranchDataPreprocessor``.
         init_cfg (dict, optional): initialisation config.
     """
@@ -107,6 +116,8 @@ class TeacherStudent(BaseDetector):
                  mixing: Optional[dict] = None,
                  strong_bn_stats: bool = False,
                  log_per_class: bool = True,
+                 teacher_views: Sequence[str] = (),
+                 view_iou_thr: float = 0.5,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -132,6 +143,13 @@ class TeacherStudent(BaseDetector):
         self.with_pseudo_masks = bool(getattr(self.student, 'with_mask', False))
         self.mixer = PseudoMixer(**mixing) if mixing is not None else None
         self.strong_bn_stats = bool(strong_bn_stats)
+        self.teacher_views = check_flips_2d(teacher_views)
+        if self.teacher_views and self.with_pseudo_masks:
+            raise ValueError('teacher_views fuse boxes, not masks; the detector has a mask '
+                             'head')
+        if not 0 < view_iou_thr <= 1:
+            raise ValueError(f'view_iou_thr must be in (0, 1], got {view_iou_thr}')
+        self.view_iou_thr = float(view_iou_thr)
         # Set by MeanTeacherHook: False during burn-in (supervised loss only).
         self.unsup_active = True
         # The last strong-view batch with its pseudo instances, for PseudoLabelVisHook.
@@ -270,10 +288,41 @@ class TeacherStudent(BaseDetector):
 
     @torch.no_grad()
     def teacher_predict(self, inputs: Tensor, data_samples: SampleList) -> List[InstanceData]:
-        """Teacher predictions in the weak view's pixel frame (no rescaling)."""
+        """Teacher predictions in the weak view's pixel frame (no rescaling); with
+        ``teacher_views``, fused with the flipped views' (:meth:`fuse_teacher_views`)."""
         self.teacher.eval()
         results = self.teacher.predict(inputs, copy.deepcopy(data_samples), rescale=False)
-        return [r.pred_instances for r in results]
+        return self.fuse_teacher_views(inputs, data_samples,
+                                       [r.pred_instances for r in results])
+
+    @torch.no_grad()
+    def fuse_teacher_views(self, inputs: Tensor, data_samples: SampleList,
+                           detections: List[InstanceData]) -> List[InstanceData]:
+        """The teacher's ``detections`` on the weak images fused with its detections on
+        each flip of them (``teacher_views``), flipped back; unchanged without views."""
+        if not self.teacher_views:
+            return detections
+        shapes = [tuple(s.img_shape[:2]) for s in data_samples]
+        views = [detections]
+        for direction in self.teacher_views:
+            results = self.teacher.predict(flip_images(inputs, shapes, direction),
+                                           copy.deepcopy(data_samples), rescale=False)
+            views.append([InstanceData(bboxes=flip_boxes_2d(r.pred_instances.bboxes, shape,
+                                                            direction),
+                                       scores=r.pred_instances.scores,
+                                       labels=r.pred_instances.labels)
+                          for r, shape in zip(results, shapes)])
+        fused = []
+        for per_view in zip(*views):
+            boxes, scores, labels, seen = fuse_views(
+                [p.bboxes for p in per_view], [p.scores for p in per_view],
+                [p.labels for p in per_view], self.view_iou_thr, image=True)
+            fused.append(InstanceData(bboxes=boxes, scores=scores, labels=labels,
+                                      num_views=seen))
+        seen = torch.cat([f.num_views for f in fused]).float()
+        MessageHub.get_current_instance().update_scalar(
+            'train/pseudo/views_per_box', float(seen.mean()) if len(seen) else 0.0)
+        return fused
 
     @torch.no_grad()
     def pseudo_instances(self, weak_inputs: Tensor, weak_samples: SampleList,

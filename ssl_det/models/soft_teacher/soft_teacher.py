@@ -127,6 +127,9 @@ class SoftTeacher(TeacherStudent):
         proposals = self.teacher.rpn_head.predict(feats, weak_samples, rescale=False)
         detections = self.teacher.roi_head.predict(feats, proposals, weak_samples,
                                                    rescale=False)
+        # with teacher_views: fused with the flipped images' (the jitter check and the
+        # background scores below use this view's features)
+        detections = self.fuse_teacher_views(weak_inputs, weak_samples, detections)
         scores = torch.cat([d.scores for d in detections])
         labels = torch.cat([d.labels for d in detections])
         self.pseudo_label.update(scores, labels, num_images=len(detections))

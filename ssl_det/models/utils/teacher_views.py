@@ -1,16 +1,19 @@
-"""More views for a point-cloud teacher: the weak scene seen again flipped, rotated or
+"""More views for a teacher: the weak scene (or image) seen again flipped, rotated or
 scaled, each view's boxes mapped back to the weak view exactly, and the views' boxes fused.
+Point clouds: :func:`view_matrix`; images: flips within each image (:func:`flip_images`).
 
-A view is a dict of ``flip_x`` (``x -> -x``), ``flip_y`` (``y -> -y``), ``rot`` (radians
-about z) and ``scale``, applied in that order (flip, then rotation and scaling, as
+A point-cloud view is a dict of ``flip_x`` (``x -> -x``), ``flip_y`` (``y -> -y``), ``rot``
+(radians about z) and ``scale``, applied in that order (flip, then rotation and scaling, as
 ``RandomFlip3D`` and ``GlobalRotScaleTrans`` do in a pipeline). :func:`view_matrix` gives
 its 4×4 map from the weak view's frame to the extra view's; the extra view's boxes return
-through the inverse.
+through the inverse. An image view is a flip direction of mmdet's ``RandomFlip``
+(``'horizontal'``, ``'vertical'``, ``'diagonal'``), each image flipped within its own size.
 
 :func:`fuse_views` merges the views' boxes of one scene: the highest-scoring box not yet
-taken gathers every untaken box of its class whose BEV IoU with it reaches ``iou_thr``; from
-each view only the best of them counts. The fused box has the score-weighted mean centre and
-size of the counted boxes, the yaw of the highest-scoring one, and the **sum of their scores
+taken gathers every untaken box of its class whose IoU (BEV IoU in 3D) with it reaches
+``iou_thr``; from each view only the best of them counts. The fused box has the
+score-weighted mean centre and size (an image box: its corners) of the counted boxes, in 3D
+the yaw of the highest-scoring one, and the **sum of their scores
 over the number of views**: a box all views agree on keeps its mean score, one that a single
 view of two sees keeps half of it. This is the consensus that makes a teacher's ensemble
 surer of objects and less sure of one-view accidents; the tiers' thresholds then sort the
@@ -57,18 +60,27 @@ def view_matrix(flip_x: bool = False, flip_y: bool = False, rot: float = 0.0,
 
 
 def fuse_views(boxes: Sequence[Tensor], scores: Sequence[Tensor], labels: Sequence[Tensor],
-               iou_thr: float = 0.5) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+               iou_thr: float = 0.5, image: bool = False
+               ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Fuse one scene's boxes from ``V = len(boxes)`` views, all in the same frame.
 
     Args:
-        boxes, scores, labels: per view, (Ni, 7+) boxes, (Ni,) scores and (Ni,) labels.
-        iou_thr (float): BEV IoU at which a box joins a higher-scoring one of its class.
+        boxes, scores, labels: per view, (Ni, 7+) 3D boxes (or, with ``image``, (Ni, 4)
+            x1y1x2y2 image boxes), (Ni,) scores and (Ni,) labels.
+        iou_thr (float): IoU (BEV IoU for 3D boxes) at which a box joins a higher-scoring
+            one of its class.
+        image (bool): the boxes are image boxes: axis-aligned IoU, and all four
+            coordinates are averaged (3D: centre and size; the yaw is the top box's).
 
     Returns:
-        tuple: fused boxes (M, 7+), scores (M,), labels (M,), highest score first, and the
-        number of views that saw each (M,).
+        tuple: fused boxes (M, 7+ or 4), scores (M,), labels (M,), highest score first, and
+        the number of views that saw each (M,).
     """
-    from ssl_det.ops import rotated_iou_bev
+    if image:
+        from mmdet.structures.bbox import bbox_overlaps as overlaps
+    else:
+        from ssl_det.ops import rotated_iou_bev as overlaps
+    mean_cols = 4 if image else 6
     num_views = len(boxes)
     all_boxes = torch.cat(list(boxes))
     all_scores = torch.cat(list(scores))
@@ -78,7 +90,7 @@ def fuse_views(boxes: Sequence[Tensor], scores: Sequence[Tensor], labels: Sequen
         return (all_boxes, all_scores, all_labels,
                 torch.zeros(0, dtype=torch.long, device=device))
     view_of = np.concatenate([np.full(len(b), v) for v, b in enumerate(boxes)])
-    iou = rotated_iou_bev(all_boxes.double(), all_boxes.double()).cpu().numpy()
+    iou = overlaps(all_boxes.double(), all_boxes.double()).cpu().numpy()
     lab = all_labels.cpu().numpy()
     score = all_scores.double().cpu().numpy()
     box = all_boxes.double().cpu().numpy()
@@ -96,7 +108,7 @@ def fuse_views(boxes: Sequence[Tensor], scores: Sequence[Tensor], labels: Sequen
         counted = members[first]  # the best box of each view
         w = score[counted] / max(score[counted].sum(), 1e-12)
         out = box[i].copy()
-        out[:6] = (w[:, None] * box[counted, :6]).sum(axis=0)
+        out[:mean_cols] = (w[:, None] * box[counted, :mean_cols]).sum(axis=0)
         fused_boxes.append(out)
         fused_scores.append(score[counted].sum() / num_views)
         fused_labels.append(lab[i])
@@ -109,3 +121,39 @@ def fuse_views(boxes: Sequence[Tensor], scores: Sequence[Tensor], labels: Sequen
                             device=device),
             torch.as_tensor(np.asarray(support)[order], dtype=torch.long, device=device))
 
+
+
+# ------------------------------------------------------------------------- images
+FLIPS_2D = ('horizontal', 'vertical', 'diagonal')
+
+
+def check_flips_2d(views: Sequence[str]) -> list:
+    """Image teacher views: distinct flip directions (mmdet's ``RandomFlip`` names)."""
+    views = list(views or ())
+    bad = [v for v in views if v not in FLIPS_2D]
+    if bad or len(set(views)) < len(views):
+        raise ValueError(f'image teacher views are distinct flips among {FLIPS_2D}, '
+                         f'got {views!r}')
+    return views
+
+
+def flip_images(inputs: Tensor, shapes: Sequence[Tuple[int, int]], direction: str) -> Tensor:
+    """Each image of a padded (B, C, H, W) batch flipped within its own ``(h, w)``
+    (``img_shape``); the padding stays where it was."""
+    dims = dict(horizontal=[-1], vertical=[-2], diagonal=[-2, -1])[direction]
+    out = inputs.clone()
+    for i, (h, w) in enumerate(shapes):
+        out[i, :, :h, :w] = inputs[i, :, :h, :w].flip(dims)
+    return out
+
+
+def flip_boxes_2d(boxes: Tensor, shape: Tuple[int, int], direction: str) -> Tensor:
+    """x1y1x2y2 boxes of an ``(h, w)`` image flipped as :func:`flip_images` flips it (a
+    flip is its own inverse: the same call maps them back)."""
+    h, w = shape
+    out = boxes.clone()
+    if direction in ('horizontal', 'diagonal'):
+        out[:, 0], out[:, 2] = w - boxes[:, 2], w - boxes[:, 0]
+    if direction in ('vertical', 'diagonal'):
+        out[:, 1], out[:, 3] = h - boxes[:, 3], h - boxes[:, 1]
+    return out
