@@ -77,6 +77,26 @@ def test_duplicate_is_a_false_positive_in_score_order():
     assert row['ignored']['precision'] == 0.0 and row['recall_confident_ignored'] == 1.0
 
 
+def test_average_precision_of_a_known_ranking():
+    # 2 objects; ranked: right (0.9), wrong (0.8), right (0.7): P = 1 at R 0.5, 2/3 at R 1
+    assert quality.average_precision([0.7, 0.9, 0.8], [True, True, False], 2) == \
+        pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    # the same boxes with the wrong one ranked last lose nothing; ranked first, a third
+    assert quality.average_precision([0.9, 0.8, 0.1], [True, True, False], 2) == 1.0
+    assert quality.average_precision([0.5, 0.4, 0.9], [True, True, False], 2) == \
+        pytest.approx(2 / 3)
+    # an object never found caps the area at the recall reached
+    assert quality.average_precision([0.9], [True], 4) == 0.25
+    assert quality.average_precision([0.9], [False], 0) is None
+    # from match_tiers' true positives: the duplicate is wrong, the class's mean skips 'b'
+    counts = _match([(A, 0.4, 0, IGNORED), (A, 0.95, 0, CONFIDENT), (B, 0.9, 0, CONFIDENT)],
+                    [(A, 0), (B, 0)])
+    assert counts['true_positive'].tolist() == [False, True, True]
+    ap = quality.teacher_ap([(np.array([0, 0, 0]), np.array([0.4, 0.95, 0.9]),
+                              counts['true_positive'])], counts['gts'])
+    assert ap == dict(mean=1.0, per_class=[1.0, None])
+
+
 def test_iou_threshold_and_best_free_object():
     half = [0, 0, 10, 20]  # IoU with A: 100 / 200 = 0.5 exactly
     assert _match([(half, 0.9, 0, CONFIDENT)], [(A, 0)], iou=0.5)['matched'][0, 0] == 1
@@ -306,6 +326,11 @@ def _check_figures(result, fake):
                 assert fig[key] is None or 0.0 <= fig[key] <= 1.0
         assert row['dropped']['duplicates'] == d
         assert row['recall_confident_ignored'] == ((m[0] + m[1]) / g if g else None)
+        if g and row is not result['overall']:
+            # every correct box outranks every wrong one: AP = the recall they reach
+            assert row['teacher_ap'] == pytest.approx(row['recall_confident_ignored'])
+    known = [result['classes'][n]['teacher_ap'] for c, n in enumerate(names) if gts[c]]
+    assert result['teacher_ap'] == pytest.approx(np.mean(known)) and result['teacher_ap'] < 1
     overall = result['overall']
     # the teacher's confident and ignored boxes are the hidden boxes: all correct
     assert overall['confident']['precision'] == 1.0 and overall['ignored']['precision'] == 1.0

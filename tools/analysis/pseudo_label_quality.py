@@ -41,7 +41,11 @@ already taken by a higher-scoring one is a false positive (counted as a ``duplic
 Per class and overall, per tier: ``boxes``, ``precision`` (matched / boxes), ``recall``
 (hidden boxes matched by the tier / all hidden boxes), ``per_image`` (boxes per image, to
 compare with ``gt_per_image``), and ``recall_confident_ignored`` (the two tiers together).
-A precision or recall without a denominator is null. Crowd boxes (``iscrowd``) and boxes
+A precision or recall without a denominator is null. Thresholds aside, ``teacher_ap``
+(per class and the mean over classes with hidden boxes): the average precision at ``--iou``
+of every prediction ranked by its score, the same matching, which says how well the
+teacher's scores sort right boxes from wrong ones (e.g. with and without
+``--cfg-options model.teacher_views=[horizontal]``). Crowd boxes (``iscrowd``) and boxes
 of categories the config does not train are not scored; their numbers are reported.
 Masks of mask models are not scored. The table is printed; ``--out`` (default
 ``<work_dir or the checkpoint's folder>/pseudo_label_quality.json``) gets the same figures
@@ -104,7 +108,8 @@ def match_tiers(pred_boxes, pred_scores, pred_labels, pred_tiers, gt_boxes, gt_l
     Returns:
         dict: ``boxes``, ``matched``, ``duplicates`` as (C, 3) int64 counts (class, tier)
         and ``gts`` as (C,) int64; the hidden boxes of class c found by tier t are
-        ``matched[c, t]`` (a match pairs one prediction with one hidden box).
+        ``matched[c, t]`` (a match pairs one prediction with one hidden box). Also
+        ``true_positive``: (N,) bool, which predictions (in input order) took a hidden box.
     """
     from mmdet.structures.bbox import bbox_overlaps
     pred_boxes = torch.as_tensor(pred_boxes, dtype=torch.float32).reshape(-1, 4)
@@ -128,6 +133,7 @@ def match_tiers(pred_boxes, pred_scores, pred_labels, pred_tiers, gt_boxes, gt_l
                   duplicates=np.zeros((num_classes, len(TIERS)), np.int64),
                   gts=np.bincount(gt_labels.numpy(), minlength=num_classes).astype(np.int64))
     np.add.at(counts['boxes'], (labels.numpy(), tiers.numpy()), 1)
+    counts['true_positive'] = np.zeros(len(labels), dtype=bool)
     if not len(labels) or not len(gt_labels):
         return counts
     iou = bbox_overlaps(pred_boxes, gt_boxes)  # (N, M)
@@ -142,9 +148,40 @@ def match_tiers(pred_boxes, pred_scores, pred_labels, pred_tiers, gt_boxes, gt_l
             best = int(torch.where(free, iou[i], iou.new_tensor(-1.0)).argmax())
             taken[best] = True
             counts['matched'][label, tier] += 1
+            counts['true_positive'][i] = True
         else:
             counts['duplicates'][label, tier] += 1
     return counts
+
+
+def average_precision(scores, true_positive, num_gts: int) -> Optional[float]:
+    """Area under the interpolated precision-recall curve (every point, as VOC 2010+ and
+    COCO's per-threshold AP without its 101-point sampling) of predictions ranked by score;
+    None without hidden boxes."""
+    if not num_gts:
+        return None
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    hit = np.asarray(true_positive, dtype=bool).reshape(-1)[np.argsort(-scores, kind='stable')]
+    tp, fp = np.cumsum(hit), np.cumsum(~hit)
+    recall = np.concatenate([[0.0], tp / num_gts, [1.0]])
+    precision = np.concatenate([[0.0], tp / np.maximum(tp + fp, 1), [0.0]])
+    precision = np.maximum.accumulate(precision[::-1])[::-1]  # the envelope
+    steps = np.flatnonzero(recall[1:] != recall[:-1])
+    return float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1]))
+
+
+def teacher_ap(ranked: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]],
+               gts: np.ndarray) -> dict:
+    """Per class and mean (over the classes with hidden boxes) :func:`average_precision`
+    of every prediction, whatever its tier: ``ranked`` holds per image (labels, scores,
+    true_positive)."""
+    labels = np.concatenate([r[0] for r in ranked]) if ranked else np.zeros(0, int)
+    scores = np.concatenate([r[1] for r in ranked]) if ranked else np.zeros(0)
+    hits = np.concatenate([r[2] for r in ranked]) if ranked else np.zeros(0, bool)
+    per_class = [average_precision(scores[labels == c], hits[labels == c], int(gts[c]))
+                 for c in range(len(gts))]
+    known = [v for v in per_class if v is not None]
+    return dict(mean=float(np.mean(known)) if known else None, per_class=per_class)
 
 
 def score_image(pred_boxes, pred_scores, pred_labels, pred_tiers, homography, gt_boxes,
@@ -450,6 +487,7 @@ def evaluate(cfg, checkpoint: str, hidden_file: str, iou_thr: float = 0.5,
     loader = torch.utils.data.DataLoader(SeededSamples(items, seed), batch_size=batch_size,
                                          num_workers=num_workers, collate_fn=pseudo_collate)
     counts = empty_counts(len(class_names))
+    ranked = []  # per image (labels, scores, true_positive), for the teacher's AP
     seen, unreadable = set(), []
     for step, batch in enumerate(loader, 1):
         data = model.data_preprocessor(batch, True)  # the multi-branch path of training
@@ -465,6 +503,7 @@ def evaluate(cfg, checkpoint: str, hidden_file: str, iou_thr: float = 0.5,
                                 gt_boxes, gt_labels, len(class_names), iou_thr)
             for key in counts:
                 counts[key] += found[key]
+            ranked.append((np.asarray(labels), np.asarray(scores), found['true_positive']))
         if step % 50 == 0 or step == len(loader):
             print_log(f'pseudo_label_quality: {len(seen)}/{len(items)} images scored',
                       logger='current')
@@ -477,6 +516,10 @@ def evaluate(cfg, checkpoint: str, hidden_file: str, iou_thr: float = 0.5,
                         other_category_boxes=skipped['other_category'],
                         unreadable_images=len(unreadable)))
     result.update(summarize(counts, max(len(seen), 1), class_names))
+    ap = teacher_ap(ranked, counts['gts'])
+    result['teacher_ap'] = ap['mean']
+    for name, value in zip(class_names, ap['per_class']):
+        result['classes'][name]['teacher_ap'] = value
     return result
 
 
@@ -502,6 +545,10 @@ def markdown_table(result: dict) -> str:
         lines.append('| ' + ' | '.join(cells) + ' |')
     overall = result['overall']
     lines.append('')
+    lines.append(f'teacher AP at IoU {result["iou_thr"]:g} (every prediction ranked by its '
+                 f'score, thresholds aside): {_fmt(result.get("teacher_ap"))} ('
+                 + ', '.join(f'{name} {_fmt(row.get("teacher_ap"))}'
+                             for name, row in result['classes'].items()) + ')')
     lines.append(f'per image ({result["images"]} images): gt {_fmt(overall["gt_per_image"])}'
                  + ''.join(f', {t} {_fmt(overall[t]["per_image"])}' for t in TIERS))
     thr = result['thresholds']
