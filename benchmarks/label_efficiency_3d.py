@@ -116,11 +116,22 @@ def record(res: dict, seed: int, val: float) -> dict:
                 work_dir=osp.relpath(res['work_dir'], ROOT), metrics=res['metrics'])
 
 
-def merged_seeds(path: str, names, seeds, cfg_options=()) -> dict:
+def config_iterations() -> dict:
+    """Stage-1 and stage-2 iterations of the protocol's configs (the runs' defaults)."""
+    from mmengine.config import Config
+
+    def iters(config):
+        return int(Config.fromfile(osp.join(ROOT, config)).train_cfg.max_iters)
+    return dict(stage1=iters(PROTOCOL['pretrain']['10pct']),
+                stage2=iters(STAGE2['sup'][1]))
+
+
+def merged_seeds(path: str, names, seeds, cfg_options=(), iterations=None) -> dict:
     """The seeds of an earlier JSON of this script that ``seeds`` does not name, as
     ``{seed: (stage-1 values, {run name: record})}``. Every run of ``names`` must be there for
     each such seed, with a student value for the semi-supervised ones, and the earlier runs
-    must have had the same ``--cfg-options``."""
+    must have had the same ``--cfg-options`` and, when ``iterations`` is given, the same
+    iterations (an earlier JSON that records none ran the configs' own)."""
     with open(path) as f:
         earlier = json.load(f)
     if not earlier.get('metric', '').startswith(f'{METRIC}:'):
@@ -128,6 +139,11 @@ def merged_seeds(path: str, names, seeds, cfg_options=()) -> dict:
     if list(earlier.get('cfg_options', [])) != list(cfg_options):
         raise ValueError(f"{path}: its runs had --cfg-options {earlier.get('cfg_options', [])}, "
                          f'these have {list(cfg_options)}')
+    if iterations is not None:
+        theirs = earlier.get('iterations') or config_iterations()
+        if theirs != iterations:
+            raise ValueError(f'{path}: its runs had {theirs} iterations, these have '
+                             f'{iterations}')
     out = {}
     for i, seed in enumerate(earlier['seeds']):
         if seed in seeds:
@@ -180,7 +196,10 @@ def main(argv=None):
     students = {n: [] for n in names if has_student(n)}
     first_stage = {'sup': [], 'oracle': []}
     runs = {n: [] for n in names}
-    earlier = (merged_seeds(args.merge, names, args.seeds, args.cfg_options)
+    iterations = config_iterations()
+    iterations = dict(stage1=args.iters or iterations['stage1'],
+                      stage2=args.stage2_iters or iterations['stage2'])
+    earlier = (merged_seeds(args.merge, names, args.seeds, args.cfg_options, iterations)
                if args.merge else {})
     args.seeds = sorted(set(args.seeds) | set(earlier))
     for seed in args.seeds:
@@ -209,8 +228,11 @@ def main(argv=None):
     def mean(v):
         return mean_std(v)[0]
 
-    result = dict(seeds=args.seeds, protocol='two-stage: 1,200 iterations from scratch, '
-                  '1,000 continuing (supervised or semi-supervised)')
+    result = dict(seeds=args.seeds,
+                  protocol=f'two-stage: {iterations["stage1"]:,} iterations from scratch, '
+                           f'{iterations["stage2"]:,} continuing (supervised or '
+                           'semi-supervised)',
+                  iterations=iterations)
     if args.cfg_options:
         result['cfg_options'] = args.cfg_options
     if earlier:

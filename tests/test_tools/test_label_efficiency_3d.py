@@ -85,7 +85,29 @@ def test_merge_refuses_other_options_and_missing_runs(calls, tmp_path):
     with pytest.raises(ValueError, match="'hssda_unlabeled_8' for seed 0"):
         main(tmp_path, 'b.json', '--seeds', '1', '--merge', earlier,
              '--ablations', 'hssda_unlabeled_8')
+    with pytest.raises(ValueError, match="'stage2': 1000.*'stage2': 1500"):
+        main(tmp_path, 'b.json', '--seeds', '1', '--merge', earlier, '--stage2-iters', '1500')
     assert len(calls) == 1  # refused before anything trains
+
+
+def test_the_json_records_the_iterations_the_runs_had(calls, tmp_path):
+    default = main(tmp_path, 'a.json', '--seeds', '0')
+    assert default['iterations'] == dict(stage1=1200, stage2=1000)
+    assert '1,200 iterations from scratch, 1,000 continuing' in default['protocol']
+    longer = main(tmp_path, 'b.json', '--seeds', '0', '--stage2-iters', '1500')
+    assert longer['iterations'] == dict(stage1=1200, stage2=1500)
+    assert '1,500 continuing' in longer['protocol']
+    # a JSON from before the record (no 'iterations') ran the configs' own
+    with open(tmp_path / 'a.json') as f:
+        earlier = json.load(f)
+    del earlier['iterations']
+    with open(tmp_path / 'old.json', 'w') as f:
+        json.dump(earlier, f)
+    merged = main(tmp_path, 'c.json', '--seeds', '1', '--merge', str(tmp_path / 'old.json'))
+    assert merged['seeds'] == [0, 1]
+    with pytest.raises(ValueError, match='iterations'):
+        main(tmp_path, 'd.json', '--seeds', '1', '--merge', str(tmp_path / 'old.json'),
+             '--stage2-iters', '1500')
 
 
 def test_merge_refuses_a_teacher_run_without_its_student(calls, tmp_path):
