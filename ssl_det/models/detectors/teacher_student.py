@@ -20,7 +20,7 @@ from ssl_det.models.utils.pseudo_mixing import PseudoMixer
 from ssl_det.models.utils.starving import SparseTeacherWatch, StarvingWatch
 from ssl_det.models.utils.sup_loss_guard import SupLossGuard
 from ssl_det.models.utils.teacher_views import (check_flips_2d, flip_boxes_2d, flip_images,
-                                                fuse_views)
+                                                fuse_views, log_views_per_box)
 from ssl_det.registry import MODELS, TASK_UTILS
 
 
@@ -319,9 +319,7 @@ class TeacherStudent(BaseDetector):
                 [p.labels for p in per_view], self.view_iou_thr, image=True)
             fused.append(InstanceData(bboxes=boxes, scores=scores, labels=labels,
                                       num_views=seen))
-        seen = torch.cat([f.num_views for f in fused]).float()
-        MessageHub.get_current_instance().update_scalar(
-            'train/pseudo/views_per_box', float(seen.mean()) if len(seen) else 0.0)
+        log_views_per_box([f.num_views for f in fused])
         return fused
 
     @torch.no_grad()

@@ -46,7 +46,7 @@ from ssl_det.structures import (points_in_boxes, transform_boxes3d, transform_po
                                 weak_to_strong_matrix)
 from ssl_det.structures.bev_shuffle import (moves_boxes, shuffle_box_pieces, shuffle_boxes,
                                             unshuffle_points)
-from ..utils.teacher_views import check_view, fuse_views, view_matrix
+from ..utils.teacher_views import check_view, fuse_views, log_views_per_box, view_matrix
 from .teacher_student import TeacherStudent
 
 MIDDLE_MODES = ('weight', 'ignore', 'off')
@@ -216,7 +216,7 @@ class TeacherStudent3D(TeacherStudent):
             return preds
         num = len(data_samples)
         back = [np.linalg.inv(mat) for mat in self.view_matrices]
-        fused, support = [], []
+        fused = []
         for i in range(num):
             views = [preds[i]] + [preds[(v + 1) * num + i] for v in range(len(back))]
             boxes = [views[0].bboxes_3d] + [transform_boxes3d(p.bboxes_3d, inv)
@@ -226,10 +226,7 @@ class TeacherStudent3D(TeacherStudent):
                                                  self.view_iou_thr)
             fused.append(InstanceData(bboxes_3d=box, scores_3d=score, labels_3d=label,
                                       num_views=seen))
-            support.append(seen)
-        seen = torch.cat(support).float()
-        MessageHub.get_current_instance().update_scalar(
-            'train/pseudo/views_per_box', float(seen.mean()) if len(seen) else 0.0)
+        log_views_per_box([f.num_views for f in fused])
         return fused
 
     @torch.no_grad()

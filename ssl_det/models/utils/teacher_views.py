@@ -13,9 +13,9 @@ through the inverse. An image view is a flip direction of mmdet's ``RandomFlip``
 taken gathers every untaken box of its class whose IoU (BEV IoU in 3D) with it reaches
 ``iou_thr``; from each view only the best of them counts. The fused box has the
 score-weighted mean centre and size (an image box: its corners) of the counted boxes, in 3D
-the yaw of the highest-scoring one, and the **sum of their scores
-over the number of views**: a box all views agree on keeps its mean score, one that a single
-view of two sees keeps half of it. This is the consensus that makes a teacher's ensemble
+the yaw of the highest-scoring one, and the **sum of their scores over the number of
+views**: a box all views agree on keeps its mean score, one that a single view of two sees
+keeps half of it. This is the consensus that makes a teacher's ensemble
 surer of objects and less sure of one-view accidents; the tiers' thresholds then sort the
 fused scores.
 """
@@ -121,6 +121,14 @@ def fuse_views(boxes: Sequence[Tensor], scores: Sequence[Tensor], labels: Sequen
                             device=device),
             torch.as_tensor(np.asarray(support)[order], dtype=torch.long, device=device))
 
+
+def log_views_per_box(support: Sequence[Tensor]) -> None:
+    """Log the mean number of views that saw a fused box (``train/pseudo/views_per_box``)
+    from each image's or scene's ``num_views``."""
+    from mmengine.logging import MessageHub
+    seen = torch.cat(list(support)).float() if len(support) else torch.zeros(0)
+    MessageHub.get_current_instance().update_scalar(
+        'train/pseudo/views_per_box', float(seen.mean()) if len(seen) else 0.0)
 
 
 # ------------------------------------------------------------------------- images
