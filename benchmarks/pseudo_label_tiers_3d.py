@@ -3,8 +3,9 @@ unlabeled demo scenes hide (the demo generator keeps every scene's boxes in ``tr
 
 For each checkpoint of a ``TeacherStudent3D`` run (its teacher and its adapted thresholds),
 or of a supervised detector (stage 1: the teacher stage 2 would start from, with the config's
-initial thresholds), the teacher labels unlabeled scenes as in training, but on the unaugmented scene (weak and
-strong views are the scene itself, so the tiers are in the scene's own frame). Per tier:
+initial thresholds), the teacher labels unlabeled scenes as in training, but on the
+unaugmented scene (weak and strong views are the scene itself, so the tiers are in the
+scene's own frame). Per tier:
 
 - ``precision``: boxes whose BEV IoU with a hidden box of their class reaches the metric's
   threshold for that class (the config's ``primary`` set: Car 0.5, Pedestrian / Cyclist
@@ -35,7 +36,6 @@ import os
 import os.path as osp
 import statistics
 import sys
-
 from typing import Optional
 
 import numpy as np

@@ -559,6 +559,8 @@ def test_teacher_views_are_checked():
         build(teacher_views=[dict(rot=0.0)])
     with pytest.raises(ValueError, match='scale'):
         build(teacher_views=[dict(scale=0.0)])
+    with pytest.raises(ValueError, match='view_iou_thr'):
+        build(teacher_views=['flip_y'], view_iou_thr=0.0)
 
 
 @pytest.mark.parametrize('shuffle', [False, True])

@@ -153,3 +153,5 @@ def test_teacher_views_are_checked():
         build(MEAN_TEACHER, teacher_views=['horizontal', 'horizontal'])
     with pytest.raises(ValueError, match='mask head'):
         build(MASK, teacher_views=['horizontal'])
+    with pytest.raises(ValueError, match='view_iou_thr'):
+        build(MEAN_TEACHER, teacher_views=['horizontal'], view_iou_thr=1.5)

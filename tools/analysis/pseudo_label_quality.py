@@ -35,8 +35,9 @@ of the view's ``homography_matrix`` and matched with the image's boxes in ``--hi
 (a labeled COCO file that holds the unlabeled images, e.g. the one the split was made from;
 images are paired by file name, so an unlabeled file from ``images_to_coco.py``, which
 numbers its images anew, works too): greedy in score order over all tiers at once, a
-prediction takes the unmatched box of its class with the highest IoU >= ``--iou``. A prediction of an object
-already taken by a higher-scoring one is a false positive (counted as a ``duplicate``).
+prediction takes the unmatched box of its class with the highest IoU >= ``--iou``. A
+prediction of an object already taken by a higher-scoring one is a false positive (counted
+as a ``duplicate``).
 
 Per class and overall, per tier: ``boxes``, ``precision`` (matched / boxes), ``recall``
 (hidden boxes matched by the tier / all hidden boxes), ``per_image`` (boxes per image, to

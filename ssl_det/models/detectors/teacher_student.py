@@ -19,8 +19,9 @@ from ssl_det.models.utils.pseudo_instances import masks_to_bitmap, project_insta
 from ssl_det.models.utils.pseudo_mixing import PseudoMixer
 from ssl_det.models.utils.starving import SparseTeacherWatch, StarvingWatch
 from ssl_det.models.utils.sup_loss_guard import SupLossGuard
-from ssl_det.models.utils.teacher_views import (check_flips_2d, flip_boxes_2d, flip_images,
-                                                fuse_views, log_views_per_box)
+from ssl_det.models.utils.teacher_views import (check_flips_2d, check_view_iou_thr,
+                                                flip_boxes_2d, flip_images, fuse_views,
+                                                log_views_per_box)
 from ssl_det.registry import MODELS, TASK_UTILS
 
 
@@ -147,9 +148,7 @@ class TeacherStudent(BaseDetector):
         if self.teacher_views and self.with_pseudo_masks:
             raise ValueError('teacher_views fuse boxes, not masks; the detector has a mask '
                              'head')
-        if not 0 < view_iou_thr <= 1:
-            raise ValueError(f'view_iou_thr must be in (0, 1], got {view_iou_thr}')
-        self.view_iou_thr = float(view_iou_thr)
+        self.view_iou_thr = check_view_iou_thr(view_iou_thr)
         # Set by MeanTeacherHook: False during burn-in (supervised loss only).
         self.unsup_active = True
         # The last strong-view batch with its pseudo instances, for PseudoLabelVisHook.

@@ -46,7 +46,8 @@ from ssl_det.structures import (points_in_boxes, transform_boxes3d, transform_po
                                 weak_to_strong_matrix)
 from ssl_det.structures.bev_shuffle import (moves_boxes, shuffle_box_pieces, shuffle_boxes,
                                             unshuffle_points)
-from ..utils.teacher_views import check_view, fuse_views, log_views_per_box, view_matrix
+from ..utils.teacher_views import (check_view, check_view_iou_thr, fuse_views,
+                                    log_views_per_box, view_matrix)
 from .teacher_student import TeacherStudent
 
 MIDDLE_MODES = ('weight', 'ignore', 'off')
@@ -134,9 +135,7 @@ class TeacherStudent3D(TeacherStudent):
         self.strong_bn_stats = bool(strong_bn_stats)
         self.teacher_views = [check_view(v) for v in teacher_views or ()]
         self.view_matrices = [view_matrix(**v) for v in self.teacher_views]
-        if not 0 < view_iou_thr <= 1:
-            raise ValueError(f'view_iou_thr must be in (0, 1], got {view_iou_thr}')
-        self.view_iou_thr = float(view_iou_thr)
+        self.view_iou_thr = check_view_iou_thr(view_iou_thr)
 
     # ------------------------------------------------------------------ training
     def loss(self, multi_batch_inputs: dict, multi_batch_data_samples: dict) -> dict:

@@ -48,6 +48,13 @@ def check_view(view: Union[Dict, str]) -> Dict:
     return out
 
 
+def check_view_iou_thr(view_iou_thr: float) -> float:
+    """The IoU at which views' boxes fuse, as a float in (0, 1]."""
+    if not 0 < view_iou_thr <= 1:
+        raise ValueError(f'view_iou_thr must be in (0, 1], got {view_iou_thr}')
+    return float(view_iou_thr)
+
+
 def view_matrix(flip_x: bool = False, flip_y: bool = False, rot: float = 0.0,
                 scale: float = 1.0) -> np.ndarray:
     """The 4×4 map from the weak view to the extra view: ``p' = scale * Rz(rot) @ F @ p``,
