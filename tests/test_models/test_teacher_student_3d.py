@@ -450,8 +450,8 @@ def object_detector(model, weak_sample, scores, missing_in_views=(), log=None):
     input is in: the box around the object's points (heading along the line from the mean
     of its first 30 points to the mean of its last 30; centre and size from the points'
     extent along and across that heading and in z), so a box is right only if the points
-    reached it in that view's frame. Objects in ``missing_in_views`` are not seen in the extra views (a view is extra when
-    its ``lidar_aug_matrix`` is not the weak view's)."""
+    reached it in that view's frame. Objects in ``missing_in_views`` are not seen in the
+    extra views (a view is extra when its ``lidar_aug_matrix`` is not the weak view's)."""
     def predict(inputs, samples):
         out = []
         for pts, sample in zip(inputs['points'], samples):
