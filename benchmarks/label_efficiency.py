@@ -165,6 +165,14 @@ ABLATIONS = {
                                       'model.mixing.replace_strong=False'],
                      "st_mixpl with the mixed batches added to the strong views' loss "
                      '(their RoI regression left to the jitter-checked boxes)'),
+    'st_views_hv': ('soft_teacher', ['model.teacher_views=[horizontal,vertical]'],
+                    'teacher views: the teacher also labels each weak crop flipped '
+                    'horizontally and vertically, its boxes flipped back and fused with the '
+                    "weak view's (score summed over the 3 views)"),
+    'st_views_hv_unlabeled_8': ('soft_teacher',
+                                UNLABELED_8 + ['model.teacher_views=[horizontal,vertical]'],
+                                'st_views_hv with 8 unlabeled crops per iteration instead of '
+                                '12 (the labeled 4 unchanged)'),
     'st_gmm': ('soft_teacher', ['model.pseudo_label.type=GMMThreshold'],
                "Consistent-Teacher's per-class GMM thresholds instead of DynamicThreshold's "
                '(same bounds, window and min_count)'),

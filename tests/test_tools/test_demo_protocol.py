@@ -111,3 +111,55 @@ def test_load_protocol_finds_the_repository_and_checks_the_table(tmp_path):
     table.write_text(json.dumps(dict(marker='bbox_mAP', stage2={})))
     with pytest.raises(ValueError, match='pretrain'):
         experiment.load_protocol(str(table))
+
+
+def _ablation_cases():
+    import sys
+    sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+    import label_efficiency
+    for dataset in ('demo', 'deeppcb'):
+        for name in sorted(label_efficiency.ABLATIONS):
+            yield pytest.param(dataset, name, id=f'{dataset}-{name}')
+
+
+def _path_exists(cfg, key):
+    node = cfg
+    for part in key.split('.'):
+        if isinstance(node, (list, tuple)):
+            if not part.isdigit() or int(part) >= len(node):
+                return False
+            node = node[int(part)]
+        elif part in node:
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+@pytest.mark.parametrize('dataset,name', list(_ablation_cases()))
+def test_every_ablation_changes_what_its_name_says(dataset, name):
+    """An ablation is a stage-2 run of an hour's protocol: a misspelt option must fail here,
+    not after stage 1. Options outside the model name a setting the method's config has (the
+    hook's index, the sampler); the model with its options builds."""
+    import argparse
+    import sys
+    from mmengine.config import Config, DictAction
+    sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+    import label_efficiency
+    from ssl_det.registry import MODELS
+    method, options, _ = label_efficiency.ABLATIONS[name]
+    protocol = experiment.load_protocol(
+        osp.join(ROOT, 'benchmarks', 'protocols', label_efficiency.DATASETS[dataset]['protocol']))
+    cfg = Config.fromfile(osp.join(ROOT, protocol['stage2'][method][1]))
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parsed = parser.parse_args(['--cfg-options', *options]).cfg_options
+    for key in parsed:
+        if not key.startswith('model.') and key != 'load_from':
+            assert _path_exists(cfg, key), f'{name}: {key} is not in the {method} config'
+        if key.startswith('custom_hooks.'):
+            hook = cfg.custom_hooks[int(key.split('.')[1])]
+            assert key.split('.')[2] in hook, f'{name}: {hook["type"]} has no {key}'
+    cfg.merge_from_dict(parsed)
+    model = MODELS.build(cfg.model)
+    assert type(model).__name__ == cfg.model.type
