@@ -173,6 +173,14 @@ ABLATIONS = {
                                 UNLABELED_8 + ['model.teacher_views=[horizontal,vertical]'],
                                 'st_views_hv with 8 unlabeled crops per iteration instead of '
                                 '12 (the labeled 4 unchanged)'),
+    'st_unlabeled_16_crop160': ('soft_teacher', unlabeled_crops(16) + [
+        'train_dataloader.dataset.datasets.1.pipeline.3.crop_size=(160,160)'],
+        '16 unlabeled crops of 160 px per iteration instead of 12 of 192 (as many pixels: '
+        'more images at the same cost)'),
+    'st_unlabeled_4_whole': ('soft_teacher', UNLABELED_4 + [
+        'train_dataloader.dataset.datasets.1.pipeline.3.crop_size=(320,320)'],
+        '4 whole unlabeled scans (320 px, uncropped) per iteration instead of 12 crops of '
+        '192 px (about as many pixels: fewer, whole images)'),
     'st_gmm': ('soft_teacher', ['model.pseudo_label.type=GMMThreshold'],
                "Consistent-Teacher's per-class GMM thresholds instead of DynamicThreshold's "
                '(same bounds, window and min_count)'),
@@ -208,6 +216,8 @@ FROM_SCRATCH = {
                          'the teacher starts untrained'),
 }
 ABLATIONS.update(FROM_SCRATCH)
+# Ablations that name a step of configs/deeppcb/'s pipelines (the unlabeled crop)
+DEEPPCB_ONLY = {'st_unlabeled_16_crop160', 'st_unlabeled_4_whole'}
 KEYS = ('sup', 'semi', 'semi_student', 'oracle', 'gap_closed', 'gain')
 
 
@@ -284,6 +294,9 @@ def main(argv=None):
                        protocol['labeled_percent'])
     else:
         ensure_data(osp.join(ROOT, protocol['data']))
+    if args.dataset != 'deeppcb' and DEEPPCB_ONLY & set(args.ablations):
+        parser.error(f'{sorted(DEEPPCB_ONLY & set(args.ablations))} change a step of '
+                     "configs/deeppcb/'s pipelines: --dataset deeppcb only")
     names = list(args.methods) + list(args.ablations)
     runs = ['sup', 'oracle'] + list(args.methods) + \
         [f'{a}={ABLATIONS[a][0]}' for a in args.ablations]

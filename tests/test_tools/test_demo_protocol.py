@@ -119,6 +119,8 @@ def _ablation_cases():
     import label_efficiency
     for dataset in ('demo', 'deeppcb'):
         for name in sorted(label_efficiency.ABLATIONS):
+            if dataset != 'deeppcb' and name in label_efficiency.DEEPPCB_ONLY:
+                continue
             yield pytest.param(dataset, name, id=f'{dataset}-{name}')
 
 
