@@ -284,6 +284,9 @@ def main(argv=None):
     parser.add_argument('--out', help='default: benchmarks/results/label_efficiency.json '
                                       '(label_efficiency_deeppcb.json for DeepPCB)')
     args = parser.parse_args(argv)
+    if args.dataset != 'deeppcb' and DEEPPCB_ONLY & set(args.ablations):
+        parser.error(f'{sorted(DEEPPCB_ONLY & set(args.ablations))} change a step of '
+                     "configs/deeppcb/'s pipelines: --dataset deeppcb only")
     dataset = DATASETS[args.dataset]
     protocol = experiment.load_protocol(osp.join(ROOT, 'benchmarks', 'protocols',
                                                  dataset['protocol']))
@@ -294,9 +297,6 @@ def main(argv=None):
                        protocol['labeled_percent'])
     else:
         ensure_data(osp.join(ROOT, protocol['data']))
-    if args.dataset != 'deeppcb' and DEEPPCB_ONLY & set(args.ablations):
-        parser.error(f'{sorted(DEEPPCB_ONLY & set(args.ablations))} change a step of '
-                     "configs/deeppcb/'s pipelines: --dataset deeppcb only")
     names = list(args.methods) + list(args.ablations)
     runs = ['sup', 'oracle'] + list(args.methods) + \
         [f'{a}={ABLATIONS[a][0]}' for a in args.ablations]

@@ -165,3 +165,20 @@ def test_every_ablation_changes_what_its_name_says(dataset, name):
     cfg.merge_from_dict(parsed)
     model = MODELS.build(cfg.model)
     assert type(model).__name__ == cfg.model.type
+
+
+def test_deeppcb_only_ablations_are_refused_on_the_demo(capsys, monkeypatch):
+    """An ablation that rewrites a step of configs/deeppcb/'s pipelines would set a key of
+    another step in the demo's: refused before anything is generated or trained."""
+    import sys
+    sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+    import label_efficiency
+
+    def reached(*args, **kwargs):
+        raise AssertionError('the demo run went ahead')
+    monkeypatch.setattr(label_efficiency, 'ensure_data', reached)
+    monkeypatch.setattr(label_efficiency.experiment, 'two_stage', reached)
+    with pytest.raises(SystemExit):
+        label_efficiency.main(['--dataset', 'demo', '--ablations', 'st_unlabeled_4_whole',
+                               '--work-dir', '/nonexistent'])
+    assert 'deeppcb only' in capsys.readouterr().err
