@@ -181,6 +181,10 @@ ABLATIONS = {
         'train_dataloader.dataset.datasets.1.pipeline.3.crop_size=(320,320)'],
         '4 whole unlabeled scans (320 px, uncropped) per iteration instead of 12 crops of '
         '192 px (about as many pixels: fewer, whole images)'),
+    'st_soft_negatives': ('soft_teacher', ['model.soft_negatives=True'],
+                          "each background sample learns the teacher's class distribution "
+                          'on it (soft cross-entropy) instead of the background label '
+                          "weighted by the teacher's background score"),
     'st_gmm': ('soft_teacher', ['model.pseudo_label.type=GMMThreshold'],
                "Consistent-Teacher's per-class GMM thresholds instead of DynamicThreshold's "
                '(same bounds, window and min_count)'),

@@ -778,3 +778,82 @@ def test_rpn_ignores_classification_boxes_under_its_threshold(monkeypatch, on):
     torch.testing.assert_close(order(ignored), order(want), atol=1e-3, rtol=0)
     # the RoI classifier still learns the 0.85 box as an object either way
     assert len(strong.gt_instances) == 2
+
+
+def test_soft_negative_loss_is_cross_entropy_with_the_teachers_distribution(model):
+    """Foreground samples keep their labels; each background sample learns the teacher's
+    distribution: one-hot background targets give the plain loss, and mass on a class
+    pulls the student's logit of that class up."""
+    from ssl_det.models.soft_teacher import soft_negative_classification_loss
+    head = model.student.roi_head.bbox_head
+    num_classes = head.num_classes
+    logits = torch.randn(5, num_classes + 1, generator=torch.Generator().manual_seed(2))
+    labels = torch.tensor([1, num_classes, 0, num_classes, num_classes])
+    weights = torch.ones(5)
+    background = F.one_hot(torch.full((3, ), num_classes), num_classes + 1).float()
+    hard = soft_negative_classification_loss(head, logits, labels, weights, background)
+    plain = soft_classification_loss(head, logits, labels, weights)
+    torch.testing.assert_close(hard['loss_cls'], plain['loss_cls'])
+
+    teacher = background.clone()
+    teacher[0] = 0.0
+    teacher[0, [2, num_classes]] = torch.tensor([0.7, 0.3])
+    scores = logits.clone().requires_grad_()
+    soft = soft_negative_classification_loss(head, scores, labels, weights, teacher)
+    log_p = logits.log_softmax(-1)
+    expected = -(log_p[0, 1] + 0.7 * log_p[1, 2] + 0.3 * log_p[1, num_classes]
+                 + log_p[2, 0] + log_p[3, num_classes] + log_p[4, num_classes]) / 5
+    torch.testing.assert_close(soft['loss_cls'], expected)
+    soft['loss_cls'].backward()
+    assert float(scores.grad[1, 2]) < 0  # the hard background target pushes it down
+    assert float(scores.grad[3, 2]) > 0
+    with pytest.raises(ValueError, match='background samples'):
+        soft_negative_classification_loss(head, logits, labels, weights, teacher[:2])
+
+
+def test_soft_negatives_at_soft_teachers_call_site(monkeypatch):
+    """With ``soft_negatives`` Soft Teacher asks the teacher for its distribution on the
+    student's background samples, in the weak view (the boxes the background weights are
+    computed on, whose mapping the test above checks), and teaches them that: an
+    all-background distribution gives the unweighted loss, mass on a class changes it; the
+    background weights are not used."""
+    det = InstanceData(bboxes=torch.tensor([[20., 16., 34., 30.], [34., 30., 60., 58.]]),
+                       scores=torch.tensor([0.9, 0.95]), labels=torch.tensor([1, 2]))
+    inputs = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    weighted, seen = [], []
+
+    def unsup_losses(class_mass=None, **options):
+        model = build(pseudo_label=dict(type='FixedThreshold', score_thr=0.5),
+                      initial_score_thr=0.5, rpn_pseudo_thr=0.5, **options)
+        fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01, 0.01])])
+        num_classes = model.student.roi_head.bbox_head.num_classes
+
+        def distributions(roi_head, feats, boxes, metas, classes):
+            assert classes == num_classes
+            seen.append([b.clone() for b in boxes])
+            out = torch.zeros(sum(len(b) for b in boxes), num_classes + 1)
+            out[:, -1] = 1.0 - (class_mass or 0.0)
+            out[:, 3] = class_mass or 0.0
+            return out
+
+        def background(roi_head, feats, boxes, metas):
+            weighted.append([b.clone() for b in boxes])
+            return torch.ones(sum(len(b) for b in boxes))
+
+        monkeypatch.setattr(soft_teacher_module, 'teacher_class_scores', distributions)
+        monkeypatch.setattr(soft_teacher_module, 'teacher_background_scores', background)
+        torch.manual_seed(0)
+        return model.unsup_loss(inputs, [sample(WEAK_VIEW, shape=(70, 80))], inputs,
+                                [sample(STRONG_VIEW)])
+
+    ones = unsup_losses()  # Soft Teacher's weights, all 1: the plain loss
+    assert len(weighted) == 1 and not seen
+    hard = unsup_losses(soft_negatives=True)
+    assert len(weighted) == 1 and len(seen) == 1  # the weights are not computed
+    torch.testing.assert_close(hard['unsup_loss_cls'], ones['unsup_loss_cls'])
+    assert len(seen[0][0]) > 10
+    torch.testing.assert_close(seen[0][0], weighted[0][0])
+    soft = unsup_losses(0.6, soft_negatives=True)
+    assert abs(float(soft['unsup_loss_cls']) - float(hard['unsup_loss_cls'])) > 1e-3
+    with pytest.raises(ValueError, match='background_power'):
+        build(soft_negatives=True, background_power=2.0)

@@ -25,6 +25,19 @@ def student_to_teacher_boxes(boxes: Tensor, student_homography, teacher_homograp
 
 
 @torch.no_grad()
+def teacher_class_scores(roi_head, feats: Sequence[Tensor], boxes: List[Tensor],
+                         batch_img_metas: List[dict], num_classes: int) -> Tensor:
+    """The teacher's class distribution of given boxes: ``(sum N_i, num_classes + 1)``
+    softmax scores, background last, images concatenated in order. Arguments as
+    :func:`teacher_background_scores`."""
+    if sum(len(b) for b in boxes) == 0:
+        like = boxes[0] if boxes else torch.zeros(0)
+        return like.new_zeros((0, num_classes + 1))
+    results = refine_boxes(roi_head, feats, boxes, batch_img_metas)
+    return torch.cat([r.scores for r in results])
+
+
+@torch.no_grad()
 def teacher_background_scores(roi_head, feats: Sequence[Tensor], boxes: List[Tensor],
                               batch_img_metas: List[dict]) -> Tensor:
     """The teacher's background probability (last score column) of given boxes.
@@ -38,10 +51,8 @@ def teacher_background_scores(roi_head, feats: Sequence[Tensor], boxes: List[Ten
     Returns:
         Tensor: (sum N_i,) background probabilities, images concatenated in order.
     """
-    if sum(len(b) for b in boxes) == 0:
-        return boxes[0].new_zeros((0, )) if boxes else torch.zeros(0)
-    results = refine_boxes(roi_head, feats, boxes, batch_img_metas)
-    return torch.cat([r.scores[:, -1] for r in results])
+    # the class count only shapes an empty result, whose last column is all there is
+    return teacher_class_scores(roi_head, feats, boxes, batch_img_metas, 0)[:, -1]
 
 
 def soft_background_weights(labels: Tensor, label_weights: Tensor, bg_scores: Tensor,

@@ -76,6 +76,44 @@ def soft_classification_loss(bbox_head, cls_score: Tensor, labels: Tensor,
     return losses
 
 
+def soft_negative_classification_loss(bbox_head, cls_score: Tensor, labels: Tensor,
+                                      label_weights: Tensor, negative_targets: Tensor) -> dict:
+    """The box head's softmax cross-entropy where each background sample learns the
+    teacher's class distribution instead of the background label (soft negatives).
+
+    A proposal the teacher scores 0.3 background and 0.7 "copper" is taught mostly copper,
+    where Soft Teacher's weighting teaches it background at weight 0.3. Foreground samples
+    keep their hard labels. The loss is averaged over the samples of non-zero weight and
+    scaled by the classification loss's ``loss_weight``, as the hard loss is.
+
+    Args:
+        bbox_head: the student's box head (softmax classification).
+        cls_score (Tensor): (N, num_classes + 1) the student's logits.
+        labels (Tensor): (N,) sampled labels; ``num_classes`` marks background.
+        label_weights (Tensor): (N,) the sampler's weights.
+        negative_targets (Tensor): (number of background samples, num_classes + 1) the
+            teacher's distributions, in the order the background samples appear in
+            ``labels``.
+
+    Returns:
+        dict: ``loss_cls`` and ``acc``.
+    """
+    num_classes = bbox_head.num_classes
+    negative = labels == num_classes
+    if int(negative.sum()) != len(negative_targets):
+        raise ValueError(f'{int(negative.sum())} background samples but '
+                         f'{len(negative_targets)} teacher distributions')
+    if cls_score.numel() == 0:
+        return dict(loss_cls=cls_score.sum())
+    targets = torch.nn.functional.one_hot(labels, num_classes + 1).to(cls_score.dtype)
+    targets[negative] = negative_targets.detach().to(cls_score.dtype)
+    per_sample = -(targets * cls_score.log_softmax(dim=-1)).sum(dim=-1)
+    avg_factor = max(float((label_weights > 0).sum()), 1.0)
+    loss = (per_sample * label_weights).sum() / avg_factor
+    return dict(loss_cls=loss * bbox_head.loss_cls.loss_weight,
+                acc=accuracy(cls_score, labels))
+
+
 def positive_regression_loss(roi_head, feats: Sequence[Tensor],
                              sampling_results: List[SamplingResult], rcnn_train_cfg,
                              stage: Optional[int] = None) -> Tensor:

@@ -13,9 +13,9 @@ from ssl_det.models.detectors.teacher_student import TeacherStudent
 from ssl_det.models.utils.pseudo_instances import masks_to_bitmap, project_instances
 from ssl_det.registry import MODELS
 from .background import (soft_background_weights, student_to_teacher_boxes,
-                         teacher_background_scores)
+                         teacher_background_scores, teacher_class_scores)
 from .losses import (positive_regression_loss, sample_proposals, soft_classification_loss,
-                     stage_parts)
+                     soft_negative_classification_loss, stage_parts)
 from .selection import select_pseudo_labels
 from .uncertainty import jitter_box_uncertainty
 
@@ -62,6 +62,12 @@ class SoftTeacher(TeacherStudent):
             sure are background (score near 1) nearly whole and cuts the weight of those it
             doubts, where the objects it missed lie (at power 8: 0.99 -> 0.92, 0.9 -> 0.43,
             0.7 -> 0.06). Default: 1.0.
+        soft_negatives (bool): each background sample learns the teacher's class
+            distribution on it (soft cross-entropy) instead of the background label at
+            the teacher's background score as weight: the objects the teacher half-saw
+            are taught as half-objects rather than as down-weighted background. Replaces
+            ``soft_background``'s weighting; needs a softmax box classifier. Default:
+            False.
         rpn_ignore_unconfident (bool): classification pseudo boxes under
             ``rpn_pseudo_thr`` are ignored by the RPN's assigner, as the ignored band is,
             instead of being background there (mmdet's Soft Teacher teaches the RPN that
@@ -80,6 +86,7 @@ class SoftTeacher(TeacherStudent):
                  jitter_scale: float = 0.06,
                  soft_background: bool = True,
                  background_power: float = 1.0,
+                 soft_negatives: bool = False,
                  rpn_ignore_unconfident: bool = False,
                  unsup_weight: float = 4.0,
                  **kwargs) -> None:
@@ -106,6 +113,17 @@ class SoftTeacher(TeacherStudent):
         if not background_power > 0:
             raise ValueError(f'background_power must be > 0, got {background_power}')
         self.background_power = float(background_power)
+        self.soft_negatives = bool(soft_negatives)
+        if self.soft_negatives:
+            heads = roi_head.bbox_head if isinstance(roi_head, CascadeRoIHead) else \
+                [roi_head.bbox_head]
+            if any(head.custom_activation or getattr(head.loss_cls, 'use_sigmoid', False)
+                   for head in heads):
+                raise ValueError('soft_negatives needs a softmax box classifier (the '
+                                 "teacher's distributions are its targets)")
+            if self.background_power != 1.0:
+                raise ValueError('soft_negatives replaces the background weights; '
+                                 'background_power has no effect with it')
         self.rpn_ignore_unconfident = bool(rpn_ignore_unconfident)
 
     # ------------------------------------------------------------------ teacher
@@ -283,19 +301,32 @@ class SoftTeacher(TeacherStudent):
             results = forward(feats, rois)
             targets = bbox_head.get_targets(sampling, train_cfg, concat=True)
             labels, label_weights = targets[:2]
-            if self.soft_background:
+            negative_targets = None
+            if self.soft_negatives or self.soft_background:
+                # the background samples, in the teacher's (weak) view
                 boxes = [student_to_teacher_boxes(res.neg_priors, strong.homography_matrix,
                                                   weak.homography_matrix, weak.img_shape)
                          for res, strong, weak in zip(sampling, strong_samples, weak_samples)]
+            if self.soft_negatives:
+                negative_targets = teacher_class_scores(
+                    self.teacher.roi_head, teacher_feats, boxes, teacher_metas,
+                    bbox_head.num_classes)
+                bg = negative_targets[:, -1]
+            elif self.soft_background:
                 bg = teacher_background_scores(self.teacher.roi_head, teacher_feats, boxes,
                                                teacher_metas)
                 if self.background_power != 1.0:
                     bg = bg.clamp(min=0) ** self.background_power
                 label_weights = soft_background_weights(labels, label_weights, bg,
                                                         bbox_head.num_classes)
+            if self.soft_negatives or self.soft_background:
                 bg_sum, bg_count = bg_sum + float(bg.sum()), bg_count + bg.numel()
-            stage_losses = soft_classification_loss(bbox_head, results['cls_score'], labels,
-                                                    label_weights)
+            if negative_targets is not None:
+                stage_losses = soft_negative_classification_loss(
+                    bbox_head, results['cls_score'], labels, label_weights, negative_targets)
+            else:
+                stage_losses = soft_classification_loss(bbox_head, results['cls_score'],
+                                                        labels, label_weights)
             if roi_head.with_mask:
                 mask = (roi_head.mask_loss(stage, feats, sampling, cls_gts) if cascade else
                         roi_head.mask_loss(feats, sampling, results['bbox_feats'], cls_gts))
