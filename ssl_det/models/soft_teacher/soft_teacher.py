@@ -66,8 +66,8 @@ class SoftTeacher(TeacherStudent):
             distribution on it (soft cross-entropy) instead of the background label at
             the teacher's background score as weight: the objects the teacher half-saw
             are taught as half-objects rather than as down-weighted background. Replaces
-            ``soft_background``'s weighting; needs a softmax box classifier. Default:
-            False.
+            ``soft_background``'s weighting; needs a softmax box classifier. On DeepPCB
+            it lost 0.010 mAP to the weights (docs/benchmarks.md). Default: False.
         rpn_ignore_unconfident (bool): classification pseudo boxes under
             ``rpn_pseudo_thr`` are ignored by the RPN's assigner, as the ignored band is,
             instead of being background there (mmdet's Soft Teacher teaches the RPN that
