@@ -185,6 +185,9 @@ ABLATIONS = {
                           "each background sample learns the teacher's class distribution "
                           'on it (soft cross-entropy) instead of the background label '
                           "weighted by the teacher's background score"),
+    'st_no_unsup_rpn': ('soft_teacher', ['model.unsup_loss_keys=[loss_cls,loss_bbox]'],
+                        'the RPN learns from the labeled crops only: no RPN loss on pseudo '
+                        "boxes (whose missed objects it would learn as background)"),
     'st_gmm': ('soft_teacher', ['model.pseudo_label.type=GMMThreshold'],
                "Consistent-Teacher's per-class GMM thresholds instead of DynamicThreshold's "
                '(same bounds, window and min_count)'),
