@@ -69,6 +69,12 @@ def unlabeled_crops(n: int) -> list:
 
 UNLABELED_4, UNLABELED_8, UNLABELED_16 = (unlabeled_crops(n) for n in (4, 8, 16))
 
+
+def unlabeled_crop_size(size: int) -> str:
+    """The --cfg-option of configs/deeppcb/'s stage 2 that crops the unlabeled scans to
+    ``size`` px (the RandomCrop of its unlabeled pipeline; 192 by default)."""
+    return f'train_dataloader.dataset.datasets.1.pipeline.3.crop_size=({size},{size})'
+
 # name → (method, extra --cfg-options of its stage-2 run, what changes)
 ABLATIONS = {
     'st_unsup_0': ('soft_teacher', ['model.unsup_weight=0.0'],
@@ -173,12 +179,10 @@ ABLATIONS = {
                                 UNLABELED_8 + ['model.teacher_views=[horizontal,vertical]'],
                                 'st_views_hv with 8 unlabeled crops per iteration instead of '
                                 '12 (the labeled 4 unchanged)'),
-    'st_unlabeled_16_crop160': ('soft_teacher', unlabeled_crops(16) + [
-        'train_dataloader.dataset.datasets.1.pipeline.3.crop_size=(160,160)'],
+    'st_unlabeled_16_crop160': ('soft_teacher', UNLABELED_16 + [unlabeled_crop_size(160)],
         '16 unlabeled crops of 160 px per iteration instead of 12 of 192 (as many pixels: '
         'more images at the same cost)'),
-    'st_unlabeled_4_whole': ('soft_teacher', UNLABELED_4 + [
-        'train_dataloader.dataset.datasets.1.pipeline.3.crop_size=(320,320)'],
+    'st_unlabeled_4_whole': ('soft_teacher', UNLABELED_4 + [unlabeled_crop_size(320)],
         '4 whole unlabeled scans (320 px, uncropped) per iteration instead of 12 crops of '
         '192 px (about as many pixels: fewer, whole images)'),
     'st_soft_negatives': ('soft_teacher', ['model.soft_negatives=True'],
