@@ -814,7 +814,8 @@ def test_soft_negative_loss_is_cross_entropy_with_the_teachers_distribution(mode
 def test_soft_negatives_at_soft_teachers_call_site(monkeypatch):
     """With ``soft_negatives`` Soft Teacher asks the teacher for its distribution on the
     student's background samples, in the weak view (the boxes the background weights are
-    computed on, whose mapping the test above checks), and teaches them that: an
+    computed on, whose mapping test_background_scoring_sees_the_student_boxes_in_the_teacher_view
+    checks), and teaches them that: an
     all-background distribution gives the unweighted loss, mass on a class changes it; the
     background weights are not used."""
     det = InstanceData(bboxes=torch.tensor([[20., 16., 34., 30.], [34., 30., 60., 58.]]),

@@ -307,19 +307,18 @@ class SoftTeacher(TeacherStudent):
                 boxes = [student_to_teacher_boxes(res.neg_priors, strong.homography_matrix,
                                                   weak.homography_matrix, weak.img_shape)
                          for res, strong, weak in zip(sampling, strong_samples, weak_samples)]
-            if self.soft_negatives:
-                negative_targets = teacher_class_scores(
-                    self.teacher.roi_head, teacher_feats, boxes, teacher_metas,
-                    bbox_head.num_classes)
-                bg = negative_targets[:, -1]
-            elif self.soft_background:
-                bg = teacher_background_scores(self.teacher.roi_head, teacher_feats, boxes,
-                                               teacher_metas)
-                if self.background_power != 1.0:
-                    bg = bg.clamp(min=0) ** self.background_power
-                label_weights = soft_background_weights(labels, label_weights, bg,
-                                                        bbox_head.num_classes)
-            if self.soft_negatives or self.soft_background:
+                if self.soft_negatives:
+                    negative_targets = teacher_class_scores(
+                        self.teacher.roi_head, teacher_feats, boxes, teacher_metas,
+                        bbox_head.num_classes)
+                    bg = negative_targets[:, -1]
+                else:
+                    bg = teacher_background_scores(self.teacher.roi_head, teacher_feats,
+                                                   boxes, teacher_metas)
+                    if self.background_power != 1.0:
+                        bg = bg.clamp(min=0) ** self.background_power
+                    label_weights = soft_background_weights(labels, label_weights, bg,
+                                                            bbox_head.num_classes)
                 bg_sum, bg_count = bg_sum + float(bg.sum()), bg_count + bg.numel()
             if negative_targets is not None:
                 stage_losses = soft_negative_classification_loss(
