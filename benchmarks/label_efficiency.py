@@ -70,10 +70,14 @@ def unlabeled_crops(n: int) -> list:
 UNLABELED_4, UNLABELED_8, UNLABELED_16 = (unlabeled_crops(n) for n in (4, 8, 16))
 
 
+# the RandomCrop of configs/deeppcb/'s unlabeled pipeline (192 px by default)
+UNLABELED_CROP = 'train_dataloader.dataset.datasets.1.pipeline.3.crop_size'
+
+
 def unlabeled_crop_size(size: int) -> str:
     """The --cfg-option of configs/deeppcb/'s stage 2 that crops the unlabeled scans to
-    ``size`` px (the RandomCrop of its unlabeled pipeline; 192 by default)."""
-    return f'train_dataloader.dataset.datasets.1.pipeline.3.crop_size=({size},{size})'
+    ``size`` px."""
+    return f'{UNLABELED_CROP}=({size},{size})'
 
 # name → (method, extra --cfg-options of its stage-2 run, what changes)
 ABLATIONS = {
@@ -228,7 +232,8 @@ FROM_SCRATCH = {
 }
 ABLATIONS.update(FROM_SCRATCH)
 # Ablations that name a step of configs/deeppcb/'s pipelines (the unlabeled crop)
-DEEPPCB_ONLY = {'st_unlabeled_16_crop160', 'st_unlabeled_4_whole'}
+DEEPPCB_ONLY = {name for name, (_, opts, _) in ABLATIONS.items()
+                if any(o.startswith(UNLABELED_CROP + '=') for o in opts)}
 KEYS = ('sup', 'semi', 'semi_student', 'oracle', 'gap_closed', 'gain')
 
 

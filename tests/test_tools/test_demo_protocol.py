@@ -113,10 +113,16 @@ def test_load_protocol_finds_the_repository_and_checks_the_table(tmp_path):
         experiment.load_protocol(str(table))
 
 
-def _ablation_cases():
+def _label_efficiency():
+    """benchmarks/label_efficiency.py as a module."""
     import sys
     sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
     import label_efficiency
+    return label_efficiency
+
+
+def _ablation_cases():
+    label_efficiency = _label_efficiency()
     for dataset in ('demo', 'deeppcb'):
         for name in sorted(label_efficiency.ABLATIONS):
             if dataset != 'deeppcb' and name in label_efficiency.DEEPPCB_ONLY:
@@ -160,12 +166,10 @@ def test_every_ablation_changes_what_its_name_says(dataset, name):
     an argument of the type it builds (the hook at that index, the sampler); the model with
     its options builds."""
     import argparse
-    import sys
     from mmengine.config import Config, DictAction
-    sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
-    import label_efficiency
     from ssl_det.registry import MODELS
     from ssl_det.utils import launch
+    label_efficiency = _label_efficiency()
     method, options, _ = label_efficiency.ABLATIONS[name]
     protocol = experiment.load_protocol(
         osp.join(ROOT, 'benchmarks', 'protocols', label_efficiency.DATASETS[dataset]['protocol']))
@@ -185,9 +189,7 @@ def test_every_ablation_changes_what_its_name_says(dataset, name):
 def test_deeppcb_only_ablations_are_refused_on_the_demo(capsys, monkeypatch):
     """An ablation that rewrites a step of configs/deeppcb/'s pipelines would set a key of
     another step in the demo's: refused before anything is generated or trained."""
-    import sys
-    sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
-    import label_efficiency
+    label_efficiency = _label_efficiency()
 
     def reached(*args, **kwargs):
         raise AssertionError('the demo run went ahead')
