@@ -146,8 +146,9 @@ strong_pipeline = [
 # mmdet's Soft Teacher uses 1:4). More unlabeled crops at the same unsupervised weight
 # average the pseudo labels' noise over more images: 8 instead of 4 gained 0.010-0.019 mAP
 # on every seed, 12 instead of 8 +0.005 on average (never less), where doubling the weight
-# instead lost 0.033 (docs/benchmarks.md). About 1.0 s an iteration here, 9.2 minutes a run
-# with its evaluations; 16 (1:4) took 12.6 minutes, over the protocol's 10 on 2 cores.
+# instead lost 0.033 (docs/benchmarks.md). 1.0-1.3 s an iteration on 2 cores, 9-12 minutes a
+# run with its evaluations as the machine's speed varies; 16 (1:4) took 12.6 minutes on a
+# day 12 took 9.2, over the protocol's 10.
 semi_train_dataloader = dict(
     batch_size=16,
     num_workers=2,
