@@ -156,23 +156,26 @@ def run_once(config: str, run_dir: str, cfg_options: List[str], root: str,
     and options (``ssl_det_run.json``) and, with ``need_checkpoint``, left its checkpoint.
 
     Returns:
-        dict: ``metrics`` (the final evaluation), ``seconds`` (None when reused),
-        ``work_dir``, ``config``.
+        dict: ``metrics`` (the final evaluation), ``seconds`` (the run's training and
+        evaluation time; for a reused run the time it took when it was trained, None when
+        its record predates the timing), ``reused``, ``work_dir``, ``config``.
     """
     spec_file = osp.join(run_dir, 'ssl_det_run.json')
     spec = dict(config=config, cfg_options=list(cfg_options),
                 config_sha=config_digest(config, root))
-    done = {}
-    if reuse and osp.isfile(spec_file) and json.load(open(spec_file)) == spec:
-        done = last_metrics(run_dir, marker)
+    done, saved = {}, {}
+    if reuse and osp.isfile(spec_file):
+        saved = json.load(open(spec_file))
+        if {key: saved.get(key) for key in spec} == spec:
+            done = last_metrics(run_dir, marker)
     if done and (not need_checkpoint or _checkpoint(run_dir)):
         print(f'[reuse] {run_dir}', flush=True)
-        result = dict(metrics=done, seconds=None)
+        result = dict(metrics=done, seconds=saved.get('seconds'), reused=True)
     else:
         metrics, seconds = train(config, run_dir, root, list(cfg_options), marker=marker)
-        result = dict(metrics=metrics, seconds=seconds)
+        result = dict(metrics=metrics, seconds=seconds, reused=False)
         with open(spec_file, 'w') as f:
-            json.dump(spec, f)
+            json.dump(dict(spec, seconds=round(seconds, 1)), f)
     result.update(work_dir=run_dir, config=config)
     return result
 
@@ -202,7 +205,8 @@ def two_stage(protocol: dict, runs: Iterable[str], seed: int, work_dir: str,
             training it again.
 
     Returns:
-        dict: run name → ``dict(metrics=..., seconds=..., work_dir=..., config=...)``;
+        dict: run name → ``dict(metrics=..., seconds=..., reused=..., work_dir=...,
+        config=...)`` (:func:`run_once`);
         stage-1 runs are named ``pretrain_10pct`` / ``pretrain_all``.
     """
     options = options or {}
@@ -237,7 +241,7 @@ def two_stage(protocol: dict, runs: Iterable[str], seed: int, work_dir: str,
                                f'{results[f"pretrain_{labels}"]["work_dir"]}')
         extra = [f'load_from={checkpoint}'] + (iteration_options(iters) if iters else [])
         # a stage 1 trained again invalidates what continued from its old checkpoint
-        stage1_reused = results[f'pretrain_{labels}']['seconds'] is None
+        stage1_reused = results[f'pretrain_{labels}']['reused']
         run(name, config, extra + list(options.get(name, [])),
             '' if name == key else f'_{name}', reuse=reuse and stage1_reused)
     return results
