@@ -209,3 +209,25 @@ def test_deeppcb_only_ablations_are_refused_on_the_demo(capsys, monkeypatch):
         label_efficiency.main(['--dataset', 'demo', '--ablations', 'st_unlabeled_4_whole',
                                '--work-dir', '/nonexistent'])
     assert 'deeppcb only' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('stage1_reused', [True, False])
+def test_a_stage_one_trained_again_is_not_followed_by_reused_stage_twos(
+        stage1_reused, tmp_path, monkeypatch):
+    """A stage-2 run continues its stage-1 checkpoint: when stage 1 is trained again (not
+    reused), the stage-2 runs of the old checkpoint must not be reused either."""
+    calls = []
+
+    def fake_run_once(config, run_dir, cfg_options, root, reuse=False, need_checkpoint=False,
+                      marker='bbox_mAP'):
+        stage1 = need_checkpoint
+        calls.append((stage1, reuse))
+        return dict(metrics={}, seconds=1.0, reused=stage1_reused if stage1 else reuse,
+                    work_dir=run_dir, config=config)
+
+    monkeypatch.setattr(experiment, 'run_once', fake_run_once)
+    monkeypatch.setattr(experiment, '_checkpoint', lambda work_dir: 'stage1.pth')
+    experiment.two_stage(DEMO, ['sup', 'mean_teacher'], 0, str(tmp_path), options={},
+                         reuse=True)
+    assert calls[0] == (True, True)  # stage 1 asked to reuse
+    assert [reuse for stage1, reuse in calls[1:]] == [stage1_reused, stage1_reused]
