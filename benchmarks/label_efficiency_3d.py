@@ -77,6 +77,9 @@ ABLATIONS = {
     'hssda_views_flip': ('hssda', ['model.teacher_views=[flip_y]'],
                          'the teacher also labels each weak scene mirrored (y -> -y); the '
                          "two views' boxes fused (consensus scores)"),
+    'hssda_joint': ('hssda', ['model.joint_batch=True'],
+                    "one student pass over the labeled and strong scenes (HSSDA's student "
+                    'batch): BatchNorm normalises them together'),
     'hssda_matched_thr': ('hssda', ['model.pseudo_label.type=MatchedScoreThreshold'],
                           "HSSDA's threshold rule: 2-means centres of the teacher's scores "
                           'on boxes matching labels'),

@@ -166,6 +166,7 @@ def semi_over_sup(args):
     timer.wrap(semi_model, 'teacher_predict', 'teacher predict')
     timer.wrap(semi_model, 'pseudo_instances', 'pseudo labels (with teacher predict)')
     timer.wrap(semi_model.student, 'loss', 'student losses (forward)')
+    timer.wrap(semi_model.student, 'loss_parts', 'student losses (forward)')
     timer.wrap(sup_model, 'loss', 'student losses (forward)')
 
     def run(model, optim, batch, ema):
@@ -190,13 +191,16 @@ def semi_over_sup(args):
     # 'before': the head's targets one box at a time (mmdet's gen_gaussian_target per box,
     # CenterHead3D.get_targets_loop), the pillars found by torch.unique (a sort) and an
     # NCHW canvas; 'after': the vectorised targets, the dense-grid pillar index and the
-    # channels-last canvas. Same models, same batches, alternating within each step.
+    # channels-last canvas; 'joint': 'after' with the student's labeled and strong scenes in
+    # one pass (TeacherStudent3D(joint_batch=True)). Same models, same batches, alternating
+    # within each step.
     detectors = [sup_model, semi_model.student, semi_model.teacher]
 
     def use(variant):
+        semi_model.joint_batch = variant == 'joint'
         for det in detectors:
             head, enc = det.bbox_head, det.voxel_encoder
-            det.middle_encoder.channels_last = variant == 'after'
+            det.middle_encoder.channels_last = variant != 'before'
             if variant == 'before':
                 head.get_targets = head.get_targets_loop
                 enc.pillar_index = unique_pillar_index
@@ -204,7 +208,7 @@ def semi_over_sup(args):
                 head.__dict__.pop('get_targets', None)
                 enc.__dict__.pop('pillar_index', None)
 
-    variants = ('before', 'after')
+    variants = ('before', 'after', 'joint')
     records = {v: dict(sup=[], semi=[]) for v in variants}
     tiers = []
     for step in range(args.warmup + steps):
@@ -266,23 +270,23 @@ def semi_over_sup(args):
     print(f'\nKITTI-scale frames: {frames} a batch, points in range per frame '
           f'{min(points)}-{max(points)}, boxes {min(boxes)}-{max(boxes)}; median of {steps} '
           f'steps on {args.device}')
-    print('| step | part | before (s) | after (s) |')
-    print('| --- | --- | --- | --- |')
+    print('| step | part | before (s) | after (s) | after, joint batch (s) |')
+    print('| --- | --- | --- | --- | --- |')
     before, after = results['before'], results['after']
+
+    def cells(key, fmt='.4f', part=None):
+        return ' | '.join(format(results[v][key] if part is None else results[v][key][part],
+                                 fmt) for v in variants)
     for kind, label in (('sup', f'supervised ({frames} labeled)'),
                         ('semi', f'semi-supervised ({frames} + {frames})')):
         for name in after[f'{kind}_parts']:
-            print(f'| {label} | {name} | {before[f"{kind}_parts"][name]:.4f} | '
-                  f'{after[f"{kind}_parts"][name]:.4f} |')
-        print(f'| **{label}** | **step** | **{before[f"{kind}_step_s"]:.4f}** | '
-              f'**{after[f"{kind}_step_s"]:.4f}** |')
-    print(f'| | **semi / sup** | **{before["semi_over_sup"]:.2f}** | '
-          f'**{after["semi_over_sup"]:.2f}** |')
+            print(f'| {label} | {name} | {cells(f"{kind}_parts", part=name)} |')
+        print(f'| **{label}** | **step** | {cells(f"{kind}_step_s")} |')
+    print(f'| | **semi / sup** | {cells("semi_over_sup", ".2f")} |')
     print(f'| | floor (2 supervised steps + teacher predict) / sup | '
-          f'{before["floor_over_sup"]:.2f} | {after["floor_over_sup"]:.2f} |')
-    print(f'| | semi / floor | {before["semi_over_floor"]:.2f} | '
-          f'{after["semi_over_floor"]:.2f} |')
-    return dict(after, before=before, frames=frames, steps=steps, warmup=args.warmup,
+          f'{cells("floor_over_sup", ".2f")} |')
+    print(f'| | semi / floor | {cells("semi_over_floor", ".2f")} |')
+    return dict(after, before=before, joint_batch=results['joint'], frames=frames, steps=steps, warmup=args.warmup,
                 device=args.device,
                 device_name=(torch.cuda.get_device_name(device) if device.type == 'cuda'
                              else platform.processor() or platform.machine()),

@@ -579,3 +579,79 @@ def test_pseudo_boxes_from_teacher_views_land_on_the_strong_views_objects(shuffl
         inside = points_in_boxes(strong_pts.numpy(), box[None], margin=0.01)[:, 0]
         obj = int(np.bincount(index[inside] // 60).argmax())
         assert inside.sum() == 60 and set(index[inside] // 60) == {obj}
+
+
+def joint_batch_case(seed=9):
+    """A labeled scene (its ground truth packed) and a weak / strong pair whose teacher
+    'predicts' the objects with high and middle scores, for two models with one weight set."""
+    points, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(seed=seed)
+    # two labeled scenes and one unlabeled: parts of unequal size
+    labeled = [PackPointCloudInputs(meta_keys=META)(dict(
+        points=pts.copy(), gt_bboxes_3d=boxes.copy(), gt_labels_3d=np.arange(len(boxes)) % 3,
+        lidar_aug_matrix=np.eye(4), frame_id=f'l{i}'))
+        for i, pts in enumerate((points[::-1], points[::2]))]
+    inputs = dict(sup=dict(points=[p['inputs']['points'] for p in labeled]),
+                  unsup_teacher=dict(points=[weak_pts]),
+                  unsup_student=dict(points=[strong_pts]))
+    samples = dict(sup=[p['data_samples'] for p in labeled], unsup_teacher=[weak],
+                   unsup_student=[strong])
+    torch.manual_seed(0)
+    separate = build(middle='weight', low='off', unsup_weight=2.0)
+    joint = build(middle='weight', low='off', unsup_weight=2.0, joint_batch=True)
+    joint.load_state_dict(separate.state_dict())
+    for model in (separate, joint):
+        fake_teacher(model, weak, boxes, [0.9, 0.55, 0.9, 0.5, 0.9, 0.6])
+    return inputs, samples, separate, joint
+
+
+def test_joint_batch_gives_each_batch_its_own_loss_and_gradient():
+    """With BatchNorm frozen (eval statistics), one student pass over the labeled and strong
+    scenes gives the same weighted losses and gradients as one pass each."""
+    inputs, samples, separate, joint = joint_batch_case()
+    results = []
+    for model in (separate, joint):
+        model.student.eval()  # BatchNorm from running statistics: batches independent
+        losses = model.loss(copy.deepcopy(inputs), copy.deepcopy(samples))
+        model.zero_grad()
+        sum(v for k, v in losses.items() if 'loss' in k).backward()
+        grads = {n: p.grad.clone() for n, p in model.student.named_parameters()
+                 if p.grad is not None}
+        results.append((losses, grads))
+    (sep_losses, sep_grads), (joint_losses, joint_grads) = results
+    assert set(sep_losses) == set(joint_losses)
+    assert sep_losses['pseudo_num_high'] >= 2 and sep_losses['pseudo_num_middle'] >= 2
+    for key in sep_losses:
+        torch.testing.assert_close(joint_losses[key], sep_losses[key], rtol=1e-5, atol=1e-6)
+    # the two batches' losses differ, so a swap of the parts could not pass
+    assert not torch.allclose(sep_losses['sup_loss_heatmap'], sep_losses['unsup_loss_heatmap'])
+    assert set(sep_grads) == set(joint_grads) and sep_grads
+    for name in sep_grads:
+        torch.testing.assert_close(joint_grads[name], sep_grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_joint_batch_normalises_labeled_and_strong_scenes_together():
+    """In training mode each BatchNorm layer sees one batch of both scenes (HSSDA's student
+    batch), once a step, instead of two batches of one."""
+    inputs, samples, separate, joint = joint_batch_case()
+    calls = {}
+    for name, model in (('separate', separate), ('joint', joint)):
+        bn = next(m for m in model.student.backbone.modules()
+                  if isinstance(m, torch.nn.BatchNorm2d))
+        seen = calls.setdefault(name, [])
+        bn.register_forward_hook(lambda m, args, out, seen=seen: seen.append(args[0].shape[0]))
+        losses = model.loss(copy.deepcopy(inputs), copy.deepcopy(samples))
+        assert torch.isfinite(sum(v for k, v in losses.items() if 'loss' in k))
+    assert calls == dict(separate=[2, 1], joint=[3])
+
+
+def test_joint_batch_needs_the_strong_scenes_in_the_statistics_and_loss_parts():
+    with pytest.raises(ValueError, match='strong_bn_stats'):
+        build(joint_batch=True, strong_bn_stats=False)
+    cfg = detector_cfg()
+    with pytest.raises(ValueError, match='loss_parts'):
+        from ssl_det.models.point_cloud.pillar_detector import PillarDetector
+
+        class NoParts(PillarDetector):
+            loss_parts = None
+        MODELS.register_module(name='_NoPartsDetector', module=NoParts, force=True)
+        build(joint_batch=True, detector=dict(cfg, type='_NoPartsDetector'))

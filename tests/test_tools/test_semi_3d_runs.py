@@ -56,6 +56,25 @@ def test_semi_3d_trains_with_tiers_ema_pictures_and_saved_thresholds(scenes, tmp
     assert state['pseudo_label.num_updates'] == model.pseudo_label.num_updates > 0
 
 
+def test_joint_batch_config_trains(scenes, tmp_path):
+    """``model.joint_batch=True`` (benchmark ablation ``hssda_joint``): one student pass over
+    the labeled and strong scenes trains from the shipped config, pseudo boxes included."""
+    args = train_tool.parse_args([CFG, '--work-dir', str(tmp_path), '--cfg-options',
+                                  *as_cli(overrides(scenes, iters=2)), 'model.joint_batch=True'])
+    runner = train_tool.build_runner(args)
+    assert runner.model.joint_batch
+    calls = []
+    parts = runner.model.student.loss_parts
+    runner.model.student.loss_parts = lambda batches: calls.append(
+        [len(s) for _, s in batches]) or parts(batches)
+    runner.train()
+    log = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
+    for key in ('sup_loss_heatmap', 'unsup_loss_heatmap'):
+        values = [float(v) for v in re.findall(rf' {key}: ([-\d.e+naif]+)', log)]
+        assert values and all(math.isfinite(v) for v in values), key
+    assert calls and all(len(c) == 2 and min(c) > 0 for c in calls), calls
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

@@ -187,15 +187,12 @@ class TeacherStudent(BaseDetector):
     def loss(self, multi_batch_inputs: Dict[str, Tensor],
              multi_batch_data_samples: Dict[str, SampleList]) -> dict:
         losses = {}
+        with_unsup = self.unsup_active and multi_batch_inputs.get('unsup_teacher') is not None
         if multi_batch_inputs.get('sup') is not None:
             sup = self.student.loss(multi_batch_inputs['sup'], multi_batch_data_samples['sup'])
-            losses.update(rename_loss_dict('sup_', reweight_loss_dict(sup, self.sup_weight)))
-            labeled = self.labeled_labels(multi_batch_data_samples['sup'])
-            self.pseudo_label.update_labeled(labeled, len(multi_batch_data_samples['sup']))
-            self.sparse.update_labeled(len(labeled), len(multi_batch_data_samples['sup']))
-            if self.unsup_active and multi_batch_inputs.get('unsup_teacher') is not None:
-                self.unsup_guard.update(sum_losses(sup))
-        if self.unsup_active and multi_batch_inputs.get('unsup_teacher') is not None:
+            losses.update(self.finish_sup_losses(sup, multi_batch_data_samples['sup'],
+                                                 with_unsup))
+        if with_unsup:
             views = (multi_batch_inputs['unsup_teacher'], multi_batch_data_samples['unsup_teacher'],
                      multi_batch_inputs['unsup_student'], multi_batch_data_samples['unsup_student'])
             with self.student_bn_stats(self.strong_bn_stats):
@@ -212,6 +209,16 @@ class TeacherStudent(BaseDetector):
                         multi_batch_inputs['unsup_student'],
                         multi_batch_data_samples['unsup_student']))
         return losses
+
+    def finish_sup_losses(self, sup: dict, samples: SampleList, with_unsup: bool) -> dict:
+        """The labeled batch's losses weighted and prefixed (``sup_``); its labels counted
+        by the policy and the sparsity watch, its loss by the unlabeled loss's guard."""
+        labeled = self.labeled_labels(samples)
+        self.pseudo_label.update_labeled(labeled, len(samples))
+        self.sparse.update_labeled(len(labeled), len(samples))
+        if with_unsup:
+            self.unsup_guard.update(sum_losses(sup))
+        return rename_loss_dict('sup_', reweight_loss_dict(sup, self.sup_weight))
 
     @contextmanager
     def student_bn_stats(self, update: bool) -> Iterator[None]:

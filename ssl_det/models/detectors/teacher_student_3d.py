@@ -88,6 +88,11 @@ class TeacherStudent3D(TeacherStudent):
             ``rot``, ``scale``; see :mod:`~ssl_det.models.utils.teacher_views`). Each costs
             one more scene in the teacher's pass. Default: none.
         view_iou_thr (float): BEV IoU at which the views' boxes of a class fuse.
+        joint_batch (bool): one student forward pass over the labeled and the strong scenes
+            together, as HSSDA's student sees them, instead of one pass each: BatchNorm
+            normalises them with their joint statistics; each batch keeps its own loss and
+            weight. Needs a detector with ``loss_parts`` (``PillarDetector``) and
+            ``strong_bn_stats=True``. Default: False.
     """
 
     def __init__(self,
@@ -106,6 +111,7 @@ class TeacherStudent3D(TeacherStudent):
                  log_per_class: bool = True,
                  teacher_views: Sequence = (),
                  view_iou_thr: float = 0.5,
+                 joint_batch: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         BaseDetector.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -136,6 +142,14 @@ class TeacherStudent3D(TeacherStudent):
         self.teacher_views = [check_view(v) for v in teacher_views or ()]
         self.view_matrices = [view_matrix(**v) for v in self.teacher_views]
         self.view_iou_thr = check_view_iou_thr(view_iou_thr)
+        self.joint_batch = bool(joint_batch)
+        if self.joint_batch and not self.strong_bn_stats:
+            raise ValueError('joint_batch normalises the labeled and strong scenes together, '
+                             'so the strong scenes are in the BatchNorm statistics: it needs '
+                             'strong_bn_stats=True')
+        if self.joint_batch and not callable(getattr(self.student, 'loss_parts', None)):
+            raise ValueError(f'joint_batch needs a detector with loss_parts (PillarDetector); '
+                             f'{type(self.student).__name__} has none')
 
     # ------------------------------------------------------------------ training
     def loss(self, multi_batch_inputs: dict, multi_batch_data_samples: dict) -> dict:
@@ -143,7 +157,23 @@ class TeacherStudent3D(TeacherStudent):
                 and multi_batch_inputs.get('unsup_teacher') is not None):
             self.update_from_labeled(multi_batch_inputs.get('sup'),
                                      multi_batch_data_samples.get('sup'))
+        if (self.joint_batch and self.unsup_active and multi_batch_inputs.get('sup') is not None
+                and multi_batch_inputs.get('unsup_teacher') is not None):
+            return self.joint_loss(multi_batch_inputs, multi_batch_data_samples)
         return super().loss(multi_batch_inputs, multi_batch_data_samples)
+
+    def joint_loss(self, multi_batch_inputs: dict, multi_batch_data_samples: dict) -> dict:
+        """``joint_batch``: the teacher labels the weak scenes, then one student pass over the
+        labeled and the pseudo-labeled strong scenes gives both losses."""
+        strong_inputs, strong_samples, stats = self.pseudo_instances(
+            multi_batch_inputs['unsup_teacher'], multi_batch_data_samples['unsup_teacher'],
+            multi_batch_inputs['unsup_student'], multi_batch_data_samples['unsup_student'])
+        sup_samples = multi_batch_data_samples['sup']
+        sup, strong = self.student.loss_parts([(multi_batch_inputs['sup'], sup_samples),
+                                               (strong_inputs, strong_samples)])
+        losses = self.finish_sup_losses(sup, sup_samples, with_unsup=True)
+        losses.update(self.finish_strong_losses(strong, strong_inputs, strong_samples, stats))
+        return losses
 
     @staticmethod
     def labeled_labels(samples: List) -> Tensor:
@@ -182,8 +212,14 @@ class TeacherStudent3D(TeacherStudent):
                    strong_samples: List) -> dict:
         strong_inputs, strong_samples, stats = self.pseudo_instances(
             weak_inputs, weak_samples, strong_inputs, strong_samples)
-        num_pseudo = sum(len(s.gt_instances_3d) for s in strong_samples)
         losses = self.student.loss(strong_inputs, strong_samples)
+        return self.finish_strong_losses(losses, strong_inputs, strong_samples, stats)
+
+    def finish_strong_losses(self, losses: dict, strong_inputs: dict, strong_samples: List,
+                             stats: dict) -> dict:
+        """The student's losses on the pseudo-labeled strong scenes, weighted (0 without a
+        pseudo box) and prefixed (``unsup_``), with the pseudo-label statistics."""
+        num_pseudo = sum(len(s.gt_instances_3d) for s in strong_samples)
         weight = self.unsup_weight if num_pseudo > 0 else 0.0
         device = strong_inputs['points'][0].device
         self.latest_pseudo = dict(inputs=dict(points=[p.detach() for p in strong_inputs['points']]),

@@ -225,7 +225,11 @@ class CenterHead3D(nn.Module):
 
     # --------------------------------------------------------------------------- loss
     def loss(self, feats: Tensor, batch_data_samples: List) -> Dict[str, Tensor]:
-        heat_pred, reg_pred = self(feats)
+        return self.loss_by_feat(*self(feats), batch_data_samples)
+
+    def loss_by_feat(self, heat_pred: Tensor, reg_pred: Tensor,
+                     batch_data_samples: List) -> Dict[str, Tensor]:
+        """The loss of the head's outputs (``heat_pred``, ``reg_pred``) on the samples' boxes."""
         b, _, h, w = heat_pred.shape
         heats, weights, codes, idx, code_w, batch_idx = [], [], [], [], [], []
         for i, ds in enumerate(batch_data_samples):

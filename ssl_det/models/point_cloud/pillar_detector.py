@@ -97,6 +97,26 @@ class PillarDetector(BaseDetector):
         return self.bbox_head.loss(self.extract_feat(batch_inputs, batch_data_samples),
                                    batch_data_samples)
 
+    def loss_parts(self, parts: Sequence[Tuple[dict, List]]) -> List[dict]:
+        """The losses of several batches, ``[(batch_inputs, batch_data_samples), ...]``, from
+        one forward pass over their concatenation: BatchNorm normalises the batches together
+        (in training mode, with their joint statistics, as HSSDA's student sees labeled and
+        unlabeled scenes in one batch). Each batch's loss is the one ``loss`` computes on it
+        alone, normalisation included; with frozen BatchNorm the two are equal."""
+        points, samples, sizes = [], [], []
+        for inputs, batch_samples in parts:
+            if set(inputs) != {'points'} or len(inputs['points']) != len(batch_samples):
+                raise ValueError('loss_parts takes dict(points=[...]) inputs, one point cloud '
+                                 f'per sample; got keys {sorted(inputs)} with '
+                                 f"{len(inputs.get('points', ()))} clouds for "
+                                 f'{len(batch_samples)} samples')
+            points += list(inputs['points'])
+            samples += list(batch_samples)
+            sizes.append(len(batch_samples))
+        heat, reg = self.bbox_head(self.extract_feat(dict(points=points), samples))
+        return [self.bbox_head.loss_by_feat(h, r, batch_samples) for h, r, (_, batch_samples)
+                in zip(heat.split(sizes), reg.split(sizes), parts)]
+
     def predict(self, batch_inputs: dict, batch_data_samples: List, rescale: bool = True) -> List:
         results = self.bbox_head.predict(self.extract_feat(batch_inputs, batch_data_samples),
                                          batch_data_samples)
