@@ -286,8 +286,8 @@ def semi_over_sup(args):
     print(f'| | floor (2 supervised steps + teacher predict) / sup | '
           f'{cells("floor_over_sup", ".2f")} |')
     print(f'| | semi / floor | {cells("semi_over_floor", ".2f")} |')
-    return dict(after, before=before, joint_batch=results['joint'], frames=frames, steps=steps, warmup=args.warmup,
-                device=args.device,
+    return dict(after, before=before, joint_batch=results['joint'], frames=frames, steps=steps,
+                warmup=args.warmup, device=args.device,
                 device_name=(torch.cuda.get_device_name(device) if device.type == 'cuda'
                              else platform.processor() or platform.machine()),
                 threads=torch.get_num_threads(),
