@@ -71,7 +71,9 @@ def test_cpu_dry_run_writes_every_result(tmp_path):
                        for row in ops)
     pillar = json.loads((tmp_path / 'gpu_pillar_step.json').read_text())
     assert pillar['device_name'].startswith('cpu')
-    for variant in (pillar, pillar['before'], pillar['joint_batch']):
+    semi = pillar['semi']
+    assert pillar['semi_over_sup'] == semi['semi_over_sup']
+    for variant in (semi, semi['before'], semi['joint_batch']):
         assert finite_positive(variant['semi_over_sup']), variant
 
 
