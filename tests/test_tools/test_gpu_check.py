@@ -75,6 +75,7 @@ def test_cpu_dry_run_writes_every_result(tmp_path):
     assert pillar['semi_over_sup'] == semi['semi_over_sup']
     for variant in (semi, semi['before'], semi['joint_batch']):
         assert finite_positive(variant['semi_over_sup']), variant
+        assert finite_positive(variant['semi_over_sup_paired']), variant
 
 
 def test_bad_arguments_are_refused(tmp_path):
