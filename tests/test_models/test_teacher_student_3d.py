@@ -655,3 +655,12 @@ def test_joint_batch_needs_the_strong_scenes_in_the_statistics_and_loss_parts():
             loss_parts = None
         MODELS.register_module(name='_NoPartsDetector', module=NoParts, force=True)
         build(joint_batch=True, detector=dict(cfg, type='_NoPartsDetector'))
+
+
+def test_loss_parts_refuses_clouds_that_do_not_match_their_samples():
+    inputs, samples, separate, _ = joint_batch_case()
+    parts = separate.student.loss_parts
+    with pytest.raises(ValueError, match='one point cloud per sample'):
+        parts([(inputs['sup'], samples['sup'][:1])])
+    with pytest.raises(ValueError, match="keys \\['imgs', 'points'\\]"):
+        parts([(dict(inputs['sup'], imgs=None), samples['sup'])])
