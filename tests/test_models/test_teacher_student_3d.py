@@ -582,10 +582,10 @@ def test_pseudo_boxes_from_teacher_views_land_on_the_strong_views_objects(shuffl
 
 
 def joint_batch_case(seed=9):
-    """A labeled scene (its ground truth packed) and a weak / strong pair whose teacher
+    """Two labeled scenes (their ground truth packed) and a weak / strong pair whose teacher
     'predicts' the objects with high and middle scores, for two models with one weight set."""
     points, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(seed=seed)
-    # two labeled scenes and one unlabeled: parts of unequal size
+    # parts of unequal size (2 + 1), so a reversed split cannot pass
     labeled = [PackPointCloudInputs(meta_keys=META)(dict(
         points=pts.copy(), gt_bboxes_3d=boxes.copy(), gt_labels_3d=np.arange(len(boxes)) % 3,
         lidar_aug_matrix=np.eye(4), frame_id=f'l{i}'))
