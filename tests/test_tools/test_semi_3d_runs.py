@@ -58,7 +58,7 @@ def test_semi_3d_trains_with_tiers_ema_pictures_and_saved_thresholds(scenes, tmp
 
 def test_joint_batch_config_trains(scenes, tmp_path):
     """``model.joint_batch=True`` (benchmark ablation ``hssda_joint``): one student pass over
-    the labeled and strong scenes trains from the shipped config, pseudo boxes included."""
+    the labeled and strong scenes trains from the shipped config, both losses finite."""
     args = train_tool.parse_args([CFG, '--work-dir', str(tmp_path), '--cfg-options',
                                   *as_cli(overrides(scenes, iters=2)), 'model.joint_batch=True'])
     runner = train_tool.build_runner(args)
