@@ -27,6 +27,7 @@ Writes ``benchmarks/results/pillar_step.json``.
 """
 import argparse
 import copy
+import functools
 import json
 import os
 import os.path as osp
@@ -78,6 +79,13 @@ def unique_pillar_index(coors):
     key = coors[:, 0].long() << 40 | coors[:, 2].long() << 20 | coors[:, 3].long()
     uniq, inverse = torch.unique(key, return_inverse=True)
     return inverse, len(uniq)
+
+
+def full_map_reg_at(head, x, inds):
+    """``CenterHead3D.reg_at`` as it was: the ``reg`` branch over the whole map, then the
+    code gathered at the peaks (the 'before'; the tests check that both agree)."""
+    from mmdet.models.utils.gaussian_target import transpose_and_gather_feat
+    return transpose_and_gather_feat(head.reg(x), inds)
 
 
 class PartTimer:
@@ -189,11 +197,12 @@ def semi_over_sup(args):
         return parts
 
     # 'before': the head's targets one box at a time (mmdet's gen_gaussian_target per box,
-    # CenterHead3D.get_targets_loop), the pillars found by torch.unique (a sort) and an
-    # NCHW canvas; 'after': the vectorised targets, the dense-grid pillar index and the
-    # channels-last canvas; 'joint': 'after' with the student's labeled and strong scenes in
-    # one pass (TeacherStudent3D(joint_batch=True)). Same models, same batches, alternating
-    # within each step.
+    # CenterHead3D.get_targets_loop), the pillars found by torch.unique (a sort), an NCHW
+    # canvas and the teacher's box code over the whole map; 'after': the vectorised
+    # targets, the dense-grid pillar index, the channels-last canvas and the code at the
+    # peaks only (CenterHead3D.reg_at); 'joint': 'after' with the student's labeled and
+    # strong scenes in one pass (TeacherStudent3D(joint_batch=True)). Same models, same
+    # batches, alternating within each step.
     detectors = [sup_model, semi_model.student, semi_model.teacher]
 
     def use(variant):
@@ -203,9 +212,11 @@ def semi_over_sup(args):
             det.middle_encoder.channels_last = variant != 'before'
             if variant == 'before':
                 head.get_targets = head.get_targets_loop
+                head.reg_at = functools.partial(full_map_reg_at, head)
                 enc.pillar_index = unique_pillar_index
             else:
-                head.__dict__.pop('get_targets', None)
+                for name in ('get_targets', 'reg_at'):
+                    head.__dict__.pop(name, None)
                 enc.__dict__.pop('pillar_index', None)
 
     variants = ('before', 'after', 'joint')

@@ -196,3 +196,50 @@ def test_pillar_ids_equal_the_sorted_unique_cells():
     uniq, inverse = torch.unique(key, return_inverse=True)
     assert num == len(uniq) > 100
     assert torch.equal(ids, inverse)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_box_code_at_the_peaks_equals_the_full_map_there(channels_last):
+    # predict evaluates the reg branch at the top-k cells only; at every cell, the borders
+    # (the convolution's zero padding) and both corners included, it equals the full map
+    head = small_detector().bbox_head.eval()
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 64, 7, 9, generator=gen)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    inds = torch.stack([torch.randperm(63, generator=gen), torch.arange(63).flip(0)])
+    full = head.reg(x).permute(0, 2, 3, 1).reshape(2, 63, -1)
+    expected = full.gather(1, inds[..., None].expand(-1, -1, full.shape[-1]))
+    got = head.reg_at(x, inds)
+    assert got.shape == expected.shape == (2, 63, 8)
+    assert expected.abs().mean() > 0.1
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_decodes_the_same_boxes_as_the_full_maps():
+    # the decoded boxes (code read at the peaks) equal a decoding from the full maps
+    from mmdet.models.utils.gaussian_target import (get_local_maximum,
+                                                    get_topk_from_heatmap,
+                                                    transpose_and_gather_feat)
+    model = small_detector(test_cfg=dict(score_thr=0.0, nms_thr=1.0, max_num=100))
+    model.eval()
+    head = model.bbox_head
+    gen = torch.Generator().manual_seed(4)
+    feats = torch.randn(2, 64, 32, 32, generator=gen)
+    preds = head.predict(feats, [None, None])
+    heat, reg = head(feats)
+    heat = get_local_maximum(heat.sigmoid(), kernel=3)
+    scores, inds, labels, ys, xs = get_topk_from_heatmap(heat, k=head.test_cfg['max_per_img'])
+    code = transpose_and_gather_feat(reg, inds)
+    for b, pred in enumerate(preds):
+        # NMS at IoU 1.0 keeps every peak, in descending score order
+        assert len(pred) == head.test_cfg['max_per_img']
+        order = scores[b].argsort(descending=True)
+        torch.testing.assert_close(pred.scores_3d, scores[b][order])
+        r = code[b, order]
+        x = (xs[b][order] + r[:, 0]) * head.cell[0] + head.pc_range[0]
+        y = (ys[b][order] + r[:, 1]) * head.cell[1] + head.pc_range[1]
+        expected = torch.cat([x[:, None], y[:, None], r[:, 2:3], r[:, 3:6].clamp(max=6).exp(),
+                              torch.atan2(r[:, 6], r[:, 7])[:, None]], dim=1)
+        torch.testing.assert_close(pred.bboxes_3d, expected, rtol=1e-5, atol=1e-5)
+        assert torch.equal(pred.labels_3d, labels[b][order].long())
