@@ -27,7 +27,6 @@ Writes ``benchmarks/results/pillar_step.json``.
 """
 import argparse
 import copy
-import functools
 import json
 import os
 import os.path as osp
@@ -79,13 +78,6 @@ def unique_pillar_index(coors):
     key = coors[:, 0].long() << 40 | coors[:, 2].long() << 20 | coors[:, 3].long()
     uniq, inverse = torch.unique(key, return_inverse=True)
     return inverse, len(uniq)
-
-
-def full_map_reg_at(head, x, inds):
-    """``CenterHead3D.reg_at`` as it was: the ``reg`` branch over the whole map, then the
-    code gathered at the peaks (the 'before'; the tests check that both agree)."""
-    from mmdet.models.utils.gaussian_target import transpose_and_gather_feat
-    return transpose_and_gather_feat(head.reg(x), inds)
 
 
 class PartTimer:
@@ -212,7 +204,7 @@ def semi_over_sup(args):
             det.middle_encoder.channels_last = variant != 'before'
             if variant == 'before':
                 head.get_targets = head.get_targets_loop
-                head.reg_at = functools.partial(full_map_reg_at, head)
+                head.reg_at = head.reg_at_full_map  # the code over the whole map
                 enc.pillar_index = unique_pillar_index
             else:
                 for name in ('get_targets', 'reg_at'):

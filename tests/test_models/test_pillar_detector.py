@@ -243,3 +243,14 @@ def test_predict_decodes_the_same_boxes_as_the_full_maps():
                               torch.atan2(r[:, 6], r[:, 7])[:, None]], dim=1)
         torch.testing.assert_close(pred.bboxes_3d, expected, rtol=1e-5, atol=1e-5)
         assert torch.equal(pred.labels_3d, labels[b][order].long())
+
+
+def test_a_reg_branch_it_cannot_read_cell_by_cell_is_run_over_the_map():
+    # a 5x5 box-code convolution (not the 3x3 reg_at evaluates at the cells): the full map
+    head = small_detector().bbox_head.eval()
+    head.reg[0] = torch.nn.Conv2d(64, 64, 5, padding=2)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 64, 6, 6, generator=gen)
+    inds = torch.arange(36)[None]
+    expected = head.reg(x).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(head.reg_at(x, inds), expected)

@@ -269,7 +269,7 @@ class CenterHead3D(nn.Module):
                 and conv.padding_mode == 'zeros' and isinstance(act, nn.ReLU)
                 and isinstance(out, nn.Conv2d) and out.kernel_size == (1, 1)
                 and out.groups == 1):
-            return transpose_and_gather_feat(self.reg(x), inds)
+            return self.reg_at_full_map(x, inds)
         num, channels, _, width = x.shape
         padded = nn.functional.pad(x, (1, 1, 1, 1))  # the convolution's zero padding
         offsets = torch.arange(3, device=x.device)
@@ -282,6 +282,11 @@ class CenterHead3D(nn.Module):
         hidden = act(nn.functional.linear(patches, conv.weight.reshape(conv.out_channels, -1),
                                           conv.bias))
         return nn.functional.linear(hidden, out.weight.flatten(1), out.bias)
+
+    def reg_at_full_map(self, x: Tensor, inds: Tensor) -> Tensor:
+        """:meth:`reg_at` the long way: the ``reg`` branch over the whole map, read at
+        ``inds`` (for a branch :meth:`reg_at` cannot evaluate cell by cell)."""
+        return transpose_and_gather_feat(self.reg(x), inds)
 
     @torch.no_grad()
     def predict(self, feats: Tensor, batch_data_samples: List) -> List[InstanceData]:
