@@ -131,6 +131,14 @@ def _label_efficiency():
     return label_efficiency
 
 
+def _label_efficiency_3d():
+    """benchmarks/label_efficiency_3d.py as a module."""
+    import sys
+    sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+    import label_efficiency_3d
+    return label_efficiency_3d
+
+
 def _ablation_cases():
     label_efficiency = _label_efficiency()
     for dataset in ('demo', 'deeppcb'):
@@ -138,6 +146,8 @@ def _ablation_cases():
             if dataset != 'deeppcb' and name in label_efficiency.DEEPPCB_ONLY:
                 continue
             yield pytest.param(dataset, name, id=f'{dataset}-{name}')
+    for name in sorted(_label_efficiency_3d().ABLATIONS):
+        yield pytest.param('demo3d', name, id=f'demo3d-{name}')
 
 
 def _setting_exists(cfg, key):
@@ -179,10 +189,14 @@ def test_every_ablation_changes_what_its_name_says(dataset, name):
     from mmengine.config import Config, DictAction
     from ssl_det.registry import MODELS
     from ssl_det.utils import launch
-    label_efficiency = _label_efficiency()
-    method, options, _ = label_efficiency.ABLATIONS[name]
-    protocol = experiment.load_protocol(
-        osp.join(ROOT, 'benchmarks', 'protocols', label_efficiency.DATASETS[dataset]['protocol']))
+    if dataset == 'demo3d':
+        method, options, _ = _label_efficiency_3d().ABLATIONS[name]
+        protocol_file = 'demo3d.json'
+    else:
+        label_efficiency = _label_efficiency()
+        method, options, _ = label_efficiency.ABLATIONS[name]
+        protocol_file = label_efficiency.DATASETS[dataset]['protocol']
+    protocol = experiment.load_protocol(osp.join(ROOT, 'benchmarks', 'protocols', protocol_file))
     cfg = Config.fromfile(osp.join(ROOT, protocol['stage2'][method][1]))
     launch.use_skip_non_finite(cfg)  # as tools/train.py runs it
     parser = argparse.ArgumentParser()
