@@ -231,6 +231,24 @@ def test_paste_avoids_collisions_when_space_is_short(split, tmp_path):
                 assert _bev_overlap(boxes[i], boxes[j]) < 1e-9
 
 
+def test_pasted_objects_of_different_classes_do_not_collide(tmp_path):
+    """Candidates are checked against the objects already pasted for earlier classes too:
+    the database's cars and pedestrians all stand in one cell (centres within 0.3 m of it, so
+    any two overlap), so after one car no pedestrian fits."""
+    rng = np.random.default_rng(2)
+    frames = [_frame(str(tmp_path), rng, f, [0], [('Car', 'Pedestrian')[f % 2]], [20],
+                     jitter=0.2) for f in range(4)]
+    info = str(tmp_path / 'one_cell.json')
+    dump_info_file(dict(metainfo=dict(point_dim=4), data_list=frames), info)
+    db = create_gt_database(info, str(tmp_path / 'db'))
+    sampler = ObjectSample(db, dict(Car=2, Pedestrian=2), CLASSES)
+    for seed in range(3):
+        np.random.seed(seed)
+        out = sampler(_copy(_scene(seed, cells=(), names=(), num_background=200)))
+        assert out['num_pasted_objects'] == 1
+        assert out['gt_labels_3d'].tolist() == [CLASSES.index('Car')]
+
+
 def test_paste_is_seeded_cached_or_not_and_skips_full_scenes(split):
     raw = _scene(0)
     groups = dict(Car=4, Pedestrian=2, Cyclist=2)

@@ -74,6 +74,23 @@ def test_thresholds_sit_where_the_mixture_says_object_per_class():
     assert split.ignored.tolist() == [False, True, False]
 
 
+def test_each_class_threshold_stays_above_its_own_lower_mean():
+    """The confident threshold is searched at or above each class's own background mean:
+    class 1's wide object component also explains scores far below its narrow background
+    bump (0.4), but its threshold must sit between its two means, where class 1's mixture
+    says object, not at a low score that only class 0's background mean (0.1) would allow."""
+    policy = GMMThreshold(num_classes=2, min_count=10, momentum=0.9, high_floor=0.05,
+                          high_ceil=0.99, low_floor=0.01, low_ceil=0.99)
+    dists = [((0.1, 0.05), (0.8, 0.05), 0.3), ((0.4, 0.03), (0.7, 0.15), 0.3)]
+    scores = [mixture_scores(20000, *d, seed=i) for i, d in enumerate(dists)]
+    labels = [torch.full((len(s), ), i) for i, s in enumerate(scores)]
+    policy.update(torch.cat(scores), torch.cat(labels))
+    high = policy.thresholds()['high']
+    for c, d in enumerate(dists):
+        assert d[0][0] < high[c].item() < d[1][0], c
+        assert abs(high[c].item() - boundary(0.5, *d)) < 0.03, c
+
+
 def test_without_an_ignored_band():
     policy = GMMThreshold(num_classes=1, ignore_posterior=None, min_count=10, low_floor=0.0,
                           high_floor=0.05)

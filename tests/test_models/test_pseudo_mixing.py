@@ -102,6 +102,21 @@ def test_mosaic_masks_cover_their_objects():
         assert iou > 0.8, (value, float(iou))
 
 
+def test_mosaic_boxes_follow_each_axis_own_rounded_resize():
+    """A view's size is rounded per axis, so its x and y resize factors differ (41 rows at
+    0.5 become 20, 60 columns 30): a box around the whole view must cover exactly the
+    pixels the view fills in the canvas, on both axes."""
+    shapes = [(41, 60), (33, 30), (30, 40), (25, 52)]
+    values = [0.9, 0.7, 0.5, 0.3]
+    views = [torch.full((3, ) + s, v) for s, v in zip(shapes, values)]
+    canvas, shape, matrices = mosaic(views, [0.5] * 4, size_divisor=32)
+    for (h, w), value, matrix in zip(shapes, values, matrices):
+        placed, dropped = place_instances(instances([[0, 0, w, h]], [0]), matrix, shape, 1.0)
+        assert dropped == 0
+        found = extent(canvas, value, tol=1e-3)
+        torch.testing.assert_close(placed.bboxes[0], torch.tensor(found, dtype=torch.float32))
+
+
 def strong_batch(step, size=48):
     """Two strong views with one object each (value by step and image), its pseudo box and
     an ignored box."""

@@ -151,6 +151,27 @@ def test_sparse_teacher_warns_while_pseudo_boxes_are_far_fewer_than_labeled(warn
         starving.SparseTeacherWatch(ratio=1.5)
 
 
+def test_sparse_teacher_compares_boxes_per_image_not_totals(warnings):
+    """Labeled and unlabeled batches differ in size (sample_ratio), so the watch must compare
+    boxes per image: 4 pseudo boxes on 8 unlabeled images (0.5 each) against 4 boxes on 1
+    labeled image is sparse (ratio 0.125), although the totals are equal; and 1 box on 1
+    unlabeled image against 8 boxes on 4 labeled images (2 each) is not."""
+    policy = FixedThreshold(0.9)
+    sparse = starving.SparseTeacherWatch(ratio=0.25, patience=5, momentum=0.9)
+    for _ in range(10):
+        sparse.update_labeled(4, 1)
+        ratio = sparse.update(4, 8, policy)
+    assert ratio == pytest.approx(0.125)
+    assert len(warnings) == 1
+    warnings.clear()
+    enough = starving.SparseTeacherWatch(ratio=0.25, patience=5, momentum=0.9)
+    for _ in range(10):
+        enough.update_labeled(8, 4)
+        ratio = enough.update(1, 1, policy)
+    assert ratio == pytest.approx(0.5)
+    assert not warnings
+
+
 def test_teacher_student_logs_confident_per_labeled(warnings):
     model = build(MT_CFG, pseudo_label=dict(type='FixedThreshold', score_thr=0.9))
     model.sparse.update_labeled(6, 2)

@@ -132,6 +132,30 @@ def test_pseudo_boxes_land_on_the_strong_views_objects(shuffle):
         assert len(samples[0].ignored_instances_3d) >= 2
 
 
+def test_pseudo_boxes_land_on_the_strong_views_objects_from_a_rotated_weak_view():
+    """The weak→strong map undoes the weak view's own map: with a weak view that is not its
+    own inverse (rotated and scaled, unlike a flip), the teacher's boxes still land on the
+    strong view's objects."""
+    points, boxes = scene()
+    weak_pts, weak = view(points, boxes, [GlobalRotScaleTrans(
+        rot_range=(-0.6, -0.6), scale_range=(0.9, 0.9), translation_std=(0, 0, 0))])
+    strong_pts, strong = view(points, boxes, [
+        RandomFlip3D(flip_y_ratio=1.0),
+        GlobalRotScaleTrans(rot_range=(0.3, 0.3), scale_range=(1.07, 1.07),
+                            translation_std=(0, 0, 0))])
+    model = build(middle='off', low='off')
+    fake_teacher(model, weak, boxes, [0.9] * 6)
+    _, samples, _ = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    gt = samples[0].gt_instances_3d
+    assert len(gt) == 6
+    # pseudo box k holds exactly object k's 60 points (identified by their index column)
+    inside = points_in_boxes(strong_pts.numpy(), gt.bboxes_3d.numpy())
+    index = strong_pts[:, 3].long().numpy()
+    for k in range(6):
+        assert sorted(index[inside[:, k]]) == list(range(60 * k, 60 * k + 60))
+
+
 def test_tiers_and_exactly_the_low_boxes_points_removed():
     points, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=True)
     model = build(middle='weight', low='remove_points', low_score_thr=0.1)
