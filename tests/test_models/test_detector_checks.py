@@ -141,3 +141,21 @@ def test_ignored_priors_stay_unassigned_in_an_image_without_ground_truth():
         assert ours.gt_inds.tolist() == theirs.gt_inds.tolist()
     assert IgnoreAwareMaxIoUAssigner(**kwargs).assign(priors, gt, ignored).gt_inds.tolist() == \
         [-1, -1, 1, 0]
+
+
+def test_ignore_iof_threshold_other_than_a_half_decides_the_ignored_priors():
+    """``ignore_iof_thr`` itself (0.7 here, apart from the 0.5 IoU thresholds and from
+    ``1 - 0.7``) separates the ignored priors (over 70% inside an ignored box) from the
+    background ones, in an image without ground truth as in one with it."""
+    kwargs = dict(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5, ignore_iof_thr=0.7)
+    # 10 x 10 priors 100%, 80%, 60%, 35% and 0% inside the ignored box
+    priors = InstanceData(priors=torch.tensor([[0., 0., 10., 10.], [12., 0., 22., 10.],
+                                               [14., 0., 24., 10.], [16.5, 0., 26.5, 10.],
+                                               [40., 40., 50., 50.]]))
+    no_gt = InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))
+    ignored = InstanceData(bboxes=torch.tensor([[0., 0., 20., 20.]]))
+    ours = IgnoreAwareMaxIoUAssigner(**kwargs).assign(priors, no_gt, ignored)
+    assert ours.gt_inds.tolist() == [-1, -1, 0, 0, 0]
+    gt = InstanceData(bboxes=torch.tensor([[40., 40., 50., 50.]]), labels=torch.tensor([1]))
+    ours = IgnoreAwareMaxIoUAssigner(**kwargs).assign(priors, gt, ignored)
+    assert ours.gt_inds.tolist() == [-1, -1, 0, 0, 1]

@@ -66,3 +66,34 @@ def test_project_instances_maps_weak_to_strong_not_back(as_tensor):
     # The strong -> weak mapping lands somewhere else entirely.
     backwards = _enclosing(_enclosing(ORIGINAL[:2], WEAK), WEAK @ np.linalg.inv(STRONG))
     assert np.abs(backwards - expected[:2]).max() > 5
+
+
+def test_project_instances_clips_boxes_and_warps_masks_with_the_weak_to_strong_map():
+    """Masks go through the same weak -> strong map as their boxes (a 30 degree rotation
+    and scale here, not its inverse), onto the strong image's shape; a box that sticks
+    out of the strong view is clipped to it, one left with a sliver is dropped."""
+    weak_shape, strong_shape = (70, 84), (30, 44)
+    weak_boxes = np.array([[16., 11., 36., 31.], [46., 20., 66., 42.], [53., 53., 80., 66.]])
+    masks = np.zeros((3, ) + weak_shape, np.uint8)
+    for mask, (x1, y1, x2, y2) in zip(masks, weak_boxes.astype(int)):
+        mask[y1:y2, x1:x2] = 1  # each mask fills its box
+    teacher = InstanceData(bboxes=torch.tensor(weak_boxes, dtype=torch.float32),
+                           masks=torch.from_numpy(masks), labels=torch.tensor([2, 0, 1]))
+    projected, dropped = project_instances(teacher, WEAK.astype(np.float32),
+                                           STRONG.astype(np.float32), strong_shape,
+                                           min_size=2, with_masks=True)
+
+    expected = _enclosing(weak_boxes, STRONG @ np.linalg.inv(WEAK))
+    assert expected[1, 2] > strong_shape[1] + 5 and expected[1, 3] > strong_shape[0] + 5
+    expected[:, 0::2] = expected[:, 0::2].clip(0, strong_shape[1])
+    expected[:, 1::2] = expected[:, 1::2].clip(0, strong_shape[0])
+    assert dropped == 1 and projected.labels.tolist() == [2, 0]
+    torch.testing.assert_close(projected.bboxes, torch.tensor(expected[:2], dtype=torch.float32),
+                               atol=1e-3, rtol=0)
+    warped = np.asarray(projected.masks)
+    assert warped.shape == (2, ) + strong_shape
+    for mask, box in zip(warped, expected[:2]):
+        ys, xs = np.nonzero(mask)
+        # the warped mask fills its (clipped) box up to a pixel of nearest-neighbour rounding
+        mask_box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
+        assert np.abs(mask_box - box).max() <= 1.5, (mask_box, box)

@@ -181,6 +181,30 @@ def test_dynamic_min_count_and_decay():
     assert policy.thresholds()['high'].item() == pytest.approx(0.65, abs=0.02)
 
 
+def test_dynamic_decay_keeps_momentum_of_the_old_scores_not_one_minus_it():
+    """The histogram keeps ``momentum`` of its past (``hist = momentum * hist + batch``),
+    and so do the image counts of the count cap; with momentum 0.9 (not 0.5, where
+    ``momentum == 1 - momentum``) a swap of the two weights shows."""
+    policy = DynamicThreshold(num_classes=1, momentum=0.9, min_count=100)
+    scores, labels = _two_clusters(30, (0.1, 0.2), 30, (0.6, 0.7))
+    policy.update(scores, labels)  # 60 scores < 100: thresholds stay
+    assert policy.thresholds()['high'].item() == pytest.approx(0.9)
+    policy.update(scores, labels)  # 0.9 * 60 + 60 = 114 >= 100: now it moves
+    assert policy.score_hist.sum().item() == pytest.approx(114.0)
+    assert policy.thresholds()['high'].item() == pytest.approx(0.65, abs=0.02)
+    # The count cap compares boxes per image: histogram and image counts decay alike, so
+    # the same data every step gives the cap of test_count_cap_raises_high_... (0.94).
+    kwargs = dict(num_classes=2, momentum=0.9, min_count=10, high_ceil=0.8, low_ceil=0.5)
+    capped = DynamicThreshold(count_cap=1.0, **kwargs)
+    per_image = [0.91, 0.91, 0.93, 0.93, 0.97, 0.97] + [0.1] * 4 + [0.95, 0.05]
+    scores, labels = torch.tensor(per_image * 4), torch.tensor(([0] * 10 + [1, 1]) * 4)
+    for _ in range(3):
+        capped.update_labeled(torch.tensor([0, 0, 1, 1, 1] * 4), num_images=4)
+        capped.update(scores, labels, num_images=4)
+    assert capped.thresholds()['high'][0].item() == pytest.approx(0.94)
+    assert capped(scores[:12], labels[:12]).confident[:10].sum().item() == 2
+
+
 def test_dynamic_state_dict_round_trip_and_weights_only_load(tmp_path):
     policy = DynamicThreshold(num_classes=3, momentum=0.8, min_count=20)
     scores, labels = _two_clusters(200, (0.05, 0.4), 80, (0.7, 0.9))

@@ -279,6 +279,40 @@ def test_boxes_over_reg_threshold_get_no_regression_loss(monkeypatch):
     assert float(losses['unsup_loss_bbox']) == 0.0
 
 
+def test_classification_and_regression_learn_from_their_own_pseudo_boxes(monkeypatch):
+    """The two pseudo-box sets differ and each reaches only its own loss: a confident box
+    the jitter check distrusts (0.95, uncertainty 0.3) is a classification foreground and
+    no regression target; a well-localised box under the classification threshold (0.6,
+    uncertainty 0.01) is a regression target and no classification foreground."""
+    model = build(pseudo_label=dict(type='FixedThreshold', score_thr=0.9), initial_score_thr=0.5,
+                  rpn_pseudo_thr=0.5, reg_pseudo_thr=0.02)
+    sure, unsure = [6., 6., 26., 30.], [34., 30., 60., 58.]
+    det = InstanceData(bboxes=torch.tensor([sure, unsure]), scores=torch.tensor([0.6, 0.95]),
+                       labels=torch.tensor([1, 2]))
+    fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01, 0.3])])
+    cls_labels, reg_targets = [], []
+    real_cls = soft_teacher_module.soft_classification_loss
+    real_reg = soft_teacher_module.positive_regression_loss
+
+    def recording_cls(bbox_head, cls_score, labels, label_weights):
+        cls_labels.append(labels[labels < bbox_head.num_classes])
+        return real_cls(bbox_head, cls_score, labels, label_weights)
+
+    def recording_reg(roi_head, feats, sampling_results, cfg, stage=None):
+        reg_targets.append(torch.cat([r.pos_gt_bboxes for r in sampling_results]))
+        return real_reg(roi_head, feats, sampling_results, cfg, stage)
+
+    monkeypatch.setattr(soft_teacher_module, 'soft_classification_loss', recording_cls)
+    monkeypatch.setattr(soft_teacher_module, 'positive_regression_loss', recording_reg)
+    inputs = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    losses = model.unsup_loss(inputs, [sample()], inputs, [sample(FLIP)])
+    assert losses['pseudo_num_confident'] == 1 and losses['pseudo_num_reg'] == 1
+    flipped = lambda b: [SIZE - b[2], b[1], SIZE - b[0], b[3]]  # noqa: E731
+    assert len(cls_labels[0]) > 0 and set(cls_labels[0].tolist()) == {2}  # the unsure box
+    assert len(reg_targets[0]) > 0
+    assert (reg_targets[0] == torch.tensor(flipped(sure))).all()  # the sure box
+
+
 @pytest.mark.parametrize('name, homography', [
     ('flip', FLIP),
     ('rotate90', np.array([[0, -1, SIZE], [1, 0, 0], [0, 0, 1]], np.float32)),

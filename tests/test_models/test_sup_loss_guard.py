@@ -90,3 +90,57 @@ def test_teacher_student_scales_the_unlabeled_losses():
     assert float(out['unsup_acc']) == 50.0  # not a loss: not weighted
     off = MODELS.build(dict(cfg.model, sup_loss_guard=None))
     assert 'unsup_weight_scale' not in off.finish_unsup_losses(dict(losses), 4.0, {}, 'cpu')
+
+
+def test_the_reference_is_the_mean_of_the_first_iterations(warnings):
+    """The labeled loss is compared with the MEAN of its first ``ref_iters`` values (2.0
+    for 1, 2, 3), not with the first or the last of them: with rise 1.5 a loss of 2.9 is
+    left alone and one of 3.5 halves the weight."""
+    guard = SupLossGuard(rise=1.5, ref_iters=3, momentum=0.0, cooldown=1)
+    assert feed(guard, [1.0, 2.0, 3.0]) == [1.0] * 3
+    assert feed(guard, [2.9]) == [1.0]  # under 1.5 x 2.0 (a first-value reference: 1.5)
+    assert feed(guard, [3.5]) == [0.5]  # over 1.5 x 2.0 (a last-value reference: 4.5)
+    assert len(warnings) == 1 and '1.75x its 2.000 of the first 3' in warnings[0]
+
+
+def test_teacher_student_guard_watches_the_labeled_loss_of_unlabeled_iterations(monkeypatch):
+    """The guard's reference is the labeled loss of iterations WITH the unlabeled loss (a
+    labeled-only iteration, as in the burn-in, is not counted), and it is the labeled loss
+    (1 here), not the unlabeled one (2)."""
+    import numpy as np
+    from mmdet.structures import DetDataSample
+    from mmengine.config import Config
+    from mmengine.structures import InstanceData
+
+    from demo_helpers import ROOT
+    from ssl_det.registry import MODELS
+    cfg = Config.fromfile(
+        f'{ROOT}/configs/demo/mean-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py')
+    model = MODELS.build(dict(cfg.model, pseudo_label=dict(type='DualThreshold', high=0.8,
+                                                             low=0.4)))
+    pred = InstanceData(bboxes=torch.tensor([[10., 12., 30., 28.]]), scores=torch.tensor([0.95]),
+                        labels=torch.tensor([1]))
+    monkeypatch.setattr(model, 'teacher_predict',
+                        lambda inputs, samples: [pred.clone() for _ in samples])
+    monkeypatch.setattr(model.student, 'loss',
+                        lambda inputs, samples: dict(loss_cls=inputs.mean()))
+
+    def samples():
+        shape, out = (64, 64), []
+        for _ in range(2):
+            out.append(DetDataSample(metainfo=dict(
+                img_shape=shape, ori_shape=shape, pad_shape=shape, batch_input_shape=shape,
+                scale_factor=(1, 1), homography_matrix=np.eye(3, dtype=np.float32))))
+            out[-1].gt_instances = InstanceData(bboxes=torch.tensor([[8., 8., 40., 40.]]),
+                                                labels=torch.tensor([0]))
+        return out
+
+    labeled = torch.ones(2, 3, 64, 64)
+    model.loss({'sup': labeled}, {'sup': samples()})  # no unlabeled loss: not watched
+    assert int(model.unsup_guard.count) == 0
+    losses = model.loss({'sup': labeled, 'unsup_teacher': torch.zeros(2, 3, 64, 64),
+                         'unsup_student': torch.full((2, 3, 64, 64), 2.0)},
+                        {'sup': samples(), 'unsup_teacher': samples(),
+                         'unsup_student': samples()})
+    assert 'unsup_loss_cls' in losses
+    assert int(model.unsup_guard.count) == 1 and float(model.unsup_guard.ref) == 1.0

@@ -394,3 +394,27 @@ def test_strong_views_leave_the_bn_statistics_to_the_labeled_images(model_cfg, m
         torch.testing.assert_close(bn.running_var, reference.backbone.bn1.running_var)
         assert bn.num_batches_tracked == reference.backbone.bn1.num_batches_tracked
         assert bn.momentum == reference.backbone.bn1.momentum  # restored
+
+
+def test_unsup_weight_scales_the_unlabeled_losses_only(model_cfg, monkeypatch):
+    """``unsup_weight`` multiplies the losses on the pseudo-labeled strong views (not the
+    statistics), ``sup_weight`` the labeled losses; neither touches the other's losses."""
+    model = _build(model_cfg, pseudo_label=dict(type='DualThreshold', high=0.8, low=0.4),
+                   unsup_weight=3.0, sup_weight=0.5)
+    pred = InstanceData(bboxes=torch.tensor([[10., 12., 30., 28.]]), scores=torch.tensor([0.95]),
+                        labels=torch.tensor([1]))
+    monkeypatch.setattr(model, 'teacher_predict',
+                        lambda inputs, samples: [pred.clone() for _ in samples])
+    # a student whose loss is the mean of its input: 1 on the labeled, 2 on the strong images
+    monkeypatch.setattr(model.student, 'loss', lambda inputs, samples: dict(
+        loss_cls=inputs.mean(), acc=torch.tensor(50.0)))
+    inputs = {'sup': torch.ones(2, 3, 64, 64), 'unsup_teacher': torch.zeros(2, 3, 64, 64),
+              'unsup_student': torch.full((2, 3, 64, 64), 2.0)}
+    samples = {'sup': [_sample(np.eye(3)) for _ in range(2)],
+               'unsup_teacher': [_sample(np.eye(3)) for _ in range(2)],
+               'unsup_student': [_sample(np.eye(3)) for _ in range(2)]}
+    losses = model.loss(inputs, samples)
+    assert losses['pseudo_num_confident'] == 2
+    assert float(losses['sup_loss_cls']) == pytest.approx(0.5 * 1.0)
+    assert float(losses['unsup_loss_cls']) == pytest.approx(3.0 * 2.0)
+    assert float(losses['unsup_acc']) == 50.0 and float(losses['sup_acc']) == 50.0

@@ -688,3 +688,24 @@ def test_loss_parts_refuses_clouds_that_do_not_match_their_samples():
         parts([(inputs['sup'], samples['sup'][:1])])
     with pytest.raises(ValueError, match="keys \\['imgs', 'points'\\]"):
         parts([(dict(inputs['sup'], imgs=None), samples['sup'])])
+
+
+def test_unsup_weight_scales_the_strong_scenes_losses_only():
+    """``unsup_weight`` multiplies every loss on the pseudo-labeled strong scenes and leaves
+    the labeled scenes' losses alone: 2.0 against 0.5 gives 4x the unlabeled losses."""
+    inputs, samples, model, _ = joint_batch_case()
+    model.student.eval()  # BatchNorm from running statistics: the same losses twice
+    weighted = {}
+    for weight in (2.0, 0.5):
+        model.unsup_weight = weight
+        weighted[weight] = model.loss(copy.deepcopy(inputs), copy.deepcopy(samples))
+    heavy, light = weighted[2.0], weighted[0.5]
+    unsup = [k for k in heavy if k.startswith('unsup_loss')]
+    sup = [k for k in heavy if k.startswith('sup_loss')]
+    assert 'unsup_loss_heatmap' in unsup and 'sup_loss_heatmap' in sup
+    assert heavy['pseudo_num_high'] >= 2
+    for key in unsup:
+        assert float(light[key]) > 0, key
+        torch.testing.assert_close(heavy[key], 4 * light[key], rtol=1e-5, atol=1e-7)
+    for key in sup:
+        torch.testing.assert_close(heavy[key], light[key])

@@ -2,6 +2,7 @@
 stage-2 run continues the stage-1 checkpoint with the same seed; finished runs are reused
 only when their config and options are the same."""
 import glob
+import os
 import os.path as osp
 
 import json
@@ -245,3 +246,38 @@ def test_a_stage_one_trained_again_is_not_followed_by_reused_stage_twos(
                          reuse=True)
     assert calls[0] == (True, True)  # stage 1 asked to reuse
     assert [reuse for stage1, reuse in calls[1:]] == [stage1_reused, stage1_reused]
+
+
+def test_run_once_reuses_only_the_same_resolved_config_and_options(tmp_path, monkeypatch):
+    """``--reuse`` takes a finished run only when its record holds the same config name,
+    options and resolved settings: an edit of the config's contents (same file, same
+    options) or other options train again; unchanged, the finished run is reused."""
+    trained = []
+
+    def fake_train(config, work_dir, root, cfg_options=None, quiet=False, marker='bbox_mAP'):
+        trained.append(list(cfg_options))
+        metrics = {'coco/bbox_mAP': 0.1 * len(trained)}
+        scalars = osp.join(work_dir, f'run{len(trained)}', 'vis_data', 'scalars.json')
+        os.makedirs(osp.dirname(scalars))
+        with open(scalars, 'w') as f:
+            f.write(json.dumps(metrics) + '\n')
+        return metrics, 2.0
+
+    monkeypatch.setattr(experiment, 'train', fake_train)
+    config = tmp_path / 'cfg.py'
+    config.write_text('train_cfg = dict(max_iters=4)\n')
+    run_dir = str(tmp_path / 'run')
+
+    def run(options):
+        return experiment.run_once('cfg.py', run_dir, options, str(tmp_path), reuse=True)
+
+    assert not run(['randomness.seed=0'])['reused'] and len(trained) == 1
+    again = run(['randomness.seed=0'])
+    assert again['reused'] and len(trained) == 1
+    assert again['metrics'] == {'coco/bbox_mAP': 0.1} and again['seconds'] == 2.0
+    assert not run(['randomness.seed=1'])['reused'] and len(trained) == 2  # other options
+    config.write_text('train_cfg = dict(max_iters=5)\n')  # same file and options, new contents
+    changed = run(['randomness.seed=1'])
+    assert not changed['reused'] and len(trained) == 3
+    assert changed['metrics'] == {'coco/bbox_mAP': pytest.approx(0.3)}
+    assert run(['randomness.seed=1'])['reused'] and len(trained) == 3

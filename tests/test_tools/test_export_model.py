@@ -240,3 +240,21 @@ def test_point_cloud_detector_needs_ssl_det(tmp_path):
     assert 'PillarDetector' in message and 'needs ssl_det' in message
     assert 'Box3DAPMetric' in message and 'LoadPointsFromFile' in message
     assert not out.exists()
+
+
+def test_without_which_the_network_that_predicts_is_exported():
+    """Without ``--which`` the export takes the network the wrapper predicts with:
+    ``predict_on`` (ssl_det), ``semi_test_cfg.predict_on`` (mmdet), else the teacher, as
+    ``TeacherStudent``'s default; the weights are that network's, prefix stripped."""
+    from ssl_det.utils.export import default_network, select_weights
+    state = {'teacher.w': torch.zeros(2), 'student.w': torch.ones(2),
+             'pseudo_label.high_thr': torch.ones(3)}
+    cases = [(dict(type='TeacherStudent'), 'teacher', 0.0),
+             (dict(type='TeacherStudent', predict_on='student'), 'student', 1.0),
+             (dict(type='SoftTeacher', semi_test_cfg=dict(predict_on='student')), 'student', 1.0),
+             (dict(type='SoftTeacher', semi_test_cfg=dict(predict_on='teacher')), 'teacher', 0.0)]
+    for model_cfg, network, value in cases:
+        assert default_network(model_cfg) == network, model_cfg
+        weights, taken = select_weights(state, default_network(model_cfg))
+        assert taken == network and list(weights) == ['w']
+        assert torch.equal(weights['w'], torch.full((2, ), value))
