@@ -237,3 +237,38 @@ def test_unreadable_frames_skipped_in_unlabeled_pool_error_in_labeled(tmp_path):
     labeled = PointCloudDataset(ann, pipeline=pipeline, unreadable='error')
     with pytest.raises(UnreadableDataError, match=r'a\.bin.*labeled data.*unreadable="skip"'):
         labeled[0]
+
+
+def test_class_balanced_dataset_repeats_the_frames_of_a_rare_class(tmp_path):
+    """get_cat_ids gives each frame's classes, so mmengine's ClassBalancedDataset repeats the
+    frames of a rare class: Cyclist in 1 of 4 frames, oversample_thr 0.75, repeat factor
+    sqrt(0.75 / 0.25) rounded up to 2; Car (in 3 of 4 frames) and the empty frame once."""
+    from mmengine.dataset import ClassBalancedDataset
+    frames = [dict(frame_id=str(i), instances=[_inst(CAR, 'Car')]) for i in range(3)]
+    frames[1]['instances'].append(_inst(PED, 'Cyclist'))
+    frames.append(dict(frame_id='3', instances=[]))
+    ds = PointCloudDataset(write_info(tmp_path, frames))
+    assert [ds.get_cat_ids(i) for i in range(4)] == [[0], [0, 2], [0], []]
+    balanced = ClassBalancedDataset(ds, oversample_thr=0.75)
+    drawn = sorted(balanced.get_data_info(i)['frame_id'] for i in range(len(balanced)))
+    assert drawn == ['0', '1', '1', '2', '3']
+
+
+def test_point_dim_overrides_the_frames_and_the_frames_override_metainfo(tmp_path):
+    """Values per point: the dataset's ``point_dim`` first, then the frame's
+    ``num_point_features``, then ``metainfo.point_dim``: a frame that says 4 of a file
+    holding 10 points of 5 values loads as (10, 5) with ``point_dim=5``, and a frame that
+    says 5 wins over ``metainfo.point_dim=4``."""
+    (tmp_path / 'points').mkdir()
+    points = _points(n=10, dim=5)
+    points.tofile(tmp_path / 'points' / 'a.bin')
+    frame = dict(frame_id='a', lidar_path='points/a.bin', instances=[])
+    pipeline = [dict(type='LoadPointsFromFile')]
+    ann = write_info(tmp_path, [dict(frame, num_point_features=4)])  # metainfo point_dim 4
+    ds = PointCloudDataset(ann, point_dim=5, pipeline=pipeline)
+    assert ds.get_data_info(0)['num_point_features'] == 5
+    assert np.array_equal(ds[0]['points'], points)
+    ann = write_info(tmp_path, [dict(frame, num_point_features=5)], name='frame.json')
+    ds = PointCloudDataset(ann, pipeline=pipeline)
+    assert ds.get_data_info(0)['num_point_features'] == 5
+    assert np.array_equal(ds[0]['points'], points)

@@ -8,6 +8,7 @@ from ssl_det.datasets.transforms import AlbuPhotometric
 from ssl_det.registry import TRANSFORMS
 
 ALWAYS = dict(color_jitter_prob=1.0, blur_prob=1.0, noise_prob=1.0, jpeg_prob=1.0)
+SATURATION_SEED = 5  # a seed whose saturation factor is below 1 (desaturates)
 
 
 def _results(seed=0):
@@ -75,3 +76,19 @@ def test_rejects_bad_input():
         AlbuPhotometric(jpeg_quality=(90, 40))
     with pytest.raises(ValueError, match='channel_order'):
         AlbuPhotometric(channel_order='hsv')
+
+
+def test_bgr_images_desaturate_with_the_luma_of_their_true_colours():
+    """channel_order is honoured: desaturating pulls a pure red pixel towards a brighter grey
+    than a pure blue one (luma weights 0.299 and 0.114), whether the image is stored BGR
+    (LoadImageFromFile's default) or RGB."""
+    saturation_only = dict(color_jitter_prob=1.0, brightness=0.0, contrast=0.0,
+                           saturation=0.9, hue=0.0, blur_prob=0.0, noise_prob=0.0,
+                           jpeg_prob=0.0, seed=SATURATION_SEED)
+    red, blue = [255, 0, 0], [0, 0, 255]  # RGB
+    for order in ('bgr', 'rgb'):
+        img = np.zeros((4, 8, 3), np.uint8)
+        img[:, :4], img[:, 4:] = (red, blue) if order == 'rgb' else (red[::-1], blue[::-1])
+        out = AlbuPhotometric(channel_order=order, **saturation_only)(dict(img=img))['img']
+        green = out[..., 1].astype(int)  # 0 in both colours, in both orders
+        assert green[:, :4].min() > green[:, 4:].max() > 0, order

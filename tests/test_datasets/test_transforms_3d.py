@@ -226,6 +226,17 @@ def test_range_filters_keep_per_box_keys_in_sync():
         assert np.array_equal(out[key], raw[key])
 
 
+def test_object_range_filter_keeps_the_lower_edges_and_drops_the_upper():
+    """ObjectRangeFilter's BEV range is half-open like the voxel grid's, ``min <= centre <
+    max`` on x and on y, each against its own bounds (x in [0, 64), y in [-32, 32))."""
+    centres = [[0.0, 0.0], [64.0, 0.0], [10.0, -32.0], [10.0, 32.0], [63.5, 31.5],
+               [40.0, 10.0], [10.0, 40.0]]
+    boxes = np.array([[x, y, 0.0, 2.0, 2.0, 2.0, 0.0] for x, y in centres], np.float32)
+    out = ObjectRangeFilter(PCR)(dict(gt_bboxes_3d=boxes, gt_labels_3d=np.arange(7)))
+    assert out['gt_labels_3d'].tolist() == [0, 2, 4, 5]
+    assert out['num_filtered_boxes'] == 3
+
+
 def test_min_points_filter_counts_points_inside():
     raw, owner, _ = _scene(3, num_boxes=4)
     res = _copy(raw)

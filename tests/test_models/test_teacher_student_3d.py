@@ -557,6 +557,40 @@ def test_a_box_one_view_misses_keeps_its_share_of_the_score():
     assert fused.labels_3d[lone].tolist() == [1]
 
 
+def test_view_iou_thr_decides_which_boxes_of_the_views_fuse():
+    """The model's ``view_iou_thr`` reaches the BEV fusion: an extra view that finds every
+    object 0.3 m off along x fuses each with the weak view's box at a threshold below their
+    BEV IoU, and keeps the two apart, each at half its score, at one above it."""
+    from ssl_det.ops import rotated_iou_bev
+    _, _, (weak_pts, weak), _ = weak_and_strong(shuffle=False)
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    plain = build(middle='off', low='off')
+    object_detector(plain, weak, scores)
+    exact = plain.teacher_predict(dict(points=[weak_pts]), [weak])[0].bboxes_3d.double()
+    off = exact.clone()
+    off[:, 0] += 0.3
+    iou = rotated_iou_bev(exact, off).diagonal()
+    assert 0.1 < iou.min() and iou.max() < 0.94
+    for thr, views in ((float(iou.min()) - 0.05, [2] * 6), (float(iou.max()) + 0.05, [1] * 12)):
+        model = build(middle='off', low='off', teacher_views=[dict(flip_y=True)],
+                      view_iou_thr=thr)
+        object_detector(model, weak, scores)
+
+        def off_in_the_extra_view(inputs, samples, seen=model.teacher.predict):
+            results = seen(inputs, samples)
+            for sample in results:
+                if not np.allclose(sample.lidar_aug_matrix, weak.lidar_aug_matrix):
+                    sample.pred_instances_3d.bboxes_3d[:, 0] += 0.3
+            return results
+
+        model.teacher.predict = off_in_the_extra_view
+        fused = model.teacher_predict(dict(points=[weak_pts]), [weak])[0]
+        assert sorted(fused.num_views.tolist()) == views, thr
+        if views == [1] * 12:
+            assert sorted(fused.scores_3d.tolist()) == pytest.approx(
+                sorted([s / 2 for s in scores] * 2))
+
+
 def test_fuse_views_merges_within_a_class_and_weighs_by_score():
     from ssl_det.models.utils.teacher_views import fuse_views
     a = torch.tensor([[10.0, 0.0, -1.0, 4.0, 2.0, 1.5, 0.1]])

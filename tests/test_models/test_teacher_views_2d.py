@@ -123,6 +123,43 @@ def test_a_box_the_flipped_view_misses_keeps_half_its_score():
         assert f.num_views.tolist() == [2, 1]
 
 
+def test_fuse_views_joins_boxes_whose_iou_reaches_the_threshold():
+    """Two views' boxes of one class fuse when their IoU reaches ``iou_thr`` (here exactly
+    0.5) and stay apart above it, each at half its score."""
+    from ssl_det.models.utils.teacher_views import fuse_views
+    views = ([torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([[0.0, 0.0, 10.0, 5.0]])],
+             [torch.tensor([0.8]), torch.tensor([0.6])], [torch.tensor([1]), torch.tensor([1])])
+    boxes, scores, _, seen = fuse_views(*views, iou_thr=0.5, image=True)
+    assert seen.tolist() == [2] and scores.tolist() == pytest.approx([0.7])
+    boxes, scores, _, seen = fuse_views(*views, iou_thr=0.51, image=True)
+    assert seen.tolist() == [1, 1] and scores.tolist() == pytest.approx([0.4, 0.3])
+    assert boxes.tolist() == [[0, 0, 10, 10], [0, 0, 10, 5]]
+
+
+def test_view_iou_thr_decides_which_boxes_of_the_views_fuse():
+    """The model's ``view_iou_thr`` reaches the fusion: a flipped view that finds the
+    objects 3 px off (IoU 0.67 and 0.76 with the weak view's boxes in the first image)
+    fuses both at 0.6; at 0.7 the first object's two boxes stay apart at half their score."""
+    inputs, samples = batch()
+    plain = batch()[0]
+    for thr, scores, views in ((0.6, [0.9, 0.7], [2, 2]), (0.7, [0.7, 0.45, 0.45], [2, 1, 1])):
+        model = build(MEAN_TEACHER, teacher_views=['horizontal'], view_iou_thr=thr)
+        bright_detector(model)
+        exact = model.teacher.predict
+
+        def off_when_flipped(images, image_samples, rescale=False, exact=exact):
+            results = exact(images, image_samples, rescale)
+            for i, result in enumerate(results):
+                if not torch.equal(images[i], plain[i]):
+                    result.pred_instances.bboxes[:, [0, 2]] += 3.0
+            return results
+
+        model.teacher.predict = off_when_flipped
+        fused = model.teacher_predict(inputs, samples)[0]
+        assert fused.scores.tolist() == pytest.approx(scores), thr
+        assert fused.num_views.tolist() == views, thr
+
+
 def test_soft_teacher_pseudo_labels_come_from_the_fused_views(monkeypatch):
     """Soft Teacher's own call site: the RoI head's detections on the weak images are
     fused with the flipped images' before selection, so a box the flipped view misses

@@ -250,6 +250,22 @@ def test_voc_split_file_and_size_from_header(voc_root):
     assert coco['images'] == [dict(id=1, file_name='0002.jpg', width=60, height=40)]
 
 
+def test_unreadable_images_skipped_and_named_in_voc_and_yolo(voc_root, yolo):
+    """An image file that is there but cannot be read is left out with its boxes and named
+    in the report, by voc_to_coco (as a missing one) and by yolo_to_coco."""
+    (voc_root / 'JPEGImages' / '0002.jpg').write_bytes(b'')
+    coco, report = voc_tool.voc_to_coco(str(voc_root))
+    assert _names(coco) == ['0001.jpg']
+    assert [a['image_id'] for a in coco['annotations']] == [1, 1]
+    assert report.skipped == [('JPEGImages/0002.jpg', 'empty file')]
+    images, labels, _ = yolo
+    (images / 'a.jpg').write_text('not an image')
+    coco, report = yolo_tool.yolo_to_coco(str(images), str(labels), ['car', 'person', 'bike'])
+    assert _names(coco) == ['background.jpg', 'sub/b.png']
+    assert [a['category_id'] for a in coco['annotations']] == [3]
+    assert report.skipped == [('a.jpg', 'cannot identify image')]
+
+
 # yolo_to_coco ------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -1,15 +1,19 @@
 """Run-time preparation shared by tools/train.py and tools/test.py."""
 import os.path as osp
+import uuid
 from types import SimpleNamespace
 
 import mmengine.config.config as config_module
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
 from mmengine.structures import InstanceData
 
 from ssl_det.ops import replace_roi_align
-from ssl_det.utils.launch import memoize_config_formatting, use_channels_last
+from ssl_det.utils.launch import (memoize_config_formatting, prepare_config, resume_config,
+                                  use_channels_last, use_skip_non_finite)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -119,3 +123,54 @@ def test_channels_last_is_off_when_the_config_says_so_or_not_on_the_cpu():
     meta = SimpleNamespace(model=torch.nn.Conv2d(3, 4, 3, device='meta'))
     assert use_channels_last(meta, Config()) is False  # 'auto': not on the CPU
     assert use_channels_last(SimpleNamespace(model=torch.nn.Linear(3, 4)), Config()) is False
+
+
+class _OneConv(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 1)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        return dict(loss=self.conv(inputs).mean())
+
+
+def test_prepared_config_reaches_the_runner(tmp_path):
+    """What tools/train.py sets before building the Runner is what the Runner builds: the
+    required hooks once each (a config's own kept), the optimizer wrapper that skips
+    non-finite steps, ssl_det's checkpoint hook, resumable loop and log processor, and on
+    a resume the checkpoint's seed (an AmpOptimWrapper is left as it is)."""
+    cfg = Config(dict(
+        custom_hooks=[dict(type='DataCheckHook', check_images=False)],
+        optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1)),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=2),
+        log_processor=dict(window_size=1), randomness=dict(seed=99)))
+    prepare_config(cfg)
+    checkpoint = tmp_path / 'iter_1.pth'
+    torch.save(dict(meta=dict(seed=5, iter=1), state_dict={}), checkpoint)
+    assert resume_config(cfg, str(checkpoint)) == str(checkpoint)
+    runner = Runner(model=_OneConv(), work_dir=str(tmp_path),
+                    experiment_name=f'prepared_{uuid.uuid4().hex[:8]}',
+                    train_dataloader=dict(dataset=[dict(inputs=torch.zeros(3, 4, 4))] * 2,
+                                          batch_size=1, sampler=dict(type='DefaultSampler'),
+                                          collate_fn=dict(type='default_collate')),
+                    optim_wrapper=cfg.optim_wrapper, default_hooks=cfg.default_hooks,
+                    custom_hooks=cfg.custom_hooks, train_cfg=cfg.train_cfg,
+                    log_processor=cfg.log_processor, randomness=cfg.randomness,
+                    resume=cfg.resume, load_from=cfg.load_from, default_scope='ssl_det',
+                    log_level='WARNING')
+    hooks = [type(h) for h in runner.hooks]
+    for name in ('SafeCheckpointHook', 'DataCheckHook', 'NonFiniteGuardHook',
+                 'RandomStateHook', 'CheckpointHook'):
+        assert [h.__module__.split('.')[0] for h in hooks if h.__name__ == name] == \
+            ['ssl_det'], name
+    assert next(h for h in runner.hooks if type(h).__name__ == 'DataCheckHook') \
+        .check_images is False
+    wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    assert type(wrapper).__name__ == 'SkipNonFiniteOptimWrapper'
+    assert type(runner.train_loop).__module__.startswith('ssl_det.')
+    assert type(runner.log_processor).__name__ == 'SemiLogProcessor'
+    assert runner.seed == 5 and runner._resume and runner._load_from == str(checkpoint)
+    amp = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper', optimizer=dict(type='SGD'))))
+    use_skip_non_finite(amp)
+    assert amp.optim_wrapper.type == 'AmpOptimWrapper'
