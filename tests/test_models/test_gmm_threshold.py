@@ -36,6 +36,22 @@ def histogram(scores, bins=100):
     return torch.histc(scores.double(), bins=bins, min=0, max=1)[None]
 
 
+BOUNDS = dict(min_count=10, momentum=0.9, high_floor=0.05, high_ceil=0.99, low_floor=0.01,
+              low_ceil=0.99)
+
+
+def fitted(dists):
+    """A GMMThreshold (wide bounds) updated once with 20,000 scores of each class's mixture
+    (``dists``: per class, (background mean, sd), (object mean, sd), object share); with
+    the scores and labels it saw."""
+    policy = GMMThreshold(num_classes=len(dists), **BOUNDS)
+    scores = [mixture_scores(20000, *d, seed=i) for i, d in enumerate(dists)]
+    labels = [torch.full((len(s), ), i) for i, s in enumerate(scores)]
+    scores, labels = torch.cat(scores), torch.cat(labels)
+    policy.update(scores, labels)
+    return policy, scores, labels
+
+
 def test_em_recovers_two_gaussians():
     scores = mixture_scores(20000, (0.2, 0.06), (0.8, 0.05), 0.3)
     weights, means, variances, valid = fit_two_gaussians(histogram(scores))
@@ -50,22 +66,17 @@ def test_em_recovers_two_gaussians():
 
 
 def test_thresholds_sit_where_the_mixture_says_object_per_class():
-    policy = GMMThreshold(num_classes=2, min_count=10, momentum=0.9, high_floor=0.05,
-                          high_ceil=0.99, low_floor=0.01, low_ceil=0.99)
     # class 1's components overlap: its posterior rises slowly, so the level shows
     dists = [((0.2, 0.08), (0.7, 0.08), 0.3), ((0.3, 0.12), (0.6, 0.12), 0.4)]
-    scores = [mixture_scores(20000, *d, seed=i) for i, d in enumerate(dists)]
-    labels = [torch.full((len(s), ), i) for i, s in enumerate(scores)]
-    policy.update(torch.cat(scores), torch.cat(labels))
+    policy, scores, labels = fitted(dists)
     thr = policy.thresholds()
     for c, d in enumerate(dists):
         assert abs(thr['high'][c].item() - boundary(0.5, *d)) < 0.02, c
         assert abs(thr['low'][c].item() - boundary(0.1, *d)) < 0.02, c
         assert thr['low'][c] < thr['high'][c]
     # not DynamicThreshold's rule (the upper cluster's mean): the boundary sits lower
-    dynamic = DynamicThreshold(num_classes=2, min_count=10, momentum=0.9, high_floor=0.05,
-                               high_ceil=0.99, low_floor=0.01, low_ceil=0.99)
-    dynamic.update(torch.cat(scores), torch.cat(labels))
+    dynamic = DynamicThreshold(num_classes=2, **BOUNDS)
+    dynamic.update(scores, labels)
     assert (dynamic.thresholds()['high'] - thr['high'] > 0.1).all()
     # the split follows: a score just above the class-0 boundary is confident
     split = policy(torch.tensor([thr['high'][0] + 0.01, thr['low'][0] + 0.01, 0.05]),
@@ -79,13 +90,8 @@ def test_each_class_threshold_stays_above_its_own_lower_mean():
     class 1's wide object component also explains scores far below its narrow background
     bump (0.4), but its threshold must sit between its two means, where class 1's mixture
     says object, not at a low score that only class 0's background mean (0.1) would allow."""
-    policy = GMMThreshold(num_classes=2, min_count=10, momentum=0.9, high_floor=0.05,
-                          high_ceil=0.99, low_floor=0.01, low_ceil=0.99)
     dists = [((0.1, 0.05), (0.8, 0.05), 0.3), ((0.4, 0.03), (0.7, 0.15), 0.3)]
-    scores = [mixture_scores(20000, *d, seed=i) for i, d in enumerate(dists)]
-    labels = [torch.full((len(s), ), i) for i, s in enumerate(scores)]
-    policy.update(torch.cat(scores), torch.cat(labels))
-    high = policy.thresholds()['high']
+    high = fitted(dists)[0].thresholds()['high']
     for c, d in enumerate(dists):
         assert d[0][0] < high[c].item() < d[1][0], c
         assert abs(high[c].item() - boundary(0.5, *d)) < 0.03, c

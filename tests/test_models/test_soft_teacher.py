@@ -248,13 +248,23 @@ def fake_teacher(monkeypatch, model, detections, uncertainties):
     monkeypatch.setattr(soft_teacher_module, 'jitter_box_uncertainty', uncertainty)
 
 
-def test_boxes_over_reg_threshold_get_no_regression_loss(monkeypatch):
-    model = build(pseudo_label=dict(type='FixedThreshold', score_thr=0.5), initial_score_thr=0.5,
-                  rpn_pseudo_thr=0.5, reg_pseudo_thr=0.02)
-    sure, unsure = [6., 6., 26., 30.], [34., 30., 60., 58.]
-    det = InstanceData(bboxes=torch.tensor([sure, unsure]), scores=torch.tensor([0.9, 0.95]),
+SURE, UNSURE = [6., 6., 26., 30.], [34., 30., 60., 58.]
+
+
+def sure_and_unsure(monkeypatch, score_thr, scores):
+    """A Soft Teacher whose teacher finds two boxes with ``scores`` (labels 1 and 2): SURE
+    with jitter uncertainty 0.01 (under ``reg_pseudo_thr`` 0.02) and UNSURE with 0.3; the
+    model and the teacher's boxes."""
+    model = build(pseudo_label=dict(type='FixedThreshold', score_thr=score_thr),
+                  initial_score_thr=0.5, rpn_pseudo_thr=0.5, reg_pseudo_thr=0.02)
+    det = InstanceData(bboxes=torch.tensor([SURE, UNSURE]), scores=torch.tensor(scores),
                        labels=torch.tensor([1, 2]))
     fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01, 0.3])])
+    return model, det
+
+
+def test_boxes_over_reg_threshold_get_no_regression_loss(monkeypatch):
+    model, det = sure_and_unsure(monkeypatch, 0.5, [0.9, 0.95])
     regression_gts = []
     real = soft_teacher_module.positive_regression_loss
 
@@ -269,7 +279,7 @@ def test_boxes_over_reg_threshold_get_no_regression_loss(monkeypatch):
     positives = regression_gts[0][0]
     assert len(positives) > 0
     # every positive regression sample regresses to the low-uncertainty box (flipped)
-    assert (positives == torch.tensor(flipped(sure))).all()
+    assert (positives == torch.tensor(flipped(SURE))).all()
     assert losses['unsup_loss_bbox'] > 0 and torch.isfinite(losses['unsup_loss_cls'])
     assert losses['pseudo_num_reg'] == 1 and losses['pseudo_num_confident'] == 2
 
@@ -284,12 +294,7 @@ def test_classification_and_regression_learn_from_their_own_pseudo_boxes(monkeyp
     the jitter check distrusts (0.95, uncertainty 0.3) is a classification foreground and
     no regression target; a well-localised box under the classification threshold (0.6,
     uncertainty 0.01) is a regression target and no classification foreground."""
-    model = build(pseudo_label=dict(type='FixedThreshold', score_thr=0.9), initial_score_thr=0.5,
-                  rpn_pseudo_thr=0.5, reg_pseudo_thr=0.02)
-    sure, unsure = [6., 6., 26., 30.], [34., 30., 60., 58.]
-    det = InstanceData(bboxes=torch.tensor([sure, unsure]), scores=torch.tensor([0.6, 0.95]),
-                       labels=torch.tensor([1, 2]))
-    fake_teacher(monkeypatch, model, [det], [torch.tensor([0.01, 0.3])])
+    model, _ = sure_and_unsure(monkeypatch, 0.9, [0.6, 0.95])
     cls_labels, reg_targets = [], []
     real_cls = soft_teacher_module.soft_classification_loss
     real_reg = soft_teacher_module.positive_regression_loss
@@ -310,7 +315,7 @@ def test_classification_and_regression_learn_from_their_own_pseudo_boxes(monkeyp
     flipped = lambda b: [SIZE - b[2], b[1], SIZE - b[0], b[3]]  # noqa: E731
     assert len(cls_labels[0]) > 0 and set(cls_labels[0].tolist()) == {2}  # the unsure box
     assert len(reg_targets[0]) > 0
-    assert (reg_targets[0] == torch.tensor(flipped(sure))).all()  # the sure box
+    assert (reg_targets[0] == torch.tensor(flipped(SURE))).all()  # the sure box
 
 
 @pytest.mark.parametrize('name, homography', [
