@@ -174,3 +174,18 @@ def test_missing_point_files_are_reported(tmp_path, monkeypatch):
         (tmp_path / 'points' / f'{i:06d}.bin').unlink()
     split_point_cloud(src, [50], folds=1, out_dir=str(tmp_path / 'o'))
     assert any('2 of 10 point files' in m for m in logged)
+
+
+def test_cli_passes_folds_seed_and_data_root(tmp_path, capsys):
+    """split_point_cloud.py's --folds, --seed and --data-root reach the split: the CLI writes
+    what the library writes with the same arguments, every fold of it."""
+    src, _ = _info(tmp_path, num_frames=20)
+    split_tool.main([src, '--percent', '25', '--folds', '2', '--seed', '7', '--data-root',
+                     str(tmp_path), '--out-dir', str(tmp_path / 'cli')])
+    expected = split_point_cloud(src, [25], folds=2, out_dir=str(tmp_path / 'lib'), seed=7,
+                                 data_root=str(tmp_path))
+    assert len(expected) == 2
+    for labeled, unlabeled in expected:
+        for path in (labeled, unlabeled):
+            cli = str(tmp_path / 'cli' / osp.basename(path))
+            assert osp.isfile(cli) and _sha(cli) == _sha(path), path

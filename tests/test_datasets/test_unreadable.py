@@ -83,3 +83,17 @@ def test_coco_duplicate_image_ids_and_unknown_categories_are_errors():
     unknown['annotations'][0]['category_id'] = 5
     with pytest.raises(ValueError, match=r'category_id that is not in its `categories` \(\[5\]\)'):
         check_coco_content(unknown, 'train.json')
+
+
+def test_coco_content_counts_zero_height_and_non_finite_boxes_as_degenerate():
+    """Labeled boxes of zero height or with a NaN / infinite coordinate are counted as
+    degenerate (the loader drops them), never as usable or partly-outside boxes."""
+    coco = copy.deepcopy(COCO)
+    coco['annotations'] = [
+        dict(id=20, image_id=1, category_id=1, bbox=[10, 10, 20, 0]),
+        dict(id=21, image_id=1, category_id=1, bbox=[float('nan'), 10, 20, 20]),
+        dict(id=22, image_id=2, category_id=3, bbox=[5, 5, float('inf'), 5]),
+        dict(id=23, image_id=2, category_id=3, bbox=[5, 5, 10, 10])]
+    counts = check_coco_content(coco, 'train.json')
+    assert counts == dict(duplicate_image_ids=0, unknown_category=0, degenerate=3, outside=0,
+                          partly_outside=0, unknown_image=0)

@@ -75,3 +75,13 @@ def test_mmdet_coco_dataset_falls_back_to_the_files(tmp_path):
     dataset = _concat(MMDetCocoDataset, labeled, unlabeled)
     with pytest.raises(ValueError, match=r"differ \(only in labeled: 3='car'\)"):
         check_dataset(dataset, 'train', check_images=False)
+
+
+def test_a_split_with_zero_images_is_named(tmp_path):
+    """A dataset that does not check itself (mmdet's CocoDataset without serialisation)
+    left with zero images: the start-up check raises, naming the split and its file."""
+    unlabeled = _write(tmp_path / 'u.json', images=0, annotations=False)
+    dataset = MMDetCocoDataset(ann_file=unlabeled, serialize_data=False, **ARGS)
+    assert len(dataset) == 0
+    with pytest.raises(ValueError, match=r'unlabeled split .*u\.json has zero images'):
+        check_dataset(dataset, 'unlabeled', check_images=False)

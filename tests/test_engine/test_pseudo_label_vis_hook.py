@@ -287,3 +287,32 @@ def test_font_size_and_line_width_on_the_enlarged_picture():
     assert 3 <= widths[13] <= 6 and widths[26] == widths[13]
     assert 16 <= heights[13] <= 30
     assert heights[26] >= 1.7 * heights[13]
+
+
+def test_point_cloud_counts_every_iteration_and_draws_the_bev_every_interval(tmp_path):
+    """Point-cloud pseudo labels: the counts per scene are logged every iteration, the BEV
+    picture is written only at the interval's iterations (the 50th: step 50)."""
+    from types import SimpleNamespace
+
+    from ssl_det.structures import PointCloudDataSample
+    box = [10., 0., -1., 4., 2., 1.6, 0.]
+    s = PointCloudDataSample()
+    s.gt_instances_3d = InstanceData(bboxes_3d=torch.tensor([box]), labels_3d=torch.tensor([0]))
+    s.ignored_instances_3d = InstanceData(bboxes_3d=torch.tensor([box, box]) + 5,
+                                          labels_3d=torch.tensor([0, 0]))
+    model = FakeTeacherStudent()
+    model.latest_pseudo = dict(inputs=dict(points=[torch.zeros(0, 4)]), data_samples=[s])
+    visualizer = Visualizer(name=unique_name('vis'), save_dir=str(tmp_path),
+                            vis_backends=[dict(type='LocalVisBackend')])
+    runner = FakeRunner(model, visualizer=visualizer)
+    runner.train_dataloader = SimpleNamespace(dataset=SimpleNamespace(metainfo={}))
+    hook = PseudoLabelVisHook(interval=50)
+    runner.iter = 48  # the 49th iteration: counts only
+    hook.after_train_iter(runner, batch_idx=0)
+    assert runner.message_hub.get_scalar('train/pseudo_boxes_per_img').current() == 1
+    assert runner.message_hub.get_scalar('train/ignored_boxes_per_img').current() == 2
+    assert not (tmp_path / 'vis_data' / 'vis_image').exists()
+    runner.iter = 49
+    hook.after_train_iter(runner, batch_idx=0)
+    pictures = sorted(p.name for p in (tmp_path / 'vis_data' / 'vis_image').iterdir())
+    assert pictures == ['pseudo_labels_50.png']

@@ -281,3 +281,103 @@ def test_run_once_reuses_only_the_same_resolved_config_and_options(tmp_path, mon
     assert not changed['reused'] and len(trained) == 3
     assert changed['metrics'] == {'coco/bbox_mAP': pytest.approx(0.3)}
     assert run(['randomness.seed=1'])['reused'] and len(trained) == 3
+
+
+def test_a_shorter_run_moves_the_lr_step_with_its_iterations():
+    """iteration_options: a stage-2 run of 400 iterations instead of the config's 1000 has
+    its LR step at 75% of the 400 (not the config's 750) and its schedule ends with it."""
+    import argparse
+    from mmengine.config import Config, DictAction
+    cfg = Config.fromfile(osp.join(ROOT, DEMO['stage2']['mean_teacher'][1]))
+    assert cfg.train_cfg.max_iters == 1000 and cfg.param_scheduler[1].milestones == [750]
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    options = experiment.iteration_options(400)
+    cfg.merge_from_dict(parser.parse_args(['--cfg-options', *options]).cfg_options)
+    assert cfg.train_cfg.max_iters == 400 and cfg.train_cfg.val_interval == 400
+    assert cfg.param_scheduler[1].milestones == [300]
+    assert cfg.param_scheduler[1].end == 400
+
+
+def test_demo_table_rows_read_each_networks_metrics():
+    """tools/demo.py's table: the supervised row is the supervised run's metrics, a
+    teacher-student run gives a teacher row (``teacher/...`` keys, with the run's time) and
+    a student row (``student/...`` keys)."""
+    from tools import demo as demo_tool
+
+    def run(name, metrics, seconds):
+        return dict(metrics=metrics, seconds=seconds, work_dir=f'w/{name}')
+
+    results = {
+        'pretrain_10pct': run('pre', {'coco/bbox_mAP': 0.1, 'coco/bbox_mAP_50': 0.2}, 60.0),
+        'sup': run('sup', {'coco/bbox_mAP': 0.3, 'coco/bbox_mAP_50': 0.4}, 120.0),
+        'soft_teacher': run('st', {'teacher/coco/bbox_mAP': 0.5, 'teacher/coco/bbox_mAP_50': 0.6,
+                                   'student/coco/bbox_mAP': 0.45,
+                                   'student/coco/bbox_mAP_50': 0.55}, 180.0)}
+    rows = demo_tool.table(results, ['soft_teacher'])
+    assert rows == [
+        ('stage 1: supervised', '10% labeled', 0.1, 0.2, 60.0, 'w/pre'),
+        ('stage 2: supervised', '10% labeled', 0.3, 0.4, 120.0, 'w/sup'),
+        ('stage 2: soft teacher teacher', '10% labeled + 90% unlabeled', 0.5, 0.6, 180.0,
+         'w/st'),
+        ('stage 2: soft teacher student', '10% labeled + 90% unlabeled', 0.45, 0.55, None,
+         'w/st')]
+
+
+def test_label_efficiency_keeps_each_seeds_values_and_the_gap_from_the_means(
+        tmp_path, monkeypatch):
+    """benchmarks/label_efficiency.py: per seed, gap_closed = (semi - sup) / (oracle - sup)
+    with the teacher's mAP as semi; every value stays under its own seed; the top-level
+    gap_closed comes from the means over seeds (not the mean of the per-seed gaps)."""
+    label_efficiency = _label_efficiency()
+    maps = {0: dict(sup=0.2, oracle=0.6, teacher=0.4, student=0.3),
+            1: dict(sup=0.3, oracle=0.5, teacher=0.45, student=0.35)}
+
+    def fake_two_stage(protocol, runs, seed, work_dir, *args, **kwargs):
+        m = maps[seed]
+        return dict(sup=dict(metrics={'coco/bbox_mAP': m['sup']}, seconds=60.0),
+                    oracle=dict(metrics={'coco/bbox_mAP': m['oracle']}, seconds=60.0),
+                    mean_teacher=dict(metrics={'teacher/coco/bbox_mAP': m['teacher'],
+                                               'student/coco/bbox_mAP': m['student']},
+                                      seconds=120.0))
+
+    monkeypatch.setattr(label_efficiency, 'ensure_data', lambda root: None)
+    monkeypatch.setattr(label_efficiency.experiment, 'two_stage', fake_two_stage)
+    out = tmp_path / 'le.json'
+    label_efficiency.main(['--seeds', '1', '0', '--work-dir', str(tmp_path), '--out', str(out)])
+    result = json.loads(out.read_text())
+    assert result['seeds'] == [1, 0] and result['method'] == 'mean_teacher'
+    per_seed = result['per_seed']
+    assert per_seed['sup'] == [0.3, 0.2] and per_seed['oracle'] == [0.5, 0.6]
+    assert per_seed['semi'] == [0.45, 0.4] and per_seed['semi_student'] == [0.35, 0.3]
+    assert per_seed['gap_closed'] == [pytest.approx(0.75), pytest.approx(0.5)]
+    assert result['semi'] == pytest.approx(0.425)
+    assert result['semi_student'] == pytest.approx(0.325)
+    assert result['gap_closed'] == pytest.approx((0.425 - 0.25) / (0.55 - 0.25))
+
+
+def test_demo_summary_reads_teacher_and_student_and_the_supervised_run(tmp_path, monkeypatch):
+    """tools/demo.py's demo_results.json: per method the teacher's and the student's mAP
+    (their own keys) and the teacher's gain over the supervised stage-2 run (not stage 1)."""
+    from tools import demo as demo_tool
+
+    def fake_two_stage(protocol, runs, seed, work_dir, *args, **kwargs):
+        os.makedirs(osp.join(work_dir, f'seed{seed}'), exist_ok=True)
+
+        def run(name, prefix, value):
+            return dict(metrics={f'{prefix}coco/bbox_mAP': value,
+                                 f'{prefix}coco/bbox_mAP_50': value + 0.1},
+                        seconds=60.0, work_dir=osp.join(work_dir, name))
+        st = run('st', 'teacher/', 0.5)
+        st['metrics'].update({'student/coco/bbox_mAP': 0.45, 'student/coco/bbox_mAP_50': 0.55})
+        return dict(pretrain_10pct=run('pre', '', 0.1), sup=run('sup', '', 0.3), soft_teacher=st)
+
+    monkeypatch.setattr(demo_tool, 'ensure_data', lambda *args: None)
+    monkeypatch.setattr(demo_tool.experiment, 'two_stage', fake_two_stage)
+    demo_tool.main(['--seed', '3', '--work-dir', str(tmp_path)])
+    saved = json.loads((tmp_path / 'seed3' / 'demo_results.json').read_text())
+    assert saved['sup'] == pytest.approx(0.3)
+    summary = saved['methods']['soft_teacher']
+    assert summary['teacher'] == pytest.approx(0.5)
+    assert summary['student'] == pytest.approx(0.45)
+    assert summary['gain'] == pytest.approx(0.2)

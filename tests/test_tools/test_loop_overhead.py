@@ -46,3 +46,17 @@ def test_console_stamps_without_year_and_the_cli(tmp_path):
     assert saved['runs'][0]['run'].endswith('run') and saved['runs'][0]['iters'] == 20
     with pytest.raises(SystemExit):
         loop_overhead.main([str(tmp_path / 'nothing_here'), '--out', str(out)])
+
+
+def test_the_newest_log_of_a_run_is_measured(tmp_path):
+    """A run launched twice keeps one log per launch ({run}/{timestamp}/{timestamp}.log):
+    only the newest launch's log is measured, once for the run."""
+    for stamp, step_time in (('20261202_100000', 0.6), ('20261203_090000', 0.3)):
+        run = tmp_path / 'work_dirs' / 'run' / stamp
+        run.mkdir(parents=True)
+        text = [line(0, 20, step_time, 0.0), line(6, 40, step_time, 0.0)]  # 0.3 s/it wall
+        (run / f'{stamp}.log').write_text('\n'.join(text))
+    logs = loop_overhead.find_logs(str(tmp_path / 'work_dirs'))
+    assert [osp.basename(log) for log in logs] == ['20261203_090000.log']
+    rows = loop_overhead.main([str(tmp_path / 'work_dirs'), '--out', str(tmp_path / 'o.json')])
+    assert [r['ratio'] for r in rows] == [pytest.approx(1.0)]

@@ -161,3 +161,32 @@ def test_perspective_renders_or_says_why(tmp_path, capsys):
     direct = render_perspective_png(str(tmp_path / 'p.png'), POINTS, gt_boxes=[GT_A],
                                     isolate=False)
     assert bool(direct) == direct.ok and (direct.ok or direct.reason)
+
+
+def test_bev_points_are_drawn_at_their_x_and_y():
+    """The BEV's points land at their own (x, y): x to the right, y up, not swapped."""
+    xs, ys = np.meshgrid(np.linspace(9.5, 10.5, 11), np.linspace(4.5, 5.5, 11))
+    points = np.stack([xs.ravel(), ys.ravel(), np.full(xs.size, -1.0), np.zeros(xs.size)], 1)
+    image = draw_bev(points, point_cloud_range=RANGE) / 255.0
+    _, ax = bev_figure(points, point_cloud_range=RANGE)
+    assert not np.allclose(_patch(image, ax, 10.0, 5.0), BACKGROUND, atol=0.02)
+    assert np.allclose(_patch(image, ax, 5.0, 10.0), BACKGROUND, atol=0.02)
+
+
+def test_pseudo_label_picture_draws_ignored_boxes_grey():
+    """PseudoLabelVisHook's BEV picture of a strong view: the pseudo box solid in its class
+    colour, the ignored box grey and dotted, not in its class colour, each where it is."""
+    from ssl_det.engine.hooks import PseudoLabelVisHook
+    sample = PointCloudDataSample()
+    sample.gt_instances_3d = InstanceData(bboxes_3d=torch.tensor([[10., -8, -1, 4, 2, 1.6, 0]]),
+                                          labels_3d=torch.tensor([0]))
+    sample.ignored_instances_3d = InstanceData(
+        bboxes_3d=torch.tensor([[10., 8, -1, 4, 2, 1.6, 0]]), labels_3d=torch.tensor([1]))
+    image = PseudoLabelVisHook.draw_3d(torch.zeros(0, 4), sample, ('Car', 'Pedestrian'),
+                                       RANGE) / 255.0
+    _, ax = bev_figure(np.zeros((0, 4)), point_cloud_range=RANGE)
+    along = np.linspace(8.3, 11.7, 40)  # the side edges y = -7 and y = 9
+    assert all(_has(_patch(image, ax, x, -7), class_color(0)) for x in along)
+    grey = [_has(_patch(image, ax, x, 9), GREY) for x in along]
+    assert 0 < np.mean(grey) < 0.95
+    assert not any(_has(_patch(image, ax, x, 9), class_color(1)) for x in along)

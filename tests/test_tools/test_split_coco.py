@@ -121,3 +121,18 @@ def test_cli(tmp_path, capsys):
     assert osp.isfile(tmp_path / 'o' / 'a.2@10-unlabeled.json')
     with pytest.raises(SystemExit, match='percent must be in'):
         split_tool.main([str(src), '--percent', '0', '--out-dir', str(tmp_path / 'o')])
+
+
+def test_cli_passes_folds_and_seed(tmp_path):
+    """split_coco.py's --folds and --seed reach the split: the CLI writes what the library
+    writes with the same arguments, every fold of it."""
+    src = tmp_path / 'a.json'
+    _coco(src)
+    split_tool.main([str(src), '--percent', '20', '--folds', '2', '--seed', '7', '--out-dir',
+                     str(tmp_path / 'cli')])
+    expected = split_coco(str(src), [20], folds=2, out_dir=str(tmp_path / 'lib'), seed=7)
+    assert len(expected) == 2
+    for labeled, unlabeled in expected:
+        for path in (labeled, unlabeled):
+            cli = tmp_path / 'cli' / osp.basename(path)
+            assert cli.is_file() and _sha(cli) == _sha(path), path

@@ -146,3 +146,23 @@ def test_train_tool_swaps_in_ssl_det_roi_align_and_nms(tiny_demo, tmp_path, fast
         assert isinstance(mmcv_nms.ext_module, _FastCPUNMSExt) == fast
     finally:
         use_fast_cpu_nms(False)
+
+
+def test_test_tool_evaluates_the_network_named_by_predict_on(tiny_demo, tmp_path):
+    """tools/test.py --predict-on: a teacher-student checkpoint is evaluated on the network
+    the flag names, teacher or student; a plain detector's config refuses the flag."""
+    semi_cfg = osp.join(ROOT, 'configs/demo/mean-teacher_faster-rcnn_r18_fpn_demo_semi-10pct.py')
+    checkpoint = tmp_path / 'semi.pth'
+    checkpoint.write_bytes(b'')  # only its existence is checked before the test loop runs
+    for which in ('student', 'teacher'):
+        name = f'predict_on_{uuid.uuid4().hex[:8]}'
+        opts = dict(data_overrides(tiny_demo, semi=True), experiment_name=name)
+        opts['visualizer.name'] = name
+        runner = test_tool.build_runner(test_tool.parse_args(
+            [semi_cfg, str(checkpoint), '--predict-on', which, '--work-dir',
+             str(tmp_path / which), '--cfg-options', *as_cli(opts)]))
+        assert runner.model.predict_on == which
+    with pytest.raises(ValueError, match='teacher-student models only'):
+        test_tool.build_runner(test_tool.parse_args(
+            [SUP_CFG, str(checkpoint), '--predict-on', 'student', '--work-dir',
+             str(tmp_path / 'sup')]))
