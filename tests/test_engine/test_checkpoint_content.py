@@ -46,6 +46,12 @@ def test_checkpoint_loads_weights_only_and_restores_hub_and_thresholds(tmp_path)
     assert torch.equal(fresh.low_thr, policy.low_thr)
 
 
+def _seed(python, numpy, torch_seed):
+    random.seed(python)
+    np.random.seed(numpy)
+    torch.manual_seed(torch_seed)
+
+
 def _draw():
     return random.random(), float(np.random.rand()), float(torch.rand(1))
 
@@ -54,22 +60,16 @@ def test_a_resume_continues_every_generator_and_load_from_leaves_them(tmp_path):
     """RandomStateHook saves Python's, NumPy's and torch's states in the checkpoint (loadable
     with ``weights_only=True``); a resumed run continues them once restored, a run that only
     loads weights (``load_from``) keeps its own."""
-    random.seed(1)
-    np.random.seed(2)
-    torch.manual_seed(3)
+    _seed(1, 2, 3)
     hook, checkpoint = RandomStateHook(), {}
     hook.before_save_checkpoint(None, checkpoint)
     expected = _draw()
     torch.save(checkpoint, tmp_path / 'iter_1.pth')
     checkpoint = torch.load(tmp_path / 'iter_1.pth', weights_only=True)
 
-    random.seed(7)
-    np.random.seed(7)
-    torch.manual_seed(7)
+    _seed(7, 7, 7)
     own = _draw()
-    random.seed(7)
-    np.random.seed(7)
-    torch.manual_seed(7)
+    _seed(7, 7, 7)
     hook.after_load_checkpoint(SimpleNamespace(_resume=False), checkpoint)
     assert hook.restore() is False
     assert _draw() == own

@@ -124,20 +124,30 @@ def test_load_protocol_finds_the_repository_and_checks_the_table(tmp_path):
         experiment.load_protocol(str(table))
 
 
-def _label_efficiency():
-    """benchmarks/label_efficiency.py as a module."""
+def _benchmark(name):
+    """benchmarks/{name}.py as a module."""
+    import importlib
     import sys
-    sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
-    import label_efficiency
-    return label_efficiency
+    if osp.join(ROOT, 'benchmarks') not in sys.path:
+        sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+    return importlib.import_module(name)
+
+
+def _label_efficiency():
+    return _benchmark('label_efficiency')
 
 
 def _label_efficiency_3d():
-    """benchmarks/label_efficiency_3d.py as a module."""
-    import sys
-    sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
-    import label_efficiency_3d
-    return label_efficiency_3d
+    return _benchmark('label_efficiency_3d')
+
+
+def _cfg_options(options):
+    """``--cfg-options KEY=VALUE ...`` parsed as tools/train.py parses them."""
+    import argparse
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(['--cfg-options', *options]).cfg_options
 
 
 def _ablation_cases():
@@ -186,8 +196,7 @@ def test_every_ablation_changes_what_its_name_says(dataset, name):
     not after stage 1. Options outside the model name a setting the method's config has or
     an argument of the type it builds (the hook at that index, the sampler); the model with
     its options builds."""
-    import argparse
-    from mmengine.config import Config, DictAction
+    from mmengine.config import Config
     from ssl_det.registry import MODELS
     from ssl_det.utils import launch
     if dataset == 'demo3d':
@@ -200,9 +209,7 @@ def test_every_ablation_changes_what_its_name_says(dataset, name):
     protocol = experiment.load_protocol(osp.join(ROOT, 'benchmarks', 'protocols', protocol_file))
     cfg = Config.fromfile(osp.join(ROOT, protocol['stage2'][method][1]))
     launch.use_skip_non_finite(cfg)  # as tools/train.py runs it
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    parsed = parser.parse_args(['--cfg-options', *options]).cfg_options
+    parsed = _cfg_options(options)
     for key in parsed:
         if not key.startswith('model.') and key != 'load_from':
             assert _setting_exists(cfg, key), f'{name}: the {method} config has no {key}'
@@ -286,14 +293,10 @@ def test_run_once_reuses_only_the_same_resolved_config_and_options(tmp_path, mon
 def test_a_shorter_run_moves_the_lr_step_with_its_iterations():
     """iteration_options: a stage-2 run of 400 iterations instead of the config's 1000 has
     its LR step at 75% of the 400 (not the config's 750) and its schedule ends with it."""
-    import argparse
-    from mmengine.config import Config, DictAction
+    from mmengine.config import Config
     cfg = Config.fromfile(osp.join(ROOT, DEMO['stage2']['mean_teacher'][1]))
     assert cfg.train_cfg.max_iters == 1000 and cfg.param_scheduler[1].milestones == [750]
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    options = experiment.iteration_options(400)
-    cfg.merge_from_dict(parser.parse_args(['--cfg-options', *options]).cfg_options)
+    cfg.merge_from_dict(_cfg_options(experiment.iteration_options(400)))
     assert cfg.train_cfg.max_iters == 400 and cfg.train_cfg.val_interval == 400
     assert cfg.param_scheduler[1].milestones == [300]
     assert cfg.param_scheduler[1].end == 400
