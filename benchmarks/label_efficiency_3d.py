@@ -77,6 +77,10 @@ ABLATIONS = {
     'hssda_views_flip': ('hssda', ['model.teacher_views=[flip_y]'],
                          'the teacher also labels each weak scene mirrored (y -> -y); the '
                          "two views' boxes fused (consensus scores)"),
+    'hssda_dense': ('hssda', ['model.dense_weight=4.0'],
+                    "dense distillation: the student's heatmap on the strong scenes also "
+                    "learns the teacher's whole heatmap (mapped weak -> strong, quality "
+                    'focal loss), beside the tiers'),
     'hssda_joint': ('hssda', ['model.joint_batch=True'],
                     "one student pass over the labeled and strong scenes (HSSDA's student "
                     'batch): BatchNorm normalises them together'),

@@ -29,6 +29,14 @@ With ``teacher_views`` the teacher also labels flipped, rotated or scaled copies
 view in the same batched pass; their boxes come back to the weak view through the inverse
 map and are fused with the weak view's (:mod:`ssl_det.models.utils.teacher_views`): the tiers
 then sort the fused boxes and scores.
+
+With ``dense_weight > 0`` the student also learns the teacher's whole heatmap (dense
+distillation): the teacher's heatmap probabilities on each weak view are carried to the
+strong view's cells (:meth:`CenterHead3D.warp_heatmap`: the same weak-to-strong map and
+shuffle as the boxes) and the student's heatmap on the strong view meets them in a quality
+focal loss (``unsup_loss_heatmap_soft``, times ``dense_weight``), beside the tiers' boxes. An
+object the teacher scores below every threshold then still teaches a soft peak instead of
+background.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -93,6 +101,9 @@ class TeacherStudent3D(TeacherStudent):
             normalises them with their joint statistics; each batch keeps its own loss and
             weight. Needs a detector with ``loss_parts`` (``PillarDetector``) and
             ``strong_bn_stats=True``. Default: False.
+        dense_weight (float): weight of the dense distillation loss (the teacher's heatmap
+            as a soft target; see the module doc); 0 turns it off. Needs a head with
+            ``warp_heatmap`` (``CenterHead3D``). Default: 0.
     """
 
     def __init__(self,
@@ -112,6 +123,7 @@ class TeacherStudent3D(TeacherStudent):
                  teacher_views: Sequence = (),
                  view_iou_thr: float = 0.5,
                  joint_batch: bool = False,
+                 dense_weight: float = 0.0,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         BaseDetector.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -150,6 +162,13 @@ class TeacherStudent3D(TeacherStudent):
         if self.joint_batch and not callable(getattr(self.student, 'loss_parts', None)):
             raise ValueError(f'joint_batch needs a detector with loss_parts (PillarDetector); '
                              f'{type(self.student).__name__} has none')
+        if not dense_weight >= 0:
+            raise ValueError(f'dense_weight must be >= 0, got {dense_weight}')
+        self.dense_weight = float(dense_weight)
+        head = getattr(self.student, 'bbox_head', None)
+        if self.dense_weight > 0 and not callable(getattr(head, 'warp_heatmap', None)):
+            raise ValueError(f'dense_weight needs a head with warp_heatmap (CenterHead3D); '
+                             f'{type(head).__name__} has none')
 
     # ------------------------------------------------------------------ training
     def loss(self, multi_batch_inputs: dict, multi_batch_data_samples: dict) -> dict:
@@ -221,15 +240,19 @@ class TeacherStudent3D(TeacherStudent):
         pseudo box) and prefixed (``unsup_``), with the pseudo-label statistics."""
         num_pseudo = sum(len(s.gt_instances_3d) for s in strong_samples)
         weight = self.unsup_weight if num_pseudo > 0 else 0.0
+        if 'loss_heatmap_soft' in losses:
+            losses = dict(losses, loss_heatmap_soft=losses['loss_heatmap_soft'] * self.dense_weight)
         device = strong_inputs['points'][0].device
         self.latest_pseudo = dict(inputs=dict(points=[p.detach() for p in strong_inputs['points']]),
                                   data_samples=strong_samples)
         return self.finish_unsup_losses(losses, weight, stats, device)
 
     @torch.no_grad()
-    def teacher_predict(self, inputs: dict, data_samples: List) -> List[InstanceData]:
+    def teacher_predict(self, inputs: dict, data_samples: List, with_heatmap: bool = False):
         """The teacher's boxes on each scene of ``inputs``, in that scene's frame: with
-        ``teacher_views``, the weak view's and the extra views' boxes fused."""
+        ``teacher_views``, the weak view's and the extra views' boxes fused. With
+        ``with_heatmap``, ``(boxes, heatmaps)``: also each scene's heatmap probabilities
+        (C, H, W; the scene's own view, not the extra views')."""
         self.teacher.eval()
         # fresh samples with the views' meta (the teacher writes its predictions into them):
         # a deep copy of the samples cost a tenth of the teacher's pass at KITTI scale
@@ -245,10 +268,15 @@ class TeacherStudent3D(TeacherStudent):
                     points.append(transform_points(pts, mat))
                     samples.append(type(s)(metainfo=dict(s.metainfo,
                                                          lidar_aug_matrix=mat @ weak)))
-        results = self.teacher.predict(dict(inputs, points=points), samples)
+        if with_heatmap:
+            results = self.teacher.predict(dict(inputs, points=points), samples,
+                                           with_heatmap=True)
+            heatmaps = [r.pred_heatmap for r in results[:len(data_samples)]]
+        else:
+            results = self.teacher.predict(dict(inputs, points=points), samples)
         preds = [r.pred_instances_3d for r in results]
         if not self.view_matrices:
-            return preds
+            return (preds, heatmaps) if with_heatmap else preds
         num = len(data_samples)
         back = [np.linalg.inv(mat) for mat in self.view_matrices]
         fused = []
@@ -262,15 +290,22 @@ class TeacherStudent3D(TeacherStudent):
             fused.append(InstanceData(bboxes_3d=box, scores_3d=score, labels_3d=label,
                                       num_views=seen))
         log_views_per_box([f.num_views for f in fused])
-        return fused
+        return (fused, heatmaps) if with_heatmap else fused
 
     @torch.no_grad()
     def pseudo_instances(self, weak_inputs: dict, weak_samples: List, strong_inputs: dict,
                          strong_samples: List) -> Tuple[dict, List, dict]:
         """Teacher boxes on the weak views → tiers on the strong views: ``gt_instances_3d``
         (high, and middle with ``weights`` when ``middle='weight'``),
-        ``ignored_instances_3d``, and the strong points with low boxes' points removed."""
-        predictions = self.teacher_predict(weak_inputs, weak_samples)
+        ``ignored_instances_3d``, and the strong points with low boxes' points removed; with
+        ``dense_weight``, also ``soft_heatmap`` and ``soft_heatmap_valid``, the teacher's
+        heatmap on the strong view's cells."""
+        dense = self.dense_weight > 0
+        if dense:
+            predictions, heatmaps = self.teacher_predict(weak_inputs, weak_samples,
+                                                         with_heatmap=True)
+        else:
+            predictions = self.teacher_predict(weak_inputs, weak_samples)
         scores = torch.cat([p.scores_3d for p in predictions])
         labels = torch.cat([p.labels_3d for p in predictions])
         if self.pseudo_label.score_source == 'teacher':
@@ -315,6 +350,9 @@ class TeacherStudent3D(TeacherStudent):
             strong.ignored_instances_3d = self._ignored(boxes[ignore_mask],
                                                         pred.labels_3d[ignore_mask],
                                                         box_shuffle)
+            if dense:
+                soft, valid = self.student.bbox_head.warp_heatmap(heatmaps[i], w2s, box_shuffle)
+                strong.soft_heatmap, strong.soft_heatmap_valid = soft, valid
             if self.low == 'remove_points' and bool(low.any()):
                 pts = points_out[i]
                 at = unshuffle_points(pts, shuffle) if shuffle is not None else pts

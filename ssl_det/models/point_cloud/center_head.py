@@ -9,6 +9,13 @@ on the code at the centre cells. Regions of ``ignored_instances_3d`` boxes are l
 heatmap loss (neither foreground nor background); an instance with a ``weights`` value below 1
 (a teacher's soft pseudo box) scales the heatmap loss over its Gaussian and its code loss.
 Decoding: local maxima, top-k, then class-wise rotated NMS on ssl_det's BEV IoU kernel.
+
+Dense distillation (a teacher's whole heatmap as a soft target, ``TeacherStudent3D``'s
+``dense_weight``): a sample that carries ``soft_heatmap`` (C, H, W, the teacher's
+probabilities on the student's cells, :meth:`CenterHead3D.warp_heatmap`) and
+``soft_heatmap_valid`` (H, W) adds ``loss_heatmap_soft``, GFL's quality focal loss
+(binary cross-entropy against the soft target, times ``|p - t| ** 2``) over its valid cells,
+divided by the sum of the targets there.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -23,7 +30,8 @@ from torch import Tensor, nn
 
 from ssl_det.ops import rotated_iou_bev
 from ssl_det.registry import MODELS
-from ssl_det.structures.box3d import points_in_boxes
+from ssl_det.structures.bev_shuffle import unshuffle_points
+from ssl_det.structures.box3d import points_in_boxes, transform_points
 
 CODE_SIZE = 8  # offset x/y, z, log dx/dy/dz, sin, cos
 
@@ -207,12 +215,40 @@ class CenterHead3D(nn.Module):
         return (heat, weight, boxes.new_zeros(0, CODE_SIZE),
                 torch.zeros(0, dtype=torch.long, device=device), boxes.new_zeros(0))
 
+    def cell_centres(self, h: int, w: int, device=None) -> Tensor:
+        """(H * W, 2) BEV position of each cell's centre on an (H, W) map, row-major."""
+        ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device),
+                                indexing='ij')
+        return torch.stack([(xs.flatten() + 0.5) * self.cell[0] + self.pc_range[0],
+                            (ys.flatten() + 0.5) * self.cell[1] + self.pc_range[1]], dim=1)
+
+    def warp_heatmap(self, heat: Tensor, matrix, shuffle: Optional[dict] = None
+                     ) -> Tuple[Tensor, Tensor]:
+        """One view's (C, H, W) heatmap seen from another view of the same scene.
+
+        ``matrix`` (4x4) maps the first view's frame to the second's (a weak-to-strong map);
+        ``shuffle``, the second view's patch shuffle record when its boxes move with their
+        patches, comes after it. Each cell of the second view is traced back (through the
+        shuffle's inverse, then ``matrix``'s) to a position in the first, where ``heat`` is
+        read bilinearly. Returns the (C, H, W) map on the second view's cells and the (H, W)
+        mask of the cells whose source lies on the first view's map."""
+        c, h, w = heat.shape
+        centres = self.cell_centres(h, w, heat.device).double()
+        at = torch.cat([centres, centres.new_zeros(len(centres), 1)], dim=1)
+        if shuffle is not None:
+            at = unshuffle_points(at, shuffle)
+        src = transform_points(at, np.linalg.inv(np.asarray(matrix, np.float64).reshape(4, 4)))
+        u = (src[:, 0] - self.pc_range[0]) / (self.cell[0] * w) * 2 - 1
+        v = (src[:, 1] - self.pc_range[1]) / (self.cell[1] * h) * 2 - 1
+        valid = (u.abs() <= 1) & (v.abs() <= 1)
+        grid = torch.stack([u, v], dim=1).view(1, h, w, 2).to(heat.dtype)
+        out = nn.functional.grid_sample(heat[None], grid, mode='bilinear',
+                                        padding_mode='zeros', align_corners=False)[0]
+        return out, valid.view(h, w)
+
     def _ignore_weight(self, boxes: Tensor, heat: Tensor, weight: Tensor) -> Tensor:
         h, w = weight.shape
-        ys, xs = torch.meshgrid(torch.arange(h, device=weight.device),
-                                torch.arange(w, device=weight.device), indexing='ij')
-        centres = torch.stack([(xs.flatten() + 0.5) * self.cell[0] + self.pc_range[0],
-                               (ys.flatten() + 0.5) * self.cell[1] + self.pc_range[1]], dim=1)
+        centres = self.cell_centres(h, w, weight.device)
         flat = boxes.clone()
         flat[:, 2] = 0
         flat[:, 5] = 1.0
@@ -253,7 +289,24 @@ class CenterHead3D(nn.Module):
             loss_bbox = self.loss_bbox(reg, codes_t, weight=w_t, avg_factor=num_pos)
         else:
             loss_bbox = reg_pred.sum() * 0
-        return dict(loss_heatmap=loss_heat, loss_bbox=loss_bbox)
+        losses = dict(loss_heatmap=loss_heat, loss_bbox=loss_bbox)
+        soft = [i for i, ds in enumerate(batch_data_samples) if 'soft_heatmap' in ds]
+        if soft:
+            losses['loss_heatmap_soft'] = self.loss_soft_heatmap(
+                heat_pred[soft], torch.stack([batch_data_samples[i].soft_heatmap for i in soft]),
+                torch.stack([batch_data_samples[i].soft_heatmap_valid for i in soft]))
+        return losses
+
+    @staticmethod
+    def loss_soft_heatmap(logits: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+        """Quality focal loss (GFL) of (B, C, H, W) heatmap logits against soft targets in
+        [0, 1], over the (B, H, W) ``valid`` cells, divided by the targets' sum there (at
+        least 1)."""
+        target = target.to(logits.dtype)
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction='none')
+        focal = bce * (logits.sigmoid() - target).abs().pow(2)
+        mask = valid[:, None].to(logits.dtype)
+        return (focal * mask).sum() / (target * mask).sum().clamp(min=1.0)
 
     # --------------------------------------------------------------------------- predict
     def reg_at(self, x: Tensor, inds: Tensor) -> Tensor:
@@ -289,11 +342,14 @@ class CenterHead3D(nn.Module):
         return transpose_and_gather_feat(self.reg(x), inds)
 
     @torch.no_grad()
-    def predict(self, feats: Tensor, batch_data_samples: List) -> List[InstanceData]:
+    def predict(self, feats: Tensor, batch_data_samples: List, with_heatmap: bool = False):
+        """The decoded boxes of each sample; with ``with_heatmap`` also the (B, C, H, W)
+        heatmap probabilities they were decoded from: ``(results, heatmap)``."""
         x = self.shared(feats)
         heat_pred = self.heatmap(x).contiguous()  # NCHW, as forward's
         cfg = self.test_cfg
-        heat = get_local_maximum(heat_pred.sigmoid(), kernel=3)
+        probs = heat_pred.sigmoid()
+        heat = get_local_maximum(probs, kernel=3)
         k = min(cfg['max_per_img'], heat[0].numel())
         scores, inds, labels, ys, xs = get_topk_from_heatmap(heat, k=k)
         reg = self.reg_at(x, inds)  # (B, k, 8)
@@ -310,4 +366,4 @@ class CenterHead3D(nn.Module):
             keep = rotated_nms(boxes, sc, lab, cfg['nms_thr'])[:cfg['max_num']]
             results.append(InstanceData(bboxes_3d=boxes[keep].float(), scores_3d=sc[keep],
                                         labels_3d=lab[keep]))
-        return results
+        return (results, probs) if with_heatmap else results

@@ -117,9 +117,17 @@ class PillarDetector(BaseDetector):
         return [self.bbox_head.loss_by_feat(h, r, batch_samples) for h, r, (_, batch_samples)
                 in zip(heat.split(sizes), reg.split(sizes), parts)]
 
-    def predict(self, batch_inputs: dict, batch_data_samples: List, rescale: bool = True) -> List:
-        results = self.bbox_head.predict(self.extract_feat(batch_inputs, batch_data_samples),
-                                         batch_data_samples)
+    def predict(self, batch_inputs: dict, batch_data_samples: List, rescale: bool = True,
+                with_heatmap: bool = False) -> List:
+        """Boxes into each sample's ``pred_instances_3d``; with ``with_heatmap`` also the
+        head's (C, H, W) heatmap probabilities into its ``pred_heatmap``."""
+        feats = self.extract_feat(batch_inputs, batch_data_samples)
+        if with_heatmap:
+            results, heat = self.bbox_head.predict(feats, batch_data_samples, with_heatmap=True)
+            for ds, h in zip(batch_data_samples, heat):
+                ds.pred_heatmap = h
+        else:
+            results = self.bbox_head.predict(feats, batch_data_samples)
         for ds, res in zip(batch_data_samples, results):
             ds.pred_instances_3d = res
         return batch_data_samples
