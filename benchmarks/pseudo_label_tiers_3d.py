@@ -17,7 +17,8 @@ scene's own frame). Per tier:
   ``low='remove_points'`` would delete that lie inside hidden boxes (the rest are points
   of background and clutter: negatives the student no longer sees).
 
-And, free of the thresholds, ``teacher_ap``: the config's validation metric (its primary
+The same per class under ``per_class`` (a box's class is the teacher's label, a hidden
+box's its own). And, free of the thresholds, ``teacher_ap``: the config's validation metric (its primary
 AP) of all the teacher's boxes on those scenes against the hidden labels: how well its
 scores rank right boxes above wrong ones. ``--cfg-options`` changes the model before the
 checkpoint loads, e.g. ``model.teacher_views=[flip_y]`` scores a teacher that also labels
@@ -125,6 +126,13 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
     tally = {t: dict(boxes=0, correct=0, on_object=0) for t in TIERS}
     found = dict(high=0, high_middle=0)
     num_gt = 0
+    # the same counts per class (a box's class is the teacher's label; a hidden box's its own)
+
+    def per_class(labels):
+        return np.bincount(labels.numpy(), minlength=len(classes))[:len(classes)]
+    by_class = {t: {k: np.zeros(len(classes), np.int64) for k in tally[t]} for t in TIERS}
+    found_by_class = {k: np.zeros(len(classes), np.int64) for k in found}
+    gt_by_class = np.zeros(len(classes), np.int64)
     removed = dict(total=0, on_objects=0)
     for idx in picked:
         data = dataset[idx]
@@ -134,6 +142,7 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
         gt_boxes = torch.as_tensor(gt.bboxes_3d, dtype=torch.float64).reshape(-1, 7)
         gt_labels = torch.as_tensor(gt.labels_3d).long()
         num_gt += len(gt_boxes)
+        gt_by_class += per_class(gt_labels)
         weak, strong = copy.deepcopy(sample), copy.deepcopy(sample)
         with torch.no_grad():
             _, samples, _ = model.pseudo_instances(dict(points=[points]), [weak],
@@ -149,6 +158,7 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
             boxes = torch.as_tensor(tiers[tier], dtype=torch.float64).reshape(-1, 7)
             labels = torch.as_tensor(tiers[f'{tier}_labels']).long()
             tally[tier]['boxes'] += len(boxes)
+            by_class[tier]['boxes'] += per_class(labels)
             if not len(boxes) or not len(gt_boxes):
                 hit_by[tier] = torch.zeros(len(gt_boxes), dtype=torch.bool)
                 continue
@@ -157,6 +167,8 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
             good = (iou >= per_class_thr[gt_labels][None]) & same
             tally[tier]['correct'] += int(good.any(dim=1).sum())
             tally[tier]['on_object'] += int((iou > 0).any(dim=1).sum())
+            by_class[tier]['correct'] += per_class(labels[good.any(dim=1)])
+            by_class[tier]['on_object'] += per_class(labels[(iou > 0).any(dim=1)])
             hit_by[tier] = good.any(dim=0)
             if tier == 'low' and model.low == 'remove_points':
                 inside_low = points_in_boxes(points, boxes.float()).any(dim=1)
@@ -166,6 +178,9 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
         if len(gt_boxes):
             found['high'] += int(hit_by['high'].sum())
             found['high_middle'] += int((hit_by['high'] | hit_by['middle']).sum())
+            found_by_class['high'] += per_class(gt_labels[hit_by['high']])
+            found_by_class['high_middle'] += per_class(gt_labels[hit_by['high']
+                                                                 | hit_by['middle']])
 
     def share(a, b):
         return a / b if b else None
@@ -186,6 +201,19 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
     result['recall_high_middle'] = share(found['high_middle'], num_gt)
     result['low']['removed_points_per_scene'] = removed['total'] / len(picked)
     result['low']['removed_points_on_objects'] = share(removed['on_objects'], removed['total'])
+    result['per_class'] = {
+        c: dict({tier: dict(boxes=int(by_class[tier]['boxes'][k]),
+                            per_scene=int(by_class[tier]['boxes'][k]) / len(picked),
+                            precision=share(int(by_class[tier]['correct'][k]),
+                                            int(by_class[tier]['boxes'][k])),
+                            on_object=share(int(by_class[tier]['on_object'][k]),
+                                            int(by_class[tier]['boxes'][k])))
+                 for tier in TIERS},
+                hidden_boxes=int(gt_by_class[k]),
+                recall_high=share(int(found_by_class['high'][k]), int(gt_by_class[k])),
+                recall_high_middle=share(int(found_by_class['high_middle'][k]),
+                                         int(gt_by_class[k])))
+        for k, c in enumerate(classes)}
     return result
 
 
@@ -230,6 +258,15 @@ def main(argv=None):
     print('low tier: removed points per scene '
           f'{spread([r["low"]["removed_points_per_scene"] for r in runs])}, of which on '
           f'hidden objects {spread([r["low"]["removed_points_on_objects"] for r in runs])}')
+    print('\n| class | high boxes per scene | high precision | middle boxes per scene | '
+          'middle precision | recall, high | recall, high + middle |')
+    print('| --- | --- | --- | --- | --- | --- | --- |')
+    for c in runs[0]['per_class']:
+        rows = [r['per_class'][c] for r in runs]
+        print(f'| {c} | ' + ' | '.join(spread([row[t][k] for row in rows]) for t, k in (
+            ('high', 'per_scene'), ('high', 'precision'), ('middle', 'per_scene'),
+            ('middle', 'precision'))) + f' | {spread([row["recall_high"] for row in rows])} | '
+            f'{spread([row["recall_high_middle"] for row in rows])} |')
     for r in runs:
         print(f'{r["checkpoint"]}: ' + ', '.join(
             f'{t} {r[t]["boxes"]} boxes (precision {fmt(r[t]["precision"])})' for t in TIERS))

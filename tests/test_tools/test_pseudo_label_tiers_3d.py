@@ -32,9 +32,10 @@ def setup(tmp_path_factory):
     return root, ckpt, {'unlabeled_dataset.data_root': root + '/'}
 
 
-def oracle(shift_every_other=False):
+def oracle(shift_every_other=False, only_class=None):
     """A teacher that returns the hidden boxes at 0.9 (the weak sample carries them here),
-    and with ``shift_every_other`` a wrong copy of each, moved 8 m, scored higher."""
+    and with ``shift_every_other`` a wrong copy of each (of class ``only_class`` if given),
+    moved 8 m, scored higher."""
     def predict(self, inputs, samples):
         out = []
         for s in samples:
@@ -43,9 +44,10 @@ def oracle(shift_every_other=False):
             labels = torch.as_tensor(gt.labels_3d).long()
             scores = torch.full((len(boxes),), 0.9)
             if shift_every_other:
-                wrong = boxes.clone()
+                pick = labels == only_class if only_class is not None else labels >= 0
+                wrong = boxes[pick].clone()
                 wrong[:, 1] += 8.0
-                boxes, labels = torch.cat([boxes, wrong]), torch.cat([labels, labels])
+                boxes, labels = torch.cat([boxes, wrong]), torch.cat([labels, labels[pick]])
                 scores = torch.cat([scores, torch.full((len(wrong),), 0.95)])
             out.append(InstanceData(bboxes_3d=boxes, scores_3d=scores, labels_3d=labels))
         return out
@@ -101,3 +103,23 @@ def test_a_stage_one_detector_checkpoint_is_the_teacher_at_the_configs_threshold
     torch.save(dict(state_dict=detector), plain)
     with pytest.raises(ValueError, match='does not fit'):
         tiers.score_checkpoint(CFG, plain, 4, opts)
+
+
+def test_per_class_counts_find_the_class_whose_boxes_are_wrong(setup, monkeypatch):
+    """Wrong copies of Car boxes only: Car's high precision halves, the other classes stay
+    at 1, and the classes' counts add up to the totals."""
+    root, ckpt, opts = setup
+    monkeypatch.setattr(teacher_student_3d.TeacherStudent3D, 'teacher_predict',
+                        oracle(shift_every_other=True, only_class=0))
+    result = tiers.score_checkpoint(CFG, ckpt, 50, opts)
+    per = result['per_class']
+    assert list(per) == ['Car', 'Pedestrian', 'Cyclist']
+    assert per['Car']['high']['precision'] == pytest.approx(0.5, abs=0.02)
+    for c in ('Pedestrian', 'Cyclist'):
+        if per[c]['hidden_boxes']:
+            assert per[c]['high']['precision'] == 1.0 and per[c]['recall_high'] == 1.0
+    assert per['Car']['recall_high'] == 1.0
+    assert sum(per[c]['high']['boxes'] for c in per) == result['high']['boxes']
+    assert sum(per[c]['hidden_boxes'] for c in per) == result['hidden_boxes']
+    assert per['Car']['high']['boxes'] == 2 * per['Car']['hidden_boxes']
+    assert result['high']['precision'] > per['Car']['high']['precision']
