@@ -123,15 +123,15 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
     classes = list(cfg.metainfo['classes'])
     thr = match_thresholds(cfg)
     per_class_thr = torch.tensor([thr[c] for c in classes], dtype=torch.float64)
-    tally = {t: dict(boxes=0, correct=0, on_object=0) for t in TIERS}
-    found = dict(high=0, high_middle=0)
-    num_gt = 0
-    # the same counts per class (a box's class is the teacher's label; a hidden box's its own)
+    # counts per class (a box's class is the teacher's label; a hidden box's its own); the
+    # totals are their sums
 
     def per_class(labels):
         return np.bincount(labels.numpy(), minlength=len(classes))[:len(classes)]
-    by_class = {t: {k: np.zeros(len(classes), np.int64) for k in tally[t]} for t in TIERS}
-    found_by_class = {k: np.zeros(len(classes), np.int64) for k in found}
+    by_class = {t: {k: np.zeros(len(classes), np.int64) for k in ('boxes', 'correct',
+                                                                  'on_object')}
+                for t in TIERS}
+    found_by_class = {k: np.zeros(len(classes), np.int64) for k in ('high', 'high_middle')}
     gt_by_class = np.zeros(len(classes), np.int64)
     removed = dict(total=0, on_objects=0)
     for idx in picked:
@@ -141,7 +141,6 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
         gt = sample.gt_instances_3d
         gt_boxes = torch.as_tensor(gt.bboxes_3d, dtype=torch.float64).reshape(-1, 7)
         gt_labels = torch.as_tensor(gt.labels_3d).long()
-        num_gt += len(gt_boxes)
         gt_by_class += per_class(gt_labels)
         weak, strong = copy.deepcopy(sample), copy.deepcopy(sample)
         with torch.no_grad():
@@ -157,7 +156,6 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
         for tier in TIERS:
             boxes = torch.as_tensor(tiers[tier], dtype=torch.float64).reshape(-1, 7)
             labels = torch.as_tensor(tiers[f'{tier}_labels']).long()
-            tally[tier]['boxes'] += len(boxes)
             by_class[tier]['boxes'] += per_class(labels)
             if not len(boxes) or not len(gt_boxes):
                 hit_by[tier] = torch.zeros(len(gt_boxes), dtype=torch.bool)
@@ -165,8 +163,6 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
             iou = rotated_iou_bev(boxes, gt_boxes)  # (boxes, gt)
             same = labels[:, None] == gt_labels[None]
             good = (iou >= per_class_thr[gt_labels][None]) & same
-            tally[tier]['correct'] += int(good.any(dim=1).sum())
-            tally[tier]['on_object'] += int((iou > 0).any(dim=1).sum())
             by_class[tier]['correct'] += per_class(labels[good.any(dim=1)])
             by_class[tier]['on_object'] += per_class(labels[(iou > 0).any(dim=1)])
             hit_by[tier] = good.any(dim=0)
@@ -176,14 +172,14 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
                 removed['total'] += int(inside_low.sum())
                 removed['on_objects'] += int((inside_low & on_object).sum())
         if len(gt_boxes):
-            found['high'] += int(hit_by['high'].sum())
-            found['high_middle'] += int((hit_by['high'] | hit_by['middle']).sum())
             found_by_class['high'] += per_class(gt_labels[hit_by['high']])
             found_by_class['high_middle'] += per_class(gt_labels[hit_by['high']
                                                                  | hit_by['middle']])
 
     def share(a, b):
         return a / b if b else None
+
+    num_gt = int(gt_by_class.sum())
 
     result = dict(checkpoint=osp.relpath(checkpoint, ROOT), scenes=len(picked),
                   hidden_boxes=num_gt, match_iou=thr,
@@ -193,12 +189,12 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
                   thresholds_from=model.thresholds_from, cfg_options=cfg_options or {},
                   teacher_ap=float(metric.compute_metrics(metric.results)['mAP']))
     for tier in TIERS:
-        t = tally[tier]
+        t = {k: int(v.sum()) for k, v in by_class[tier].items()}
         result[tier] = dict(boxes=t['boxes'], per_scene=t['boxes'] / len(picked),
                             precision=share(t['correct'], t['boxes']),
                             on_object=share(t['on_object'], t['boxes']))
-    result['recall_high'] = share(found['high'], num_gt)
-    result['recall_high_middle'] = share(found['high_middle'], num_gt)
+    result['recall_high'] = share(int(found_by_class['high'].sum()), num_gt)
+    result['recall_high_middle'] = share(int(found_by_class['high_middle'].sum()), num_gt)
     result['low']['removed_points_per_scene'] = removed['total'] / len(picked)
     result['low']['removed_points_on_objects'] = share(removed['on_objects'], removed['total'])
     result['per_class'] = {
