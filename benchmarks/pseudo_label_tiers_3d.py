@@ -18,12 +18,12 @@ scene's own frame). Per tier:
   of background and clutter: negatives the student no longer sees).
 
 The same per class under ``per_class`` (a box's class is the teacher's label, a hidden
-box's its own). And, free of the thresholds, ``teacher_ap``: the config's validation metric (its primary
-AP) of all the teacher's boxes on those scenes against the hidden labels: how well its
-scores rank right boxes above wrong ones. ``--cfg-options`` changes the model before the
-checkpoint loads, e.g. ``model.teacher_views=[flip_y]`` scores a teacher that also labels
-each scene mirrored (its fused scores are not on the same scale as the thresholds it was
-trained with; ``teacher_ap`` compares the two teachers fairly).
+box's its own). And, free of the thresholds, ``teacher_ap``: the config's validation
+metric (its primary AP) of all the teacher's boxes on those scenes against the hidden
+labels: how well its scores rank right boxes above wrong ones. ``--cfg-options`` changes
+the model before the checkpoint loads, e.g. ``model.teacher_views=[flip_y]`` scores a
+teacher that also labels each scene mirrored (its fused scores are not on the same scale as
+the thresholds it was trained with; ``teacher_ap`` compares the two teachers fairly).
 
 Usage::
 
