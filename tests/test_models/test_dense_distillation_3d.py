@@ -29,10 +29,11 @@ def blobs(head, boxes, labels, shape, radius=1.5):
     return heat
 
 
-def strong_centre_cells(head, boxes, shape):
-    cx = ((boxes[:, 0] - head.pc_range[0]) / head.cell[0]).floor().long()
-    cy = ((boxes[:, 1] - head.pc_range[1]) / head.cell[1]).floor().long()
-    return cy.clamp(0, shape[0] - 1), cx.clamp(0, shape[1] - 1)
+def centre_cells(head, boxes, shape):
+    """(row, col) of the cell holding each box's centre, as the head's targets place it."""
+    cx, cy = head._cells(boxes)
+    return (cy.floor().long().clamp(0, shape[0] - 1),
+            cx.floor().long().clamp(0, shape[1] - 1))
 
 
 def dense_teacher(model, weak, boxes, scores, shape):
@@ -73,7 +74,7 @@ def test_teacher_heatmap_peaks_land_on_the_strong_views_objects(shuffle):
     if shuffle:
         strong_boxes, whole = shuffle_boxes(strong_boxes, strong.bev_shuffle)
     head = model.student.bbox_head
-    ys, xs = strong_centre_cells(head, torch.as_tensor(strong_boxes), shape)
+    ys, xs = centre_cells(head, torch.as_tensor(strong_boxes), shape)
     labels = np.arange(len(boxes)) % 3
     assert whole.sum() == (5 if shuffle else 6)
     expected = torch.zeros(3, *shape, dtype=torch.bool)
@@ -103,8 +104,8 @@ def test_warp_heatmap_reads_the_weak_view_where_each_strong_cell_came_from():
     w2s = weak_to_strong_matrix(weak.lidar_aug_matrix, strong.lidar_aug_matrix)
     soft, valid = head.warp_heatmap(heat, w2s)
     strong_boxes = torch.as_tensor(transform_boxes3d(boxes, strong.lidar_aug_matrix))
-    ys, xs = strong_centre_cells(head, strong_boxes, shape)
-    wy, wx = strong_centre_cells(head, weak_boxes, shape)
+    ys, xs = centre_cells(head, strong_boxes, shape)
+    wy, wx = centre_cells(head, weak_boxes, shape)
     on_map = [k for k in range(len(boxes)) if valid[ys[k], xs[k]]
               and heat[labels[k], wy[k], wx[k]] > 0.5]
     assert len(on_map) >= 4
@@ -128,10 +129,18 @@ def test_soft_heatmap_loss_reads_valid_cells_only_and_is_least_at_the_target():
     # invalid cells do not count: change the logits there only
     moved = torch.where(valid[:, None], off, off + 5.0)
     torch.testing.assert_close(loss(moved, target, valid), loss(off, target, valid))
-    # divided by the targets' sum over the valid cells
-    raw = loss(off, target, valid) * (target * valid[:, None]).sum()
-    torch.testing.assert_close(loss(off, target * 0 + target, valid),
-                               raw / (target * valid[:, None]).sum())
+    # divided by the targets' sum over the valid cells: n cells of target 1 at logit 0 each
+    # cost log(2) * 0.5 ** 2 whatever n is; one cell of target 0.2 is divided by 1, not 0.2
+    for n in (4, 10):
+        some = (torch.arange(16) < n).view(1, 4, 4)
+        torch.testing.assert_close(loss(torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4), some),
+                                   torch.tensor(np.log(2) * 0.25, dtype=torch.float32))
+    one = torch.zeros(1, 4, 4, dtype=torch.bool)
+    one[0, 1, 2] = True
+    low = torch.full((1, 1, 4, 4), 0.2)
+    p = torch.tensor(0.5)
+    expected = -(0.2 * p.log() + 0.8 * (1 - p).log()) * (p - 0.2) ** 2
+    torch.testing.assert_close(loss(torch.zeros(1, 1, 4, 4), low, one), expected)
     assert float(loss(off, target, torch.ones_like(valid))) != float(loss(off, target, valid))
 
 
@@ -186,7 +195,7 @@ def test_teacher_heatmap_is_the_map_its_boxes_were_decoded_from():
     head = model.teacher.bbox_head
     heat = heatmaps[0]
     assert heat.min() >= 0 and heat.max() <= 1  # probabilities, not logits
-    ys, xs = strong_centre_cells(head, preds[0].bboxes_3d, tuple(heat.shape[-2:]))
+    ys, xs = centre_cells(head, preds[0].bboxes_3d, tuple(heat.shape[-2:]))
     torch.testing.assert_close(heat[preds[0].labels_3d, ys, xs], preds[0].scores_3d)
 
 
