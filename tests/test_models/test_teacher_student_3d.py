@@ -187,6 +187,28 @@ def test_middle_boxes_weigh_their_score_to_middle_power(power, expected):
         build(middle_power=0.0)
 
 
+def test_count_cap_compares_the_teachers_boxes_per_scene_with_the_labeled_scenes():
+    """The call site hands the policy the number of weak scenes: a teacher that finds 4 cars
+    in one scene, where the labeled scenes hold 1 a scene, gets its car threshold raised."""
+    _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=False)
+    model = build(middle='weight', low='off', pseudo_label=dict(
+        type='DynamicThreshold', num_classes=3, init_high=0.5, init_low=0.3, min_count=1,
+        count_cap=1.0))
+    model.pseudo_label.update_labeled(torch.tensor([0, 1, 2, 0, 1, 2]), num_images=2)
+    from ssl_det.structures import transform_boxes3d
+    pred = InstanceData(
+        bboxes_3d=torch.as_tensor(transform_boxes3d(boxes, weak.lidar_aug_matrix)),
+        scores_3d=torch.full((6,), 0.9), labels_3d=torch.tensor([0, 0, 0, 0, 1, 2]))
+    model.teacher_predict = lambda inputs, samples: [copy.deepcopy(pred)]
+    _, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    high = model.pseudo_label.high_thr
+    assert high[0] > 0.9 and high[1:].tolist() == pytest.approx([0.5, 0.5])
+    assert stats['pseudo/num_high'] == 2  # the cars go to the middle tier
+    assert sorted(samples[0].gt_instances_3d.labels_3d[
+        samples[0].gt_instances_3d.weights == 1].tolist()) == [1, 2]
+
+
 def test_middle_ignore_and_low_ignore_modes():
     _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=False)
     model = build(middle='ignore', low='ignore')

@@ -309,7 +309,8 @@ class TeacherStudent3D(TeacherStudent):
         scores = torch.cat([p.scores_3d for p in predictions])
         labels = torch.cat([p.labels_3d for p in predictions])
         if self.pseudo_label.score_source == 'teacher':
-            self.pseudo_label.update(scores, labels)
+            # the scene count lets a policy compare boxes per scene (share and count caps)
+            self.pseudo_label.update(scores, labels, num_images=len(predictions))
         split = self.pseudo_label(scores, labels)
         low_mask = split.dropped & (scores >= self.low_score_thr)
         sizes = [len(p) for p in predictions]
