@@ -18,7 +18,11 @@ scene's own frame). Per tier:
   of background and clutter: negatives the student no longer sees).
 
 The same per class under ``per_class`` (a box's class is the teacher's label, a hidden
-box's its own). And, free of the thresholds, ``teacher_ap``: the config's validation
+box's its own), and ``by_score``: per class, the teacher's boxes a scene scoring at or
+above each of ``SCORE_STEPS`` and their precision, the curve a threshold picks a point of.
+``--pool labeled`` scores the labeled scenes instead (the teacher trained on them, so how
+far their curve lies from the unlabeled scenes' is how far a rule that sets thresholds from
+labeled scenes would be off). And, free of the thresholds, ``teacher_ap``: the config's validation
 metric (its primary AP) of all the teacher's boxes on those scenes against the hidden
 labels: how well its scores rank right boxes above wrong ones. ``--cfg-options`` changes
 the model before the checkpoint loads, e.g. ``model.teacher_views=[flip_y]`` scores a
@@ -46,6 +50,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 TIERS = ('high', 'middle', 'low')
+SCORE_STEPS = tuple(round(0.3 + 0.05 * k, 2) for k in range(13))  # 0.3 .. 0.9
 
 
 def load_model(config: str, checkpoint: str, cfg_options: Optional[dict] = None):
@@ -69,18 +74,22 @@ def load_model(config: str, checkpoint: str, cfg_options: Optional[dict] = None)
     model.thresholds_from = ('config' if any(k.startswith('pseudo_label.')
                                              for k in result.missing_keys) else 'checkpoint')
     model.eval()
-    model.pseudo_label.update = lambda scores, labels: None  # score, don't adapt
+    model.pseudo_label.update = lambda *args, **kwargs: None  # score, don't adapt
     if model.low == 'off':  # score the tier the config leaves off, as it would be
         print(f'{config}: low tier off; scoring it as low=remove_points would use it')
         model.low = 'remove_points'
     return cfg, model
 
 
-def unlabeled_scenes(cfg, limit: int):
-    """The unlabeled split's scenes, loaded with their hidden labels from ``train.json``."""
+def pool_scenes(cfg, limit: int, pool: str = 'unlabeled'):
+    """The scenes of the unlabeled (or labeled) split's annotation file, loaded with their
+    labels from ``train.json`` beside it."""
     from ssl_det.datasets.point_cloud_dataset import PointCloudDataset
+    if pool not in ('unlabeled', 'labeled'):
+        raise ValueError(f"pool must be 'unlabeled' or 'labeled', got {pool!r}")
     root = osp.join(ROOT, cfg.unlabeled_dataset.data_root)
-    pool = json.load(open(osp.join(root, cfg.unlabeled_dataset.ann_file)))['data_list']
+    ann_file = cfg[f'{pool}_dataset'].ann_file
+    pool = json.load(open(osp.join(root, ann_file)))['data_list']
     wanted = {d['frame_id'] for d in pool}
     full = PointCloudDataset(
         data_root=root, ann_file='train.json', metainfo=cfg.metainfo,
@@ -90,8 +99,7 @@ def unlabeled_scenes(cfg, limit: int):
                        meta_keys=('frame_id', 'lidar_aug_matrix', 'bev_shuffle'))])
     picked = [i for i in range(len(full)) if full.get_data_info(i)['frame_id'] in wanted]
     if not picked:
-        raise SystemExit(f'no unlabeled scene of {cfg.unlabeled_dataset.ann_file} is in '
-                         'train.json')
+        raise SystemExit(f'no scene of {ann_file} is in train.json')
     return full, picked[:limit]
 
 
@@ -104,7 +112,7 @@ def match_thresholds(cfg) -> dict:
 
 
 def score_checkpoint(config: str, checkpoint: str, limit: int,
-                     cfg_options: Optional[dict] = None) -> dict:
+                     cfg_options: Optional[dict] = None, pool: str = 'unlabeled') -> dict:
     from ssl_det.ops import rotated_iou_bev
     from ssl_det.registry import METRICS
     from ssl_det.structures import points_in_boxes
@@ -119,7 +127,7 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
         predicted.extend(out)
         return out
     model.teacher_predict = recorded
-    dataset, picked = unlabeled_scenes(cfg, limit)
+    dataset, picked = pool_scenes(cfg, limit, pool)
     classes = list(cfg.metainfo['classes'])
     thr = match_thresholds(cfg)
     per_class_thr = torch.tensor([thr[c] for c in classes], dtype=torch.float64)
@@ -134,6 +142,7 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
     found_by_class = {k: np.zeros(len(classes), np.int64) for k in ('high', 'high_middle')}
     gt_by_class = np.zeros(len(classes), np.int64)
     removed = dict(total=0, on_objects=0)
+    all_scores, all_labels, all_correct = [], [], []  # every teacher box, for by_score
     for idx in picked:
         data = dataset[idx]
         points = data['inputs']['points']
@@ -152,6 +161,15 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
             pred_instances_3d=dict(bboxes_3d=pred.bboxes_3d, scores_3d=pred.scores_3d,
                                    labels_3d=pred.labels_3d),
             gt_instances_3d=dict(bboxes_3d=gt_boxes.float(), labels_3d=gt_labels))])
+        pred_labels = pred.labels_3d.long().cpu()
+        correct = torch.zeros(len(pred_labels), dtype=torch.bool)
+        if len(pred_labels) and len(gt_boxes):
+            iou = rotated_iou_bev(pred.bboxes_3d.double().cpu(), gt_boxes)
+            correct = ((iou >= per_class_thr[gt_labels][None])
+                       & (pred_labels[:, None] == gt_labels[None])).any(dim=1)
+        all_scores.append(pred.scores_3d.float().cpu())
+        all_labels.append(pred_labels)
+        all_correct.append(correct)
         hit_by = {}
         for tier in TIERS:
             boxes = torch.as_tensor(tiers[tier], dtype=torch.float64).reshape(-1, 7)
@@ -181,7 +199,19 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
 
     num_gt = int(gt_by_class.sum())
 
-    result = dict(checkpoint=osp.relpath(checkpoint, ROOT), scenes=len(picked),
+    scores, labels, correct = (torch.cat(all_scores), torch.cat(all_labels),
+                               torch.cat(all_correct))
+
+    def by_score(k):
+        rows = {}
+        for t in SCORE_STEPS:
+            above = (labels == k) & (scores >= t)
+            n = int(above.sum())
+            rows[f'{t:.2f}'] = dict(per_scene=n / len(picked),
+                                    precision=share(int(correct[above].sum()), n))
+        return rows
+
+    result = dict(checkpoint=osp.relpath(checkpoint, ROOT), pool=pool, scenes=len(picked),
                   hidden_boxes=num_gt, match_iou=thr,
                   thresholds=dict(high=model.pseudo_label.high_thr.tolist(),
                                   low=model.pseudo_label.low_thr.tolist(),
@@ -208,7 +238,8 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
                 hidden_boxes=int(gt_by_class[k]),
                 recall_high=share(int(found_by_class['high'][k]), int(gt_by_class[k])),
                 recall_high_middle=share(int(found_by_class['high_middle'][k]),
-                                         int(gt_by_class[k])))
+                                         int(gt_by_class[k])),
+                by_score=by_score(k))
         for k, c in enumerate(classes)}
     return result
 
@@ -220,14 +251,17 @@ def main(argv=None):
     parser.add_argument('--config', default=osp.join(
         ROOT, 'configs/point_cloud/hssda_pillar-center_demo3d_semi-10pct.py'))
     parser.add_argument('--scenes', type=int, default=100,
-                        help='unlabeled scenes scored per checkpoint')
+                        help='scenes scored per checkpoint')
+    parser.add_argument('--pool', choices=('unlabeled', 'labeled'), default='unlabeled',
+                        help='which split to score: the unlabeled scenes (their hidden '
+                             'labels) or the labeled ones')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'pseudo_label_tiers_3d.json'))
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='config changes before the model is built, e.g. '
                              'model.teacher_views=[flip_y]')
     args = parser.parse_args(argv)
-    runs = [score_checkpoint(args.config, c, args.scenes, args.cfg_options)
+    runs = [score_checkpoint(args.config, c, args.scenes, args.cfg_options, args.pool)
             for c in args.checkpoints]
 
     def fmt(v):
@@ -241,7 +275,7 @@ def main(argv=None):
         return f'{statistics.fmean(values):.2f} ± {sd:.2f}'
 
     print(f'| tier | boxes per scene | precision | on an object | ({len(runs)} runs, '
-          f'{runs[0]["scenes"]} unlabeled scenes each) |')
+          f'{runs[0]["scenes"]} {args.pool} scenes each) |')
     print('| --- | --- | --- | --- | --- |')
     for tier in TIERS:
         print(f'| {tier} | {spread([r[tier]["per_scene"] for r in runs])} | '
@@ -263,6 +297,12 @@ def main(argv=None):
             ('high', 'per_scene'), ('high', 'precision'), ('middle', 'per_scene'),
             ('middle', 'precision'))) + f' | {spread([row["recall_high"] for row in rows])} | '
             f'{spread([row["recall_high_middle"] for row in rows])} |')
+    steps = SCORE_STEPS[::2]
+    print('\nprecision of the boxes scoring at or above each score:\n\n| class | '
+          + ' | '.join(f'>= {t:.2f}' for t in steps) + ' |\n| --- |' + ' --- |' * len(steps))
+    for c in runs[0]['per_class']:
+        print(f'| {c} | ' + ' | '.join(spread([r['per_class'][c]['by_score'][f'{t:.2f}'][
+            'precision'] for r in runs]) for t in steps) + ' |')
     for r in runs:
         print(f'{r["checkpoint"]}: ' + ', '.join(
             f'{t} {r[t]["boxes"]} boxes (precision {fmt(r[t]["precision"])})' for t in TIERS))

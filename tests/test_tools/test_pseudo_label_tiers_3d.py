@@ -123,3 +123,41 @@ def test_per_class_counts_find_the_class_whose_boxes_are_wrong(setup, monkeypatc
     assert sum(per[c]['hidden_boxes'] for c in per) == result['hidden_boxes']
     assert per['Car']['high']['boxes'] == 2 * per['Car']['hidden_boxes']
     assert result['high']['precision'] > per['Car']['high']['precision']
+
+
+def test_precision_by_score_per_class_and_the_labeled_pool(setup, monkeypatch):
+    """Wrong Car copies scored 0.95 over right boxes at 0.9: Car's precision of the boxes at
+    or above 0.9 is a half and its boxes a scene double; ``pool='labeled'`` scores the
+    labeled split's scenes (2 of the 20), not the unlabeled ones."""
+    root, ckpt, opts = setup
+    monkeypatch.setattr(teacher_student_3d.TeacherStudent3D, 'teacher_predict',
+                        oracle(shift_every_other=True, only_class=0))
+    seen = []
+    pool_scenes = tiers.pool_scenes
+
+    def recorded(cfg, limit, pool):
+        dataset, picked = pool_scenes(cfg, limit, pool)
+        seen.append({dataset.get_data_info(i)['frame_id'] for i in picked})
+        return dataset, picked
+    monkeypatch.setattr(tiers, 'pool_scenes', recorded)
+    unlabeled = tiers.score_checkpoint(CFG, ckpt, 50, opts)
+    labeled = tiers.score_checkpoint(CFG, ckpt, 50, opts, pool='labeled')
+    assert (unlabeled['pool'], unlabeled['scenes']) == ('unlabeled', 18)
+    assert (labeled['pool'], labeled['scenes']) == ('labeled', 2)
+    assert len(seen[1]) == 2 and not seen[0] & seen[1]
+    for result in (unlabeled, labeled):
+        per = result['per_class']
+        car = per['Car']['by_score']
+        assert list(car) == [f'{t:.2f}' for t in tiers.SCORE_STEPS]
+        # every box is high here (0.9 and 0.95 over the config's 0.5), so the curve's
+        # points equal the high tier's precision, counted apart: about a half (a moved copy
+        # may land on another car)
+        assert car['0.90']['precision'] == car['0.30']['precision'] == pytest.approx(
+            per['Car']['high']['precision']) and 0.45 < car['0.90']['precision'] < 0.6
+        assert car['0.90']['per_scene'] == pytest.approx(
+            2 * per['Car']['hidden_boxes'] / result['scenes'])
+        for c in ('Pedestrian', 'Cyclist'):
+            if per[c]['hidden_boxes']:
+                assert per[c]['by_score']['0.30']['precision'] == 1.0
+    with pytest.raises(ValueError, match='pool'):
+        pool_scenes(Config.fromfile(CFG), 5, 'val')
