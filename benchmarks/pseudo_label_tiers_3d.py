@@ -22,9 +22,9 @@ box's its own), and ``by_score``: per class, the teacher's boxes a scene scoring
 above each of ``SCORE_STEPS`` and their precision, the curve a threshold picks a point of.
 ``--pool labeled`` scores the labeled scenes instead (the teacher trained on them, so how
 far their curve lies from the unlabeled scenes' is how far a rule that sets thresholds from
-labeled scenes would be off). And, free of the thresholds, ``teacher_ap``: the config's validation
-metric (its primary AP) of all the teacher's boxes on those scenes against the hidden
-labels: how well its scores rank right boxes above wrong ones. ``--cfg-options`` changes
+labeled scenes would be off). And, free of the thresholds, ``teacher_ap``: the config's
+validation metric (its primary AP) of all the teacher's boxes on those scenes against the
+hidden labels: how well its scores rank right boxes above wrong ones. ``--cfg-options`` changes
 the model before the checkpoint loads, e.g. ``model.teacher_views=[flip_y]`` scores a
 teacher that also labels each scene mirrored (its fused scores are not on the same scale as
 the thresholds it was trained with; ``teacher_ap`` compares the two teachers fairly).
@@ -111,9 +111,17 @@ def match_thresholds(cfg) -> dict:
             for c in cfg.metainfo['classes']}
 
 
+def match(boxes, labels, gt_boxes, gt_labels, iou_thr):
+    """``(iou, good)``, each (boxes, gt): the BEV IoU of every box with every labeled box,
+    and whether it reaches the labeled box's class threshold ``iou_thr[class]`` with the
+    same class."""
+    from ssl_det.ops import rotated_iou_bev
+    iou = rotated_iou_bev(boxes, gt_boxes)
+    return iou, (iou >= iou_thr[gt_labels][None]) & (labels[:, None] == gt_labels[None])
+
+
 def score_checkpoint(config: str, checkpoint: str, limit: int,
                      cfg_options: Optional[dict] = None, pool: str = 'unlabeled') -> dict:
-    from ssl_det.ops import rotated_iou_bev
     from ssl_det.registry import METRICS
     from ssl_det.structures import points_in_boxes
     cfg, model = load_model(config, checkpoint, cfg_options)
@@ -164,9 +172,9 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
         pred_labels = pred.labels_3d.long().cpu()
         correct = torch.zeros(len(pred_labels), dtype=torch.bool)
         if len(pred_labels) and len(gt_boxes):
-            iou = rotated_iou_bev(pred.bboxes_3d.double().cpu(), gt_boxes)
-            correct = ((iou >= per_class_thr[gt_labels][None])
-                       & (pred_labels[:, None] == gt_labels[None])).any(dim=1)
+            _, good = match(pred.bboxes_3d.double().cpu(), pred_labels, gt_boxes, gt_labels,
+                            per_class_thr)
+            correct = good.any(dim=1)
         all_scores.append(pred.scores_3d.float().cpu())
         all_labels.append(pred_labels)
         all_correct.append(correct)
@@ -178,9 +186,7 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
             if not len(boxes) or not len(gt_boxes):
                 hit_by[tier] = torch.zeros(len(gt_boxes), dtype=torch.bool)
                 continue
-            iou = rotated_iou_bev(boxes, gt_boxes)  # (boxes, gt)
-            same = labels[:, None] == gt_labels[None]
-            good = (iou >= per_class_thr[gt_labels][None]) & same
+            iou, good = match(boxes, labels, gt_boxes, gt_labels, per_class_thr)
             by_class[tier]['correct'] += per_class(labels[good.any(dim=1)])
             by_class[tier]['on_object'] += per_class(labels[(iou > 0).any(dim=1)])
             hit_by[tier] = good.any(dim=0)
