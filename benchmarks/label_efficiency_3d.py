@@ -60,6 +60,7 @@ ABLATIONS = {
     'hssda_unsup_0': ('hssda', ['model.unsup_weight=0.0'],
                       'no unlabeled loss: the teacher is an EMA of a supervised student'),
     'hssda_unsup_2': ('hssda', ['model.unsup_weight=2.0'], 'unlabeled loss weight 2'),
+    'hssda_unsup_0.5': ('hssda', ['model.unsup_weight=0.5'], 'unlabeled loss weight 0.5'),
     'hssda_unshuffle_features': ('hssda', ['train_dataloader.dataset.datasets.1.pipeline.1'
                                            '.unsup_student.3.mode=unshuffle_features'],
                                  "patch shuffle with HSSDA's feature un-shuffle: boxes stay, "
