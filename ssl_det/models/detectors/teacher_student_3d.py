@@ -37,6 +37,13 @@ shuffle as the boxes) and the student's heatmap on the strong view meets them in
 focal loss (``unsup_loss_heatmap_soft``, times ``dense_weight``), beside the tiers' boxes. An
 object the teacher scores below every threshold then still teaches a soft peak instead of
 background.
+
+With ``object_bank`` the high tier's surest objects (box and points, in their scene's raw
+frame) are also kept in a bank (:class:`~ssl_det.models.utils.object_bank.ObjectBank`), and
+each labeled scene gets some of them pasted in before the supervised loss (PseudoAugment's
+pseudo frames): GT sampling with the teacher's objects, which puts objects of the unlabeled
+scenes into the labeled scenes' contexts. The pasted boxes are ground truth for that loss
+(flagged ``pasted``; the labeled counts the threshold policy reads leave them out).
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -54,6 +61,7 @@ from ssl_det.structures import (points_in_boxes, transform_boxes3d, transform_po
                                 weak_to_strong_matrix)
 from ssl_det.structures.bev_shuffle import (moves_boxes, shuffle_box_pieces, shuffle_boxes,
                                             unshuffle_points)
+from ..utils.object_bank import ObjectBank
 from ..utils.teacher_views import (check_view, check_view_iou_thr, fuse_views,
                                     log_views_per_box, view_matrix)
 from .teacher_student import TeacherStudent
@@ -104,6 +112,10 @@ class TeacherStudent3D(TeacherStudent):
         dense_weight (float): weight of the dense distillation loss (the teacher's heatmap
             as a soft target; see the module doc); 0 turns it off. Needs a head with
             ``warp_heatmap`` (``CenterHead3D``). Default: 0.
+        object_bank (dict, optional): ``ObjectBank``'s arguments but ``num_classes``
+            (``num_paste`` per class, ``point_cloud_range``, ``min_score``, ...): the high
+            tier's objects scoring at least ``min_score`` are banked and pasted into the
+            labeled scenes (see the module doc). Default: None (off).
     """
 
     def __init__(self,
@@ -124,6 +136,7 @@ class TeacherStudent3D(TeacherStudent):
                  view_iou_thr: float = 0.5,
                  joint_batch: bool = False,
                  dense_weight: float = 0.0,
+                 object_bank: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         BaseDetector.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -169,6 +182,10 @@ class TeacherStudent3D(TeacherStudent):
         if self.dense_weight > 0 and not callable(getattr(head, 'warp_heatmap', None)):
             raise ValueError(f'dense_weight needs a head with warp_heatmap (CenterHead3D); '
                              f'{type(head).__name__} has none')
+        self.bank = None
+        if object_bank is not None:
+            num_classes = getattr(self.pseudo_label, 'num_classes', None) or head.num_classes
+            self.bank = ObjectBank(num_classes=num_classes, **object_bank)
 
     # ------------------------------------------------------------------ training
     def loss(self, multi_batch_inputs: dict, multi_batch_data_samples: dict) -> dict:
@@ -176,10 +193,21 @@ class TeacherStudent3D(TeacherStudent):
                 and multi_batch_inputs.get('unsup_teacher') is not None):
             self.update_from_labeled(multi_batch_inputs.get('sup'),
                                      multi_batch_data_samples.get('sup'))
+        pasted = None
+        if (self.bank is not None and self.unsup_active
+                and multi_batch_inputs.get('sup') is not None):
+            multi_batch_inputs['sup'], pasted = self.paste_objects(
+                multi_batch_inputs['sup'], multi_batch_data_samples['sup'])
         if (self.joint_batch and self.unsup_active and multi_batch_inputs.get('sup') is not None
                 and multi_batch_inputs.get('unsup_teacher') is not None):
-            return self.joint_loss(multi_batch_inputs, multi_batch_data_samples)
-        return super().loss(multi_batch_inputs, multi_batch_data_samples)
+            losses = self.joint_loss(multi_batch_inputs, multi_batch_data_samples)
+        else:
+            losses = super().loss(multi_batch_inputs, multi_batch_data_samples)
+        if pasted is not None:
+            device = multi_batch_inputs['sup']['points'][0].device
+            losses['pseudo_num_pasted'] = torch.tensor(float(pasted), device=device)
+            losses['pseudo_bank_size'] = torch.tensor(float(len(self.bank)), device=device)
+        return losses
 
     def joint_loss(self, multi_batch_inputs: dict, multi_batch_data_samples: dict) -> dict:
         """``joint_batch``: the teacher labels the weak scenes, then one student pass over the
@@ -194,13 +222,47 @@ class TeacherStudent3D(TeacherStudent):
         losses.update(self.finish_strong_losses(strong, strong_inputs, strong_samples, stats))
         return losses
 
+    @torch.no_grad()
+    def paste_objects(self, inputs: dict, data_samples: List) -> Tuple[dict, int]:
+        """``object_bank``: paste banked objects into each labeled scene; their boxes join
+        its ``gt_instances_3d`` (``pasted`` True, other fields zero). Returns the inputs
+        with the new points and the number of objects pasted; the samples are changed in
+        place."""
+        points_out, num = [], 0
+        for pts, sample in zip(inputs['points'], data_samples):
+            gt = sample.gt_instances_3d
+            ignored = sample.get('ignored_instances_3d', InstanceData())
+            gt_boxes, avoid = (torch.as_tensor(i.bboxes_3d) if 'bboxes_3d' in i else None
+                               for i in (gt, ignored))
+            pts, boxes, labels = self.bank.paste(
+                pts, gt_boxes, sample.metainfo.get('lidar_aug_matrix', np.eye(4)), avoid=avoid)
+            points_out.append(pts)
+            num += len(boxes)
+            fields = dict(bboxes_3d=boxes.new_zeros(0, 7), labels_3d=labels[:0])
+            fields.update({k: torch.as_tensor(v) for k, v in gt.items()})
+            pasted = dict(bboxes_3d=boxes, labels_3d=labels)
+            merged = InstanceData()
+            for key, value in fields.items():
+                extra = pasted[key] if key in pasted else value.new_zeros(
+                    (len(boxes),) + tuple(value.shape[1:]))
+                merged[key] = torch.cat([value, extra.to(value)])
+            num_real = len(fields['labels_3d'])
+            merged.pasted = torch.arange(num_real + len(boxes), device=boxes.device) >= num_real
+            sample.gt_instances_3d = merged
+        return dict(inputs, points=points_out), num
+
     @staticmethod
     def labeled_labels(samples: List) -> Tensor:
-        """Class labels of the labeled scenes' ground-truth boxes (``gt_instances_3d``)."""
+        """Class labels of the labeled scenes' ground-truth boxes (``gt_instances_3d``),
+        without the objects the bank pasted into them."""
         if not samples:
             return torch.zeros(0, dtype=torch.long)
-        return torch.cat([torch.as_tensor(s.gt_instances_3d.labels_3d).long().flatten()
-                          for s in samples])
+        labels = []
+        for s in samples:
+            gt = s.gt_instances_3d
+            lab = torch.as_tensor(gt.labels_3d).long().flatten()
+            labels.append(lab[~gt.pasted.to(lab.device)] if 'pasted' in gt else lab)
+        return torch.cat(labels)
 
     @torch.no_grad()
     def update_from_labeled(self, inputs: Optional[dict], data_samples: Optional[List]) -> None:
@@ -316,10 +378,16 @@ class TeacherStudent3D(TeacherStudent):
         sizes = [len(p) for p in predictions]
         points_out = list(strong_inputs['points'])
         counts = dict(high=0, middle=0, low=0, cut=0, removed_points=0)
+        if self.bank is not None:
+            counts['banked'] = 0
         for i, (pred, high, middle, low) in enumerate(zip(
                 predictions, split.confident.split(sizes), split.ignored.split(sizes),
                 low_mask.split(sizes))):
             weak, strong = weak_samples[i], strong_samples[i]
+            if self.bank is not None and bool(high.any()):
+                counts['banked'] += self.bank.add(
+                    weak_inputs['points'][i], pred.bboxes_3d[high], pred.labels_3d[high],
+                    pred.scores_3d[high], weak.metainfo.get('lidar_aug_matrix', np.eye(4)))
             w2s = weak_to_strong_matrix(weak.lidar_aug_matrix, strong.lidar_aug_matrix)
             boxes = transform_boxes3d(pred.bboxes_3d.float(), w2s)
             shuffle = strong.metainfo.get('bev_shuffle')
