@@ -220,6 +220,27 @@ def test_middle_ignore_and_low_ignore_modes():
     assert len(out_inputs['points'][0]) == len(strong_pts)  # nothing removed
 
 
+def test_middle_mode_per_class():
+    """HSSDA's code keeps pedestrians' middle tier off: one mode a class, here weight for
+    class 0, off for class 1 and ignore for class 2 (labels 0 1 2 0 1 2)."""
+    _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=False)
+    model = build(middle=['weight', 'off', 'ignore'], low='off')
+    fake_teacher(model, weak, boxes, [0.5, 0.55, 0.6, 0.9, 0.9, 0.9])
+    _, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    gt, ignored = samples[0].gt_instances_3d, samples[0].ignored_instances_3d
+    pairs = sorted(zip(gt.labels_3d.tolist(), gt.weights.tolist()))
+    assert [p[0] for p in pairs] == [0, 0, 1, 2]
+    assert [p[1] for p in pairs] == pytest.approx([0.5, 1.0, 1.0, 1.0])
+    assert ignored.labels_3d.tolist() == [2]
+    assert stats['pseudo/num_middle'] == 2
+    with pytest.raises(ValueError, match='middle'):
+        build(middle=['weight', 'sometimes', 'off'])
+    with pytest.raises(ValueError, match='3 classes'):
+        build(middle=['weight', 'off'], pseudo_label=dict(
+            type='DynamicThreshold', num_classes=3, init_high=0.7, init_low=0.4))
+
+
 def test_low_off_keeps_every_point_and_reports_no_low_tier():
     # the 3D demo's default since its low tier cost AP: low boxes are neither used, counted
     # nor drawn (the picture and the log show what the student learns from)

@@ -11,7 +11,7 @@ thresholds sort its boxes into three tiers (HSSDA):
 - **middle** (``low <= score < high``): ``middle='weight'`` supervises them with the
   teacher's score (to the power ``middle_power``) as the instance weight (the heatmap loss
   around the box and its box-code loss are scaled by it); ``middle='ignore'`` leaves their
-  region out of the heatmap loss;
+  region out of the heatmap loss; a list gives each class its own mode;
 - **low** (``low_score_thr <= score < low``, not overlapping a high or middle box):
   ``low='remove_points'`` deletes the points inside them from the student's input, so an
   object the teacher barely saw is not learned as background; ``low='ignore'`` ignores their
@@ -85,7 +85,9 @@ class TeacherStudent3D(TeacherStudent):
             teacher's boxes that match ground truth on the batch's labeled scenes.
         unsup_weight (float): weight of the student's loss on the unlabeled views.
         sup_weight (float): weight of the supervised loss.
-        middle (str): ``'weight'``, ``'ignore'`` or ``'off'`` (see the module doc).
+        middle (str | list[str]): ``'weight'``, ``'ignore'`` or ``'off'`` (see the module
+            doc), or one of them a class: HSSDA's code keeps the middle tier off for
+            pedestrians, ``['weight', 'off', 'weight']`` on KITTI's classes.
         middle_power (float): with ``middle='weight'``, a middle box's weight is the
             teacher's score to this power (2: sharper, a 0.5 box counts a quarter). Default 1.
         low (str): ``'remove_points'``, ``'ignore'`` or ``'off'``.
@@ -140,8 +142,10 @@ class TeacherStudent3D(TeacherStudent):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         BaseDetector.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        if middle not in MIDDLE_MODES:
-            raise ValueError(f'middle must be one of {MIDDLE_MODES}, got {middle!r}')
+        modes = [middle] if isinstance(middle, str) else list(middle)
+        if not modes or any(m not in MIDDLE_MODES for m in modes):
+            raise ValueError(f'middle must be one of {MIDDLE_MODES} or a list of them (one a '
+                             f'class), got {middle!r}')
         if not middle_power > 0:
             raise ValueError(f'middle_power must be > 0, got {middle_power}')
         if low not in LOW_MODES:
@@ -151,7 +155,12 @@ class TeacherStudent3D(TeacherStudent):
         self.pseudo_label = TASK_UTILS.build(
             pseudo_label or dict(type='DualThreshold', high=0.5, low=0.3))
         self._build_members(detector)
-        self.middle, self.low = middle, low
+        self.middle = middle if isinstance(middle, str) else tuple(modes)
+        self.low = low
+        num_classes = getattr(self.pseudo_label, 'num_classes', None)
+        if not isinstance(middle, str) and num_classes is not None \
+                and len(modes) != num_classes:
+            raise ValueError(f'middle has {len(modes)} modes for {num_classes} classes')
         self.middle_power = float(middle_power)
         self.low_score_thr = float(low_score_thr)
         self.unsup_weight, self.sup_weight = float(unsup_weight), float(sup_weight)
@@ -399,16 +408,15 @@ class TeacherStudent3D(TeacherStudent):
             else:
                 moved, whole = boxes, torch.ones(len(boxes), dtype=torch.bool,
                                                  device=boxes.device)
-            if self.middle == 'off':
-                middle = torch.zeros_like(middle)
+            middle = middle & ~self._middle_is(pred.labels_3d, 'off')
             if self.low == 'off':  # not a tier: neither counted nor drawn
                 low = torch.zeros_like(low)
             else:
                 low = low & ~self._overlaps(boxes, boxes[high | middle])
-            gt_mask = high | (middle if self.middle == 'weight' else torch.zeros_like(middle))
+            gt_mask = high | (middle & self._middle_is(pred.labels_3d, 'weight'))
             keep_gt = gt_mask & whole
-            ignore_mask = (gt_mask & ~whole) | (middle if self.middle == 'ignore'
-                                                else torch.zeros_like(middle))
+            ignore_mask = (gt_mask & ~whole) | (middle & self._middle_is(pred.labels_3d,
+                                                                          'ignore'))
             if self.low == 'ignore':
                 ignore_mask = ignore_mask | low
             weights = torch.where(high, torch.ones_like(pred.scores_3d),
@@ -442,6 +450,16 @@ class TeacherStudent3D(TeacherStudent):
         stats = self.split_stats(split, scores, labels, num_high)
         stats.update({f'pseudo/num_{k}': float(v) for k, v in counts.items()})
         return dict(strong_inputs, points=points_out), strong_samples, stats
+
+    def _middle_is(self, labels: Tensor, mode: str) -> Tensor:
+        """Which boxes' classes treat the middle tier as ``mode`` (``middle`` is one mode
+        for every class, or one a class)."""
+        if isinstance(self.middle, str):
+            return torch.full(labels.shape, self.middle == mode, dtype=torch.bool,
+                              device=labels.device)
+        per_class = torch.tensor([m == mode for m in self.middle], dtype=torch.bool,
+                                 device=labels.device)
+        return per_class[labels.long()]
 
     @staticmethod
     def _overlaps(boxes: Tensor, others: Tensor) -> Tensor:
