@@ -83,11 +83,11 @@ def load_model(config: str, checkpoint: str, cfg_options: Optional[dict] = None)
 
 def pool_scenes(cfg, limit: int, pool: str = 'unlabeled'):
     """The scenes of the unlabeled (or labeled) split's annotation file, loaded with their
-    labels from ``train.json`` beside it."""
+    labels from ``train.json`` beside it (under that split's ``data_root``)."""
     from ssl_det.datasets.point_cloud_dataset import PointCloudDataset
     if pool not in ('unlabeled', 'labeled'):
         raise ValueError(f"pool must be 'unlabeled' or 'labeled', got {pool!r}")
-    root = osp.join(ROOT, cfg.unlabeled_dataset.data_root)
+    root = osp.join(ROOT, cfg[f'{pool}_dataset'].data_root)
     ann_file = cfg[f'{pool}_dataset'].ann_file
     pool = json.load(open(osp.join(root, ann_file)))['data_list']
     wanted = {d['frame_id'] for d in pool}

@@ -141,7 +141,10 @@ def test_precision_by_score_per_class_and_the_labeled_pool(setup, monkeypatch):
         return dataset, picked
     monkeypatch.setattr(tiers, 'pool_scenes', recorded)
     unlabeled = tiers.score_checkpoint(CFG, ckpt, 50, opts)
-    labeled = tiers.score_checkpoint(CFG, ckpt, 50, opts, pool='labeled')
+    # each pool reads its own split's data_root: the unlabeled one's is missing here
+    labeled = tiers.score_checkpoint(CFG, ckpt, 50, {
+        'unlabeled_dataset.data_root': osp.join(root, 'missing/'),
+        'labeled_dataset.data_root': root + '/'}, pool='labeled')
     assert (unlabeled['pool'], unlabeled['scenes']) == ('unlabeled', 18)
     assert (labeled['pool'], labeled['scenes']) == ('labeled', 2)
     assert len(seen[1]) == 2 and not seen[0] & seen[1]
