@@ -786,3 +786,18 @@ def test_unsup_weight_scales_the_strong_scenes_losses_only():
         torch.testing.assert_close(heavy[key], 4 * light[key], rtol=1e-5, atol=1e-7)
     for key in sup:
         torch.testing.assert_close(heavy[key], light[key])
+
+
+def test_unsup_loss_keys_keep_the_strong_scenes_heatmap_only():
+    """``unsup_loss_keys=['loss_heatmap']``: the pseudo boxes teach the heatmap, not the box
+    code; the labeled scenes keep both losses."""
+    inputs, samples, model, _ = joint_batch_case()
+    full = model.loss(copy.deepcopy(inputs), copy.deepcopy(samples))
+    heat_only = build(middle='weight', low='off', unsup_weight=2.0,
+                      unsup_loss_keys=['loss_heatmap'])
+    fake_teacher(heat_only, samples['unsup_teacher'][0], scene()[1],
+                 [0.9, 0.55, 0.9, 0.5, 0.9, 0.6])
+    part = heat_only.loss(copy.deepcopy(inputs), copy.deepcopy(samples))
+    assert {'unsup_loss_heatmap', 'unsup_loss_bbox', 'sup_loss_bbox'} <= set(full)
+    assert 'unsup_loss_bbox' not in part
+    assert {'unsup_loss_heatmap', 'sup_loss_heatmap', 'sup_loss_bbox'} <= set(part)

@@ -118,6 +118,9 @@ class TeacherStudent3D(TeacherStudent):
             (``num_paste`` per class, ``point_cloud_range``, ``min_score``, ...): the high
             tier's objects scoring at least ``min_score`` are banked and pasted into the
             labeled scenes (see the module doc). Default: None (off).
+        unsup_loss_keys (list[str], optional): keep only the strong scenes' losses whose
+            name contains one of these (``['loss_heatmap']``: pseudo boxes teach where
+            objects are, not their box code); None keeps all. Default: None.
     """
 
     def __init__(self,
@@ -139,6 +142,7 @@ class TeacherStudent3D(TeacherStudent):
                  joint_batch: bool = False,
                  dense_weight: float = 0.0,
                  object_bank: Optional[dict] = None,
+                 unsup_loss_keys: Optional[Sequence[str]] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         BaseDetector.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -164,7 +168,7 @@ class TeacherStudent3D(TeacherStudent):
         self.middle_power = float(middle_power)
         self.low_score_thr = float(low_score_thr)
         self.unsup_weight, self.sup_weight = float(unsup_weight), float(sup_weight)
-        self.unsup_loss_keys = None
+        self.unsup_loss_keys = list(unsup_loss_keys) if unsup_loss_keys else None
         self.predict_on = predict_on
         # sparse_ratio 0: the tiers' boxes per frame are not comparable with the labels'
         self._build_watches(starving_iters, 0.0, sup_loss_guard)
