@@ -48,12 +48,12 @@ ABLATIONS = {
     'hssda_middle_sq': ('hssda', ['model.middle_power=2.0'],
                         "middle boxes weighted by the teacher's score squared (sharper)"),
     'hssda_middle_ignore': ('hssda', ['model.middle=ignore'], 'middle boxes ignored, not weighted'),
-    # HSSDA's code keeps the middle tier off for pedestrians; the default teachers' middle
-    # pedestrians are right a third of the time (Car 0.76, Cyclist 0.44)
     # 3D AP at IoU 0.5 needs the box code right: the pseudo boxes teach the heatmap only
     'hssda_unsup_heatmap': ('hssda', ['model.unsup_loss_keys=[loss_heatmap]'],
                             "the strong scenes' heatmap loss only: pseudo boxes teach where "
                             'objects are, the labeled scenes their box code'),
+    # HSSDA's code keeps the middle tier off for pedestrians; the default teachers' middle
+    # pedestrians are right a third of the time (Car 0.76, Cyclist 0.44)
     'hssda_ped_middle_off': ('hssda', ['model.middle=[weight,off,weight]'],
                              "pedestrians' middle tier off (HSSDA's code), the other classes' "
                              'weighted'),

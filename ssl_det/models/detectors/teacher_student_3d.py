@@ -400,7 +400,7 @@ class TeacherStudent3D(TeacherStudent):
             if self.bank is not None and bool(high.any()):
                 counts['banked'] += self.bank.add(
                     weak_inputs['points'][i], pred.bboxes_3d[high], pred.labels_3d[high],
-                    pred.scores_3d[high], weak.metainfo.get('lidar_aug_matrix', np.eye(4)))
+                    pred.scores_3d[high], weak.lidar_aug_matrix)
             w2s = weak_to_strong_matrix(weak.lidar_aug_matrix, strong.lidar_aug_matrix)
             boxes = transform_boxes3d(pred.bboxes_3d.float(), w2s)
             shuffle = strong.metainfo.get('bev_shuffle')

@@ -22,7 +22,7 @@ from ssl_det.structures import points_in_boxes, transform_boxes3d, transform_poi
 
 
 class ObjectBank:
-    """Per-class first-in first-out stores of (box, points, score) in raw scene frames.
+    """Per-class first-in first-out stores of (box, points) in raw scene frames.
 
     Args:
         num_classes (int): number of classes.
@@ -72,7 +72,7 @@ class ObjectBank:
         keep = scores >= self.min_score
         if not bool(keep.any()):
             return 0
-        boxes, labels, scores = boxes[keep], labels[keep], scores[keep]
+        boxes, labels = boxes[keep], labels[keep]
         to_raw = np.linalg.inv(np.asarray(view_matrix, dtype=np.float64).reshape(4, 4))
         inside = points_in_boxes(points, boxes, margin=self.margin)
         raw_boxes = transform_boxes3d(boxes.detach().double().cpu(), to_raw)
@@ -82,8 +82,7 @@ class ObjectBank:
             if len(pts) < self.min_points:
                 continue
             raw_pts = transform_points(pts.detach().cpu(), to_raw)
-            self.stores[int(labels[k])].append(
-                (raw_boxes[k].float(), raw_pts, float(scores[k])))
+            self.stores[int(labels[k])].append((raw_boxes[k].float(), raw_pts))
             added += 1
         return added
 
@@ -107,7 +106,7 @@ class ObjectBank:
             if count == 0:
                 continue
             for idx in rng.choice(len(store), size=count, replace=False):
-                raw_box, raw_pts, _ = store[int(idx)]
+                raw_box, raw_pts = store[int(idx)]
                 box = transform_boxes3d(raw_box.double()[None], mat)
                 centre = box[0, :3].numpy()
                 if (centre < self.range[:3]).any() or (centre >= self.range[3:]).any():
