@@ -316,3 +316,10 @@ def test_point_cloud_counts_every_iteration_and_draws_the_bev_every_interval(tmp
     hook.after_train_iter(runner, batch_idx=0)
     pictures = sorted(p.name for p in (tmp_path / 'vis_data' / 'vis_image').iterdir())
     assert pictures == ['pseudo_labels_50.png']
+    # a model that pasted objects into a labeled scene (object_bank) shows it too
+    model.latest_pasted = dict(points=torch.zeros(0, 4), data_sample=s)
+    runner.iter = 99
+    hook.after_train_iter(runner, batch_idx=0)
+    pictures = sorted(p.name for p in (tmp_path / 'vis_data' / 'vis_image').iterdir())
+    assert pictures == ['pseudo_labels_100.png', 'pseudo_labels_50.png',
+                        'pseudo_labels_pasted_100.png']

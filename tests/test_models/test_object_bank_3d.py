@@ -169,3 +169,15 @@ def test_teacher_student_banks_the_high_tier_and_pastes_into_the_labeled_scenes(
         assert set((inputs['sup']['points'][0][inside, 3] // 60).long().tolist()) == {obj}
     assert model.labeled_labels(samples['sup']).numel() == 0
     assert torch.isfinite(losses['sup_loss_heatmap'])
+    # the picture of the labeled scene: its labels solid, the pasted objects dashed
+    from ssl_det.engine.hooks import PseudoLabelVisHook
+    shown = model.latest_pasted
+    assert shown['data_sample'] is samples['sup'][0]
+    assert torch.equal(shown['points'], inputs['sup']['points'][0])
+    tiers = shown['data_sample'].metainfo['pseudo_tiers']
+    assert torch.equal(tiers['middle'], gt.bboxes_3d) and len(tiers['high']) == 0
+    drawn = PseudoLabelVisHook.draw_3d(shown['points'], shown['data_sample'], None, PCR)
+    bare = copy.deepcopy(shown['data_sample'])
+    bare.set_metainfo(dict(pseudo_tiers=dict(high=gt.bboxes_3d[:0])))
+    assert drawn.ndim == 3 and not np.array_equal(
+        drawn, PseudoLabelVisHook.draw_3d(shown['points'], bare, None, PCR))

@@ -148,16 +148,23 @@ class PseudoLabelVisHook(Hook):
             return
         visualizer = getattr(runner, 'visualizer', None) or Visualizer.get_current_instance()
         voxelizer = getattr(getattr(model, 'student', None), 'voxelizer', None)
-        image = self.draw_3d(pseudo['inputs']['points'][0], samples[0],
-                             (runner.train_dataloader.dataset.metainfo or {}).get('classes'),
-                             getattr(voxelizer, 'point_cloud_range', None))
+        classes = (runner.train_dataloader.dataset.metainfo or {}).get('classes')
+        pcr = getattr(voxelizer, 'point_cloud_range', None)
+        image = self.draw_3d(pseudo['inputs']['points'][0], samples[0], classes, pcr)
         visualizer.add_image('pseudo_labels', image, step=runner.iter + 1)
+        pasted = getattr(model, 'latest_pasted', None)  # TeacherStudent3D(object_bank=...)
+        if pasted is not None:
+            image = self.draw_3d(pasted['points'], pasted['data_sample'], classes, pcr,
+                                 title='labeled scene: its labels solid, pasted objects dashed')
+            visualizer.add_image('pseudo_labels_pasted', image, step=runner.iter + 1)
 
     @staticmethod
-    def draw_3d(points: torch.Tensor, sample, classes=None,
-                point_cloud_range=None) -> np.ndarray:
+    def draw_3d(points: torch.Tensor, sample, classes=None, point_cloud_range=None,
+                title: str = 'pseudo labels: high solid, middle dashed, low / ignored grey'
+                ) -> np.ndarray:
         """BEV picture of one strong view: high pseudo boxes solid, middle dashed, low and
-        ignored grey (``metainfo['pseudo_tiers']`` when the model sets it)."""
+        ignored grey (``metainfo['pseudo_tiers']`` when the model sets it; a labeled scene
+        with pasted objects sets its labels as high and the pasted boxes as middle)."""
         from ssl_det.structures.bev_shuffle import moves_features, unshuffle_points
         from ssl_det.visualization import draw_bev
         shuffle = sample.metainfo.get('bev_shuffle')
@@ -181,7 +188,7 @@ class PseudoLabelVisHook(Hook):
         pred_labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
         return draw_bev(_as_numpy(points), pred_boxes=pred, pred_labels=pred_labels,
                         styles=styles, classes=classes,
-                        point_cloud_range=point_cloud_range, title='pseudo labels: high solid, middle dashed, low / ignored grey')
+                        point_cloud_range=point_cloud_range, title=title)
 
     def draw(self, visualizer: Visualizer, data_preprocessor: nn.Module, inputs: torch.Tensor,
              data_samples: Sequence) -> np.ndarray:

@@ -195,7 +195,7 @@ class TeacherStudent3D(TeacherStudent):
         if self.dense_weight > 0 and not callable(getattr(head, 'warp_heatmap', None)):
             raise ValueError(f'dense_weight needs a head with warp_heatmap (CenterHead3D); '
                              f'{type(head).__name__} has none')
-        self.bank = None
+        self.bank, self.latest_pasted = None, None
         if object_bank is not None:
             num_classes = getattr(self.pseudo_label, 'num_classes', None) or head.num_classes
             self.bank = ObjectBank(num_classes=num_classes, **object_bank)
@@ -242,6 +242,7 @@ class TeacherStudent3D(TeacherStudent):
         with the new points and the number of objects pasted; the samples are changed in
         place."""
         points_out, num = [], 0
+        self.latest_pasted = None
         for pts, sample in zip(inputs['points'], data_samples):
             gt = sample.gt_instances_3d
             ignored = sample.get('ignored_instances_3d', InstanceData())
@@ -262,6 +263,12 @@ class TeacherStudent3D(TeacherStudent):
             num_real = len(fields['labels_3d'])
             merged.pasted = torch.arange(num_real + len(boxes), device=boxes.device) >= num_real
             sample.gt_instances_3d = merged
+            if self.latest_pasted is None and len(boxes):  # PseudoLabelVisHook draws it
+                real = ~merged.pasted
+                sample.set_metainfo(dict(pseudo_tiers=dict(
+                    high=merged.bboxes_3d[real], high_labels=merged.labels_3d[real],
+                    middle=boxes, middle_labels=labels)))
+                self.latest_pasted = dict(points=pts.detach(), data_sample=sample)
         return dict(inputs, points=points_out), num
 
     @staticmethod
