@@ -10,13 +10,13 @@ when the extension was not built. It imports only torch, so it works with
 ``SSL_DET_OPS_ONLY=1`` on a host without OpenMMLab (RoIAlign imports mmcv only for CUDA
 tensors and max pooling).
 """
-from .iou import IOU_MODES, bbox_overlaps, iou_3d, rotated_iou_bev
+from .iou import IOU_MODES, bbox_overlaps, iou_3d, overlaps_bev, rotated_iou_bev
 from .jitter import box_jitter, box_jitter_with_noise, jitter_noise, jitter_uncertainty
 from .nms import nms, use_fast_cpu_nms
 from .roi_align import RoIAlign, replace_roi_align, roi_align
 
 __all__ = [
-    'IOU_MODES', 'bbox_overlaps', 'rotated_iou_bev', 'iou_3d', 'box_jitter',
+    'IOU_MODES', 'bbox_overlaps', 'rotated_iou_bev', 'overlaps_bev', 'iou_3d', 'box_jitter',
     'box_jitter_with_noise', 'jitter_noise', 'jitter_uncertainty', 'roi_align', 'RoIAlign',
     'replace_roi_align', 'nms', 'use_fast_cpu_nms', 'cuda_available'
 ]

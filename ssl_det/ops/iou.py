@@ -117,6 +117,14 @@ def rotated_iou_bev(a: torch.Tensor, b: torch.Tensor, aligned: bool = False,
                     '5: x, y, w, l, yaw) or (N, 7: x, y, z, dx, dy, dz, yaw', with_height=False)
 
 
+def overlaps_bev(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: whether each of ``boxes`` overlaps any of ``others`` seen from above
+    (rotated BEV IoU > 0, computed in float64); all False when ``others`` is empty."""
+    if len(boxes) == 0 or len(others) == 0:
+        return torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+    return (rotated_iou_bev(boxes.double(), others.double()) > 0).any(dim=1)
+
+
 def iou_3d(a: torch.Tensor, b: torch.Tensor, aligned: bool = False,
            eps: float = 1e-6) -> torch.Tensor:
     """3D IoU of yaw-rotated boxes ``(x, y, z, dx, dy, dz, yaw)``, ``z`` the box centre.

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from ssl_det.ops import bbox_overlaps, iou_3d, rotated_iou_bev
+from ssl_det.ops import bbox_overlaps, iou_3d, overlaps_bev, rotated_iou_bev
 from ssl_det.ops import reference as ref
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
@@ -222,3 +222,18 @@ def test_matches_mmcv_box_iou_rotated():
         expected = mmcv_ops.box_iou_rotated(a, b)
         assert (expected > 0).sum() > 20
         torch.testing.assert_close(rotated_iou_bev(a, b), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_overlaps_bev_says_which_boxes_touch_any_other():
+    """Each box against all others: a footprint overlap (a rotated box reaching into an
+    axis-aligned one; heights aside) counts, edges that only meet do not, and no others
+    means none."""
+    boxes = torch.tensor([[0.0, 0.0, 0.0, 2.0, 2.0, 1.0, 0.0],
+                          [5.0, 0.0, 0.0, 2.0, 2.0, 1.0, 0.0],
+                          [9.0, 0.0, 0.0, 2.0, 2.0, 1.0, 0.0]])
+    others = torch.tensor([[1.6, 1.6, 5.0, 2.0, 2.0, 1.0, math.pi / 4],  # reaches box 0
+                           [7.0, 0.0, 0.0, 2.0, 2.0, 1.0, 0.0]])  # edge to edge with 1 and 2
+    assert overlaps_bev(boxes, others).tolist() == [True, False, False]
+    assert overlaps_bev(boxes.float(), others).tolist() == [True, False, False]
+    assert overlaps_bev(boxes, others[:0]).tolist() == [False] * 3
+    assert overlaps_bev(boxes[:0], others).shape == (0,)

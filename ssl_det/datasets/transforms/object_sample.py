@@ -33,7 +33,7 @@ from mmengine.logging import print_log
 from ssl_det.datasets.point_cloud_io import (INFO_CONVENTION, PointCloudDataError,
                                              dump_info_file, load_info_file, load_points,
                                              resolve_path, save_points)
-from ssl_det.ops import rotated_iou_bev
+from ssl_det.ops import overlaps_bev
 from ssl_det.registry import TRANSFORMS
 from ssl_det.structures import points_in_boxes
 
@@ -325,7 +325,5 @@ class ObjectSample(BaseTransform):
 
 def _collides(box: np.ndarray, others: np.ndarray) -> bool:
     """Whether (1, 7) ``box`` overlaps any of ``others`` in BEV (rotated IoU > 0)."""
-    if not len(others):
-        return False
-    iou = rotated_iou_bev(torch.from_numpy(box), torch.from_numpy(np.ascontiguousarray(others)))
-    return bool((iou > 0).any())
+    return bool(overlaps_bev(torch.from_numpy(box),
+                             torch.from_numpy(np.ascontiguousarray(others))).any())

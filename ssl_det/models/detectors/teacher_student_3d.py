@@ -55,7 +55,7 @@ from mmengine.logging import MessageHub
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from ssl_det.ops import rotated_iou_bev
+from ssl_det.ops import overlaps_bev, rotated_iou_bev
 from ssl_det.registry import MODELS, TASK_UTILS
 from ssl_det.structures import (points_in_boxes, transform_boxes3d, transform_points,
                                 weak_to_strong_matrix)
@@ -161,7 +161,9 @@ class TeacherStudent3D(TeacherStudent):
         self._build_members(detector)
         self.middle = middle if isinstance(middle, str) else tuple(modes)
         self.low = low
-        num_classes = getattr(self.pseudo_label, 'num_classes', None)
+        # the policy's classes, or (a policy without them) the detector head's
+        num_classes = (getattr(self.pseudo_label, 'num_classes', None)
+                       or getattr(getattr(self.student, 'bbox_head', None), 'num_classes', None))
         if not isinstance(middle, str) and num_classes is not None \
                 and len(modes) != num_classes:
             raise ValueError(f'middle has {len(modes)} modes for {num_classes} classes')
@@ -197,7 +199,6 @@ class TeacherStudent3D(TeacherStudent):
                              f'{type(head).__name__} has none')
         self.bank, self.latest_pasted = None, None
         if object_bank is not None:
-            num_classes = getattr(self.pseudo_label, 'num_classes', None) or head.num_classes
             self.bank = ObjectBank(num_classes=num_classes, **object_bank)
 
     # ------------------------------------------------------------------ training
@@ -423,7 +424,7 @@ class TeacherStudent3D(TeacherStudent):
             if self.low == 'off':  # not a tier: neither counted nor drawn
                 low = torch.zeros_like(low)
             else:
-                low = low & ~self._overlaps(boxes, boxes[high | middle])
+                low = low & ~overlaps_bev(boxes, boxes[high | middle])
             gt_mask = high | (middle & self._middle_is(pred.labels_3d, 'weight'))
             keep_gt = gt_mask & whole
             ignore_mask = (gt_mask & ~whole) | (middle & self._middle_is(pred.labels_3d,
@@ -471,12 +472,6 @@ class TeacherStudent3D(TeacherStudent):
         per_class = torch.tensor([m == mode for m in self.middle], dtype=torch.bool,
                                  device=labels.device)
         return per_class[labels.long()]
-
-    @staticmethod
-    def _overlaps(boxes: Tensor, others: Tensor) -> Tensor:
-        if len(boxes) == 0 or len(others) == 0:
-            return torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
-        return (rotated_iou_bev(boxes.double(), others.double()) > 0).any(dim=1)
 
     @staticmethod
     def _ignored(boxes: Tensor, labels: Tensor, shuffle: Optional[dict]) -> InstanceData:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ssl_det.ops import rotated_iou_bev
+from ssl_det.ops import overlaps_bev
 from ssl_det.structures import points_in_boxes, transform_boxes3d, transform_points
 
 
@@ -111,7 +111,7 @@ class ObjectBank:
                 centre = box[0, :3].numpy()
                 if (centre < self.range[:3]).any() or (centre >= self.range[3:]).any():
                     continue
-                if len(taken) and bool((rotated_iou_bev(box, taken) > 0).any()):
+                if bool(overlaps_bev(box, taken).any()):
                     continue
                 taken = torch.cat([taken, box])
                 new_boxes.append(box.float())
