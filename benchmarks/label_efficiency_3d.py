@@ -4,7 +4,7 @@ and augmentation of the labeled scenes on every side.
 
     python benchmarks/label_efficiency_3d.py [--method sup | --method semi [--methods ...]]
         [--ablations ...] [--seeds 0 1 2] [--work-dir DIR] [--reuse] [--out FILE]
-        [--cfg-options KEY=VALUE ...] [--merge EARLIER.json]
+        [--cfg-options KEY=VALUE ...] [--merge EARLIER.json] [--protocol PROTOCOL.json]
 
 The demo's two-stage protocol (as in 2D). Stage 1, per seed: supervised from scratch on
 10% of the labeled frames and on all of them, 1,200 iterations each. Stage 2 continues each
@@ -23,6 +23,10 @@ channels-last). ``--merge`` takes the seeds an earlier JSON of this script holds
 the same code and options) becomes one table. The metric is
 ``Box3DAPMetric``'s headline ``ap3d/mAP`` (3D AP averaged over the classes, R40, at the IoU
 set the config names ``primary``); every key of each final evaluation is kept in the JSON.
+``--protocol benchmarks/protocols/demo3d_gt-sample.json`` runs the same protocol with GT
+sampling (``ObjectSample``) in every labeled pipeline, as the 3D peers train, on every side:
+the 10% runs and the semi-supervised ones paste objects of the labeled split's database, the
+oracle's of every train frame (the databases are built first).
 Writes ``benchmarks/results/label_efficiency_3d.json``: top-level ``sup``, ``oracle`` (and
 with ``semi``: ``semi``, ``semi_student``, ``gap_closed`` of the best method), ``per_seed``,
 ``std``, ``seeds``, ``iou_thresholds``, other methods under ``methods``.
@@ -37,10 +41,14 @@ import sys
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from ssl_det.datasets.demo_data_3d import ensure_demo_data_3d  # noqa: E402
+from ssl_det.datasets.demo_data_3d import (ensure_demo_data_3d,  # noqa: E402
+                                           ensure_demo_gt_databases)
 from ssl_det.utils import experiment  # noqa: E402
 
-PROTOCOL = experiment.load_protocol(osp.join(ROOT, 'benchmarks', 'protocols', 'demo3d.json'))
+DEFAULT_PROTOCOL = osp.join(ROOT, 'benchmarks', 'protocols', 'demo3d.json')
+# the protocol of this run (main's --protocol rebinds the three)
+PROTOCOL = dict(experiment.load_protocol(DEFAULT_PROTOCOL),
+                file=osp.relpath(DEFAULT_PROTOCOL, ROOT))
 DATA_ROOT = osp.join(ROOT, PROTOCOL['data'])
 STAGE2 = PROTOCOL['stage2']
 ABLATIONS = {
@@ -172,6 +180,15 @@ def config_iterations() -> dict:
                 stage2=iters(STAGE2['sup'][1]))
 
 
+def use_protocol(path: str) -> None:
+    """Make ``path`` the protocol of this run (its configs, data and stage-2 table)."""
+    global PROTOCOL, DATA_ROOT, STAGE2
+    PROTOCOL = experiment.load_protocol(path)
+    PROTOCOL['file'] = osp.relpath(osp.abspath(path), ROOT)
+    DATA_ROOT = osp.join(ROOT, PROTOCOL['data'])
+    STAGE2 = PROTOCOL['stage2']
+
+
 def merged_seeds(path: str, names, seeds, cfg_options=(), iterations=None) -> dict:
     """The seeds of an earlier JSON of this script that ``seeds`` does not name, as
     ``{seed: (stage-1 values, {run name: record})}``. Every run of ``names`` must be there for
@@ -182,6 +199,11 @@ def merged_seeds(path: str, names, seeds, cfg_options=(), iterations=None) -> di
         earlier = json.load(f)
     if not earlier.get('metric', '').startswith(f'{METRIC}:'):
         raise ValueError(f'{path}: metric {earlier.get("metric")!r}, not {METRIC}')
+    # a JSON that names no protocol file ran the default one
+    theirs = earlier.get('protocol_file', osp.relpath(DEFAULT_PROTOCOL, ROOT))
+    if theirs != PROTOCOL['file']:
+        raise ValueError(f'{path}: its runs had protocol {theirs}, these have '
+                         f"{PROTOCOL['file']}")
     if list(earlier.get('cfg_options', [])) != list(cfg_options):
         raise ValueError(f"{path}: its runs had --cfg-options {earlier.get('cfg_options', [])}, "
                          f'these have {list(cfg_options)}')
@@ -228,10 +250,22 @@ def main(argv=None):
     parser.add_argument('--merge', metavar='JSON',
                         help='an earlier output of this script: its seeds that --seeds does '
                              'not name join the table as they are')
+    parser.add_argument('--protocol', default=DEFAULT_PROTOCOL,
+                        help='the protocol table (benchmarks/protocols/demo3d_gt-sample.json: '
+                             'GT sampling in every labeled pipeline)')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'label_efficiency_3d.json'))
     args = parser.parse_args(argv)
-    ensure_demo_data_3d(DATA_ROOT)
+    use_protocol(args.protocol)
+    missing = sorted({ABLATIONS[n][0] if n in ABLATIONS else n
+                      for n in (args.methods + args.ablations if args.method == 'semi' else [])}
+                     - set(STAGE2))
+    if missing:
+        parser.error(f'{PROTOCOL["file"]} has no stage-2 run {missing} (it has {sorted(STAGE2)})')
+    if PROTOCOL.get('gt_databases'):
+        ensure_demo_gt_databases(DATA_ROOT)
+    else:
+        ensure_demo_data_3d(DATA_ROOT)
 
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(ROOT, PROTOCOL['pretrain']['10pct']))
@@ -278,7 +312,7 @@ def main(argv=None):
                   protocol=f'two-stage: {iterations["stage1"]:,} iterations from scratch, '
                            f'{iterations["stage2"]:,} continuing (supervised or '
                            'semi-supervised)',
-                  iterations=iterations)
+                  iterations=iterations, protocol_file=PROTOCOL['file'])
     if args.cfg_options:
         result['cfg_options'] = args.cfg_options
     if earlier:

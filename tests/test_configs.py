@@ -94,3 +94,49 @@ def test_deeppcb_semi_runs_see_the_supervised_runs_labeled_batch(name):
     assert semi.train_dataloader.dataset.datasets[0].ann_file == \
         sup.train_dataloader.dataset.ann_file
     assert semi.train_cfg.max_iters == sup.train_cfg.max_iters
+
+
+GT_SAMPLE = sorted(glob.glob(osp.join(ROOT, 'configs', 'point_cloud', '*_gt-sample.py')))
+
+
+@pytest.mark.parametrize('path', GT_SAMPLE, ids=osp.basename)
+def test_gt_sampling_configs_add_the_database_step_and_nothing_else(path):
+    """The 3D demo's GT-sampling protocol (benchmarks/protocols/demo3d_gt-sample.json) differs
+    from the default one by ObjectSample alone, first after loading in every labeled
+    pipeline: the labeled split's database for the 10% and semi-supervised runs, every train
+    frame's for the oracle; the unlabeled scenes, model and schedule are the default's."""
+    from ssl_det.datasets.demo_data_3d import DEMO_GT_DATABASES
+    gts = Config.fromfile(path)
+    base = Config.fromfile(path.replace('_gt-sample.py', '.py'))
+    database = DEMO_GT_DATABASES[1 if 'sup-all' in path else 0][1]
+    assert gts.model == base.model and gts.train_cfg == base.train_cfg
+    gts_data, base_data = gts.train_dataloader.dataset, base.train_dataloader.dataset
+    leaves = list(zip(gts_data.get('datasets', [gts_data]),
+                      base_data.get('datasets', [base_data])))
+    assert len(leaves) == (2 if 'semi' in path else 1)
+    sampler = dict(type='ObjectSample', db_info_file=f'data/demo3d/{database}/dbinfos.json',
+                   classes=('Car', 'Pedestrian', 'Cyclist'),
+                   sample_groups=dict(Car=12, Pedestrian=6, Cyclist=6),
+                   min_points=dict(Car=5, Pedestrian=5, Cyclist=5))
+    labeled, theirs = leaves[0]
+    assert labeled.pipeline == theirs.pipeline[:1] + [sampler] + theirs.pipeline[1:]
+    assert labeled.ann_file == theirs.ann_file
+    for mine, other in leaves[1:]:  # the unlabeled scenes
+        assert mine == other and 'ObjectSample' not in str(mine.pipeline)
+    if base.get('load_from'):  # stage 2 continues the GT-sampling stage 1
+        stage1 = 'sup-all' if 'sup-all' in path else 'sup-10pct'
+        assert gts.load_from.endswith(f'pillar-center_demo3d_{stage1}_gt-sample/iter_1200.pth')
+
+
+def test_gt_sampling_protocol_is_the_default_one_with_gt_sampling_configs():
+    from ssl_det.utils.experiment import load_protocol
+    default = load_protocol(osp.join(ROOT, 'benchmarks', 'protocols', 'demo3d.json'))
+    gts = load_protocol(osp.join(ROOT, 'benchmarks', 'protocols', 'demo3d_gt-sample.json'))
+    assert gts['gt_databases'] and set(gts['stage2']) == {'sup', 'oracle', 'hssda'}
+    for table in ('pretrain', 'stage2'):
+        for key, value in gts[table].items():
+            theirs = default[table][key]
+            if table == 'stage2':
+                assert value[0] == theirs[0]
+                value, theirs = value[1], theirs[1]
+            assert value == theirs.replace('.py', '_gt-sample.py'), key

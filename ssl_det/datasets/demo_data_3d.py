@@ -512,3 +512,24 @@ def ensure_demo_data_3d(data_root: str) -> None:
             and osp.isfile(osp.join(data_root, 'semi_anns', 'train.1@10-unlabeled.json'))):
         print_log(f'[demo3d] generating the 3D demo scenes in {data_root}', logger='current')
         make_demo_data_3d(data_root)
+
+
+#: ObjectSample's databases of the demo's GT-sampling configs (``*_gt-sample.py``):
+#: ``(info file, database folder)`` under the data root. The first is the 10% labeled
+#: split's (the semi-supervised and 10% runs); the second every train frame's (the oracle's).
+DEMO_GT_DATABASES = (('semi_anns/train.1@10.json', 'semi_anns/gt_database_1@10'),
+                     ('train.json', 'gt_database_train'))
+
+
+def ensure_demo_gt_databases(data_root: str) -> None:
+    """Build the demo's GT-sampling databases (:data:`DEMO_GT_DATABASES`) in ``data_root``
+    unless they are there (the demo data too), and check that the labeled split's holds no
+    frame of the unlabeled split."""
+    from .transforms.object_sample import check_database_leak, create_gt_database
+    ensure_demo_data_3d(data_root)
+    for info_file, out_dir in DEMO_GT_DATABASES:
+        if not osp.isfile(osp.join(data_root, out_dir, 'dbinfos.json')):
+            create_gt_database(osp.join(data_root, info_file), osp.join(data_root, out_dir),
+                               classes=CLASSES)
+    check_database_leak(osp.join(data_root, DEMO_GT_DATABASES[0][1], 'dbinfos.json'),
+                        osp.join(data_root, 'semi_anns', 'train.1@10-unlabeled.json'))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_det.datasets.demo_data_3d import (BOX, CLASSES, GROUND_Z, POINT_CLOUD_RANGE,
+from ssl_det.datasets.demo_data_3d import (BOX, CLASSES, DEMO_GT_DATABASES, GROUND_Z,
+                                           POINT_CLOUD_RANGE, ensure_demo_gt_databases,
                                            make_demo_data_3d, object_primitives, scan_scene)
 from ssl_det.datasets.point_cloud_io import load_info_file, load_points, resolve_path
 from ssl_det.ops import rotated_iou_bev
@@ -213,3 +214,29 @@ def test_make_demo_data_tool(tmp_path, capsys):
     # 2D stays the default
     make_tool.main(['--out-dir', str(tmp_path / 'd2'), '--num-train', '2', '--num-val', '1'])
     assert osp.isfile(tmp_path / 'd2' / 'annotations' / 'instances_train.json')
+
+
+def test_gt_databases_come_from_their_own_frames_and_are_built_once(tmp_path):
+    """The GT-sampling configs' databases: the 10% one from the labeled frames only (never an
+    unlabeled one), the oracle's from every train frame; kept when there, and a labeled
+    database that holds unlabeled frames is refused."""
+    root = str(tmp_path)
+    make_demo_data_3d(root, num_train=10, num_val=2, seed=3, verbose=False)
+    ensure_demo_gt_databases(root)
+
+    def frames(name):
+        return {f['frame_id'] for f in load_info_file(osp.join(root, name))['data_list']}
+    labeled, train = frames('semi_anns/train.1@10.json'), frames('train.json')
+    assert labeled and labeled < train
+    files = [osp.join(root, out, 'dbinfos.json') for _, out in DEMO_GT_DATABASES]
+    for db_file, source in zip(files, (labeled, train)):
+        db = load_info_file(db_file)
+        assert set(db['metainfo']['source_frame_ids']) == source
+        assert db['data_list'] and {o['frame_id'] for o in db['data_list']} <= source
+    stamps = [os.stat(f).st_mtime_ns for f in files]
+    ensure_demo_gt_databases(root)
+    assert [os.stat(f).st_mtime_ns for f in files] == stamps
+    with open(files[1], 'rb') as src, open(files[0], 'wb') as dst:
+        dst.write(src.read())
+    with pytest.raises(ValueError, match='unlabeled split'):
+        ensure_demo_gt_databases(root)

@@ -28,7 +28,7 @@ def calls(monkeypatch):
     seen = []
 
     def two_stage(protocol, specs, seed, work_dir, pretrain_iters, iters, options, reuse):
-        seen.append(dict(seed=seed, specs=list(specs), options=options))
+        seen.append(dict(seed=seed, specs=list(specs), options=options, protocol=protocol))
         names = [s.partition('=')[0] for s in specs] + ['pretrain_10pct', 'pretrain_all']
         return {n: dict(metrics=fake_value(n, seed), seconds=1.0,
                         work_dir=osp.join(work_dir, n)) for n in names}
@@ -119,3 +119,30 @@ def test_merge_refuses_a_teacher_run_without_its_student(calls, tmp_path):
         json.dump(earlier, f)
     with pytest.raises(ValueError, match='no student value'):
         main(tmp_path, 'b.json', '--seeds', '1', '--merge', str(tmp_path / 'a.json'))
+
+
+def test_protocol_option_trains_the_gt_sampling_configs_and_merges_apart(calls, tmp_path,
+                                                                         monkeypatch):
+    """--protocol demo3d_gt-sample.json: every run from its GT-sampling config, the databases
+    built first, the protocol named in the JSON; --merge refuses another protocol's seeds."""
+    built = []
+    monkeypatch.setattr(le3d, 'ensure_demo_gt_databases', built.append)
+    gts = osp.join(ROOT, 'benchmarks', 'protocols', 'demo3d_gt-sample.json')
+    result = main(tmp_path, 'g.json', '--seeds', '0', '--protocol', gts)
+    protocol = calls[0]['protocol']
+    configs = list(protocol['pretrain'].values()) + [c for _, c in protocol['stage2'].values()]
+    assert configs and all(c.endswith('_gt-sample.py') for c in configs)
+    assert built == [le3d.DATA_ROOT]
+    assert result['protocol_file'] == 'benchmarks/protocols/demo3d_gt-sample.json'
+    main(tmp_path, 'd.json', '--seeds', '1')  # the default protocol
+    assert calls[-1]['protocol']['pretrain']['10pct'].endswith('sup-10pct.py')
+    assert built == [le3d.DATA_ROOT]
+    with pytest.raises(ValueError, match='protocol'):
+        main(tmp_path, 'e.json', '--seeds', '0', '--protocol', gts,
+             '--merge', str(tmp_path / 'd.json'))
+    result = main(tmp_path, 'f.json', '--seeds', '1', '--protocol', gts,
+                  '--merge', str(tmp_path / 'g.json'))
+    assert result['seeds'] == [0, 1]
+    with pytest.raises(SystemExit):  # no mean-teacher config in that protocol
+        le3d.main(['--method', 'semi', '--methods', 'mean_teacher', '--protocol', gts,
+                   '--work-dir', str(tmp_path / 'runs'), '--out', str(tmp_path / 'x.json')])

@@ -6,6 +6,17 @@ class_names = ('Car', 'Pedestrian', 'Cyclist')
 metainfo = dict(classes=class_names)
 point_cloud_range = [0, -32, -3, 64, 32, 1]
 
+# GT sampling (mmdet3d's ObjectSample; every 3D peer's labeled pipeline) for the
+# *_gt-sample.py configs: labeled objects with their points pasted into each labeled scene
+# until it holds the targets (the SECOND / PV-RCNN KITTI targets). The database comes from the
+# 10% labeled split only (the oracle's configs set gt_database_train, from every frame);
+# ensure_demo_gt_databases (ssl_det/datasets/demo_data_3d.py) builds both.
+db_sampler = dict(
+    type='ObjectSample',
+    db_info_file=data_root + 'semi_anns/gt_database_1@10/dbinfos.json',
+    classes=class_names,
+    sample_groups=dict(Car=12, Pedestrian=6, Cyclist=6),
+    min_points=dict(Car=5, Pedestrian=5, Cyclist=5))
 train_pipeline = [
     dict(type='LoadPointsFromFile'),
     dict(type='RandomFlip3D', flip_y_ratio=0.5),
