@@ -128,6 +128,23 @@ def test_gt_sampling_configs_add_the_database_step_and_nothing_else(path):
         assert gts.load_from.endswith(f'pillar-center_demo3d_{stage1}_gt-sample/iter_1200.pth')
 
 
+def test_gt_sampling_on_the_whole_student_input_pastes_the_labeled_pipelines_objects():
+    """The `_gt-sample-all` config is the `_gt-sample` one with labeled_paste alone: the same
+    database and classes as its labeled pipeline's ObjectSample, inside the point-cloud
+    range, the counts ObjectSample adds to a labeled scene on average."""
+    path = osp.join(ROOT, 'configs', 'point_cloud',
+                    'hssda_pillar-center_demo3d_semi-10pct_gt-sample-all.py')
+    cfg = Config.fromfile(path)
+    base = Config.fromfile(path.replace('_gt-sample-all.py', '_gt-sample.py'))
+    paste = cfg.model.pop('labeled_paste')
+    assert cfg.model == base.model and cfg.train_dataloader == base.train_dataloader
+    labeled = cfg.train_dataloader.dataset.datasets[0].pipeline
+    assert paste.db_sampler == labeled[1] and labeled[1].type == 'ObjectSample'
+    assert paste.point_cloud_range == cfg.point_cloud_range
+    assert list(paste.num_paste) == [7, 4, 4]
+    assert cfg.load_from == base.load_from
+
+
 def test_gt_sampling_protocol_is_the_default_one_with_gt_sampling_configs():
     from ssl_det.utils.experiment import load_protocol
     default = load_protocol(osp.join(ROOT, 'benchmarks', 'protocols', 'demo3d.json'))

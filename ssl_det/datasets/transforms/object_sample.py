@@ -231,6 +231,15 @@ class ObjectSample(BaseTransform):
                       logger='current', level=30)
         self._pools = pools
 
+    def objects(self) -> List[tuple]:
+        """Every object this sampler can draw, as ``(label, raw box (7,), raw points (N, D))``
+        (the database read first when it has not been); ``ObjectBank.from_database`` keeps
+        them."""
+        if self._pools is None:
+            self._load()
+        return [(self.classes.index(name), np.asarray(obj['box'][:7], dtype=np.float64),
+                 self._points_of(obj)) for name, pool in self._pools.items() for obj in pool]
+
     def _read(self, obj: Dict) -> np.ndarray:
         return load_points(resolve_path(obj['path'], self.db_info_file), self._point_dim,
                            f"{obj['frame_id']}, object {obj['instance_idx']}")

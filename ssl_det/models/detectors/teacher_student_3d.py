@@ -44,6 +44,14 @@ each labeled scene gets some of them pasted in before the supervised loss (Pseud
 pseudo frames): GT sampling with the teacher's objects, which puts objects of the unlabeled
 scenes into the labeled scenes' contexts. The pasted boxes are ground truth for that loss
 (flagged ``pasted``; the labeled counts the threshold policy reads leave them out).
+
+With ``labeled_paste`` the *labeled* objects of a GT database (the one the labeled pipeline's
+``ObjectSample`` reads) are pasted into each pseudo-labeled strong scene, after the teacher
+has labeled it, as ground truth beside the pseudo boxes: GT sampling on the student's whole
+input, as HSSDA's student gets it. A pasted box touches (BEV overlap > 0) none of the
+teacher's boxes of that scene (every score at or above ``low_score_thr``, and the pieces of a
+box the patch shuffle cut), so it is not pasted over an object the teacher saw; the scene's
+points under it are replaced by the object's.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -118,6 +126,12 @@ class TeacherStudent3D(TeacherStudent):
             (``num_paste`` per class, ``point_cloud_range``, ``min_score``, ...): the high
             tier's objects scoring at least ``min_score`` are banked and pasted into the
             labeled scenes (see the module doc). Default: None (off).
+        labeled_paste (dict, optional): ``dict(db_sampler=..., num_paste=[...],
+            point_cloud_range=[...])``: the GT database's labeled objects (``db_sampler``, an
+            ``ObjectSample`` config) pasted into each pseudo-labeled strong scene,
+            ``num_paste`` a class, as weight-1 boxes (see the module doc). Not with
+            ``dense_weight`` (the teacher's heatmap has no peak at a pasted object).
+            Default: None (off).
         unsup_loss_keys (list[str], optional): keep only the strong scenes' losses whose
             name contains one of these (``['loss_heatmap']``: pseudo boxes teach where
             objects are, not their box code); None keeps all. Default: None.
@@ -142,6 +156,7 @@ class TeacherStudent3D(TeacherStudent):
                  joint_batch: bool = False,
                  dense_weight: float = 0.0,
                  object_bank: Optional[dict] = None,
+                 labeled_paste: Optional[dict] = None,
                  unsup_loss_keys: Optional[Sequence[str]] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -200,6 +215,13 @@ class TeacherStudent3D(TeacherStudent):
         self.bank, self.latest_pasted = None, None
         if object_bank is not None:
             self.bank = ObjectBank(num_classes=num_classes, **object_bank)
+        if labeled_paste is not None and self.dense_weight > 0:
+            raise ValueError('labeled_paste puts objects the teacher never saw into the strong '
+                             'scenes, where dense distillation (dense_weight > 0) would teach '
+                             "the teacher's heatmap, without them: use one of the two")
+        # the database is read at the first paste (a config builds without the data)
+        self.labeled_paste = dict(labeled_paste) if labeled_paste is not None else None
+        self.labeled_bank: Optional[ObjectBank] = None
 
     # ------------------------------------------------------------------ training
     def loss(self, multi_batch_inputs: dict, multi_batch_data_samples: dict) -> dict:
@@ -401,6 +423,8 @@ class TeacherStudent3D(TeacherStudent):
         counts = dict(high=0, middle=0, low=0, cut=0, removed_points=0)
         if self.bank is not None:
             counts['banked'] = 0
+        if self.labeled_paste is not None:
+            counts['labeled_pasted'] = 0
         for i, (pred, high, middle, low) in enumerate(zip(
                 predictions, split.confident.split(sizes), split.ignored.split(sizes),
                 low_mask.split(sizes))):
@@ -448,6 +472,11 @@ class TeacherStudent3D(TeacherStudent):
                 inside = points_in_boxes(at, boxes[low]).any(dim=1)
                 points_out[i] = pts[~inside]
                 counts['removed_points'] += int(inside.sum())
+            if self.labeled_paste is not None:
+                seen = pred.scores_3d >= self.low_score_thr
+                points_out[i], num = self._paste_labeled(points_out[i], strong, boxes[seen],
+                                                         box_shuffle)
+                counts['labeled_pasted'] += num
             low_shown = low if box_shuffle is None else low & whole
             strong.set_metainfo(dict(pseudo_tiers=dict(
                 high=moved[high & whole], middle=moved[middle & whole], low=moved[low_shown],
@@ -462,6 +491,34 @@ class TeacherStudent3D(TeacherStudent):
         stats = self.split_stats(split, scores, labels, num_high)
         stats.update({f'pseudo/num_{k}': float(v) for k, v in counts.items()})
         return dict(strong_inputs, points=points_out), strong_samples, stats
+
+    def _paste_labeled(self, points: Tensor, strong, seen: Tensor,
+                       box_shuffle: Optional[dict]) -> Tuple[Tensor, int]:
+        """``labeled_paste``: paste labeled objects into one strong scene whose pseudo labels
+        are set; ``seen``: the teacher's boxes there, in the strong frame before the shuffle.
+        The pasted boxes join its ``gt_instances_3d`` at weight 1 (``pasted`` True)."""
+        if self.labeled_bank is None:
+            cfg = self.labeled_paste
+            self.labeled_bank = ObjectBank.from_database(
+                cfg['db_sampler'], cfg['num_paste'], cfg['point_cloud_range'],
+                margin=cfg.get('margin', 0.1))
+        # where the teacher saw something, in the student's (shuffled) frame
+        avoid = self._ignored(seen, torch.zeros(len(seen), dtype=torch.long,
+                                                device=seen.device), box_shuffle).bboxes_3d
+        ignored = strong.ignored_instances_3d.bboxes_3d
+        gt = strong.gt_instances_3d
+        points, boxes, labels = self.labeled_bank.paste(
+            points, gt.bboxes_3d, strong.lidar_aug_matrix,
+            avoid=torch.cat([avoid.reshape(-1, 7), ignored.reshape(-1, 7).to(avoid)]))
+        ones = boxes.new_ones(len(boxes))
+        merged = InstanceData(
+            bboxes_3d=torch.cat([gt.bboxes_3d, boxes.to(gt.bboxes_3d)]),
+            labels_3d=torch.cat([gt.labels_3d, labels.to(gt.labels_3d)]),
+            weights=torch.cat([gt.weights, ones.to(gt.weights)]),
+            scores_3d=torch.cat([gt.scores_3d, ones.to(gt.scores_3d)]),
+            pasted=torch.arange(len(gt) + len(boxes), device=boxes.device) >= len(gt))
+        strong.gt_instances_3d = merged
+        return points, len(boxes)
 
     def _middle_is(self, labels: Tensor, mode: str) -> Tensor:
         """Which boxes' classes treat the middle tier as ``mode`` (``middle`` is one mode

@@ -57,6 +57,28 @@ class ObjectBank:
         self.margin = float(margin)
         self.stores: List[deque] = [deque(maxlen=self.capacity) for _ in range(num_classes)]
 
+    @classmethod
+    def from_database(cls, db_sampler: dict, num_paste: Sequence[int],
+                      point_cloud_range: Sequence[float], margin: float = 0.1) -> 'ObjectBank':
+        """A bank of the *labeled* objects of a GT database (``db_sampler``: an
+        ``ObjectSample`` config, its ``db_info_file``, ``classes`` and ``min_points``; its
+        ``sample_groups`` name the classes read): every object the sampler can draw, each
+        class's store as large as the class's objects, none ever evicted."""
+        from ssl_det.registry import TRANSFORMS
+        sampler = TRANSFORMS.build(db_sampler)
+        objects = sampler.objects()
+        if not objects:
+            raise ValueError(f'{sampler.db_info_file} holds no object to paste (classes '
+                             f'{list(sampler.sample_groups)}, min_points {sampler.min_points})')
+        counts = np.bincount([label for label, _, _ in objects],
+                             minlength=len(sampler.classes))
+        bank = cls(len(sampler.classes), num_paste, point_cloud_range, min_score=0.0,
+                   capacity=int(counts.max()), min_points=1, margin=margin)
+        for label, box, points in objects:
+            bank.stores[label].append((torch.from_numpy(box).float(),
+                                       torch.from_numpy(np.ascontiguousarray(points))))
+        return bank
+
     def __len__(self) -> int:
         return sum(len(s) for s in self.stores)
 
