@@ -90,6 +90,10 @@ def test_labeled_objects_land_through_the_strong_views_map_off_the_teachers_boxe
         assert len(ids) >= 5 and bool((ids >= DB_ID).all())  # the scene's points replaced
     assert int((points[:, 3] >= DB_ID).sum()) == sum(
         int(points_in_boxes(points, b[None]).any(dim=1).sum()) for b in gt.bboxes_3d[gt.pasted])
+    # the picture of the strong scene draws them as high boxes, after the pseudo ones
+    tiers = strong.metainfo['pseudo_tiers']
+    assert torch.equal(tiers['high'][4:], gt.bboxes_3d[gt.pasted])
+    assert tiers['high_labels'].tolist() == [0, 1, 2, 0, 1, 2]
     # the unseen objects' own points were under the pasted boxes, and are gone
     assert not bool(((points[:, 3] >= 240) & (points[:, 3] < 360)).any())
 

@@ -478,9 +478,14 @@ class TeacherStudent3D(TeacherStudent):
                                                          box_shuffle)
                 counts['labeled_pasted'] += num
             low_shown = low if box_shuffle is None else low & whole
+            # a pasted labeled object is drawn as what it teaches: a high box
+            gt = strong.gt_instances_3d
+            pasted = gt.pasted if 'pasted' in gt else torch.zeros(len(gt), dtype=torch.bool)
             strong.set_metainfo(dict(pseudo_tiers=dict(
-                high=moved[high & whole], middle=moved[middle & whole], low=moved[low_shown],
-                high_labels=pred.labels_3d[high & whole],
+                high=torch.cat([moved[high & whole], gt.bboxes_3d[pasted].to(moved)]),
+                middle=moved[middle & whole], low=moved[low_shown],
+                high_labels=torch.cat([pred.labels_3d[high & whole],
+                                       gt.labels_3d[pasted].to(pred.labels_3d)]),
                 middle_labels=pred.labels_3d[middle & whole],
                 low_labels=pred.labels_3d[low_shown])))
             counts['high'] += int((high & whole).sum())
