@@ -149,7 +149,12 @@ def test_gt_sampling_protocol_is_the_default_one_with_gt_sampling_configs():
     from ssl_det.utils.experiment import load_protocol
     default = load_protocol(osp.join(ROOT, 'benchmarks', 'protocols', 'demo3d.json'))
     gts = load_protocol(osp.join(ROOT, 'benchmarks', 'protocols', 'demo3d_gt-sample.json'))
-    assert gts['gt_databases'] and set(gts['stage2']) == {'sup', 'oracle', 'hssda'}
+    assert gts['gt_databases']
+    assert set(gts['stage2']) == {'sup', 'oracle', 'hssda', 'hssda_paste'}
+    # GT sampling on the whole student input: that protocol's own run, the HSSDA-style one's
+    # labeled set and config with labeled_paste
+    assert list(gts['stage2'].pop('hssda_paste')) == [
+        '10pct', gts['stage2']['hssda'][1].replace('_gt-sample.py', '_gt-sample-all.py')]
     for table in ('pretrain', 'stage2'):
         for key, value in gts[table].items():
             theirs = default[table][key]

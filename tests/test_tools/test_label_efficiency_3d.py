@@ -131,7 +131,7 @@ def test_protocol_option_trains_the_gt_sampling_configs_and_merges_apart(calls, 
     result = main(tmp_path, 'g.json', '--seeds', '0', '--protocol', gts)
     protocol = calls[0]['protocol']
     configs = list(protocol['pretrain'].values()) + [c for _, c in protocol['stage2'].values()]
-    assert configs and all(c.endswith('_gt-sample.py') for c in configs)
+    assert configs and all(c.endswith(('_gt-sample.py', '_gt-sample-all.py')) for c in configs)
     assert built == [le3d.DATA_ROOT]
     assert result['protocol_file'] == 'benchmarks/protocols/demo3d_gt-sample.json'
     main(tmp_path, 'd.json', '--seeds', '1')  # the default protocol
@@ -146,3 +146,11 @@ def test_protocol_option_trains_the_gt_sampling_configs_and_merges_apart(calls, 
     with pytest.raises(SystemExit):  # no mean-teacher config in that protocol
         le3d.main(['--method', 'semi', '--methods', 'mean_teacher', '--protocol', gts,
                    '--work-dir', str(tmp_path / 'runs'), '--out', str(tmp_path / 'x.json')])
+    # GT sampling on the whole student input: that protocol's run, from its own config
+    result = main(tmp_path, 'p.json', '--seeds', '0', '--protocol', gts,
+                  '--methods', 'hssda', 'hssda_paste')
+    assert calls[-1]['specs'] == ['sup', 'oracle', 'hssda', 'hssda_paste']
+    assert set(result['methods']) == {'hssda', 'hssda_paste'}
+    assert result['methods']['hssda_paste']['what'].endswith('_gt-sample-all.py')
+    with pytest.raises(SystemExit):  # the default protocol has none
+        main(tmp_path, 'q.json', '--seeds', '0', '--methods', 'hssda_paste')
