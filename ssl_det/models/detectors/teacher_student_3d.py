@@ -480,7 +480,8 @@ class TeacherStudent3D(TeacherStudent):
             low_shown = low if box_shuffle is None else low & whole
             # a pasted labeled object is drawn as what it teaches: a high box
             gt = strong.gt_instances_3d
-            pasted = gt.pasted if 'pasted' in gt else torch.zeros(len(gt), dtype=torch.bool)
+            pasted = (gt.pasted if 'pasted' in gt else
+                      torch.zeros(len(gt), dtype=torch.bool, device=moved.device))
             strong.set_metainfo(dict(pseudo_tiers=dict(
                 high=torch.cat([moved[high & whole], gt.bboxes_3d[pasted].to(moved)]),
                 middle=moved[middle & whole], low=moved[low_shown],
