@@ -99,6 +99,9 @@ ABLATIONS = {
     'hssda_labeled_bn': ('hssda', ['model.strong_bn_stats=False'],
                          "the strong scenes leave the student's BatchNorm running statistics "
                          'to the labeled scenes (2D default since 2026-12-03)'),
+    'hssda_strong_bn': ('hssda', ['model.labeled_bn_stats=False'],
+                        "the labeled scenes leave the student's BatchNorm running statistics "
+                        'to the strong scenes'),
     'hssda_views_flip': ('hssda', ['model.teacher_views=[flip_y]'],
                          'the teacher also labels each weak scene mirrored (y -> -y); the '
                          "two views' boxes fused (consensus scores)"),

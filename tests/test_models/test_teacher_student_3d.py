@@ -758,6 +758,55 @@ def test_joint_batch_needs_the_strong_scenes_in_the_statistics_and_loss_parts():
         build(joint_batch=True, detector=dict(cfg, type='_NoPartsDetector'))
 
 
+def test_labeled_bn_stats_false_leaves_the_running_statistics_to_the_strong_scenes():
+    """Three students of one weight set after one step: both batches update the running
+    statistics (the default), the labeled one alone (strong_bn_stats=False), the strong one
+    alone (labeled_bn_stats=False). From running mean 0 and momentum 0.1, labeled then
+    strong, the default's mean is 0.9 x (labeled alone) + (strong alone)."""
+    inputs, samples, both, _ = joint_batch_case()
+    models = dict(both=both)
+    for name, kwargs in (('labeled', dict(strong_bn_stats=False)),
+                         ('strong', dict(labeled_bn_stats=False))):
+        models[name] = build(middle='weight', low='off', unsup_weight=2.0, **kwargs)
+        models[name].load_state_dict(both.state_dict())
+        fake_teacher(models[name], samples['unsup_teacher'][0], weak_and_strong(seed=9)[1],
+                     [0.9, 0.55, 0.9, 0.5, 0.9, 0.6])
+    bns = {}
+    for name, model in models.items():
+        model.train()
+        losses = model.loss(copy.deepcopy(inputs), copy.deepcopy(samples))
+        assert losses['pseudo_num_high'] >= 2
+        bns[name] = [m for m in model.student.modules()
+                     if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(bns['both']) >= 3  # the pillar net's BatchNorm1d and the backbone's 2d ones
+    for both_bn, lab_bn, strong_bn in zip(bns['both'], bns['labeled'], bns['strong']):
+        assert (int(both_bn.num_batches_tracked), int(lab_bn.num_batches_tracked),
+                int(strong_bn.num_batches_tracked)) == (2, 1, 1)
+        assert strong_bn.momentum == both_bn.momentum  # restored after the labeled batch
+        assert not torch.allclose(strong_bn.running_mean, lab_bn.running_mean)
+        torch.testing.assert_close(both_bn.running_mean,
+                                   0.9 * lab_bn.running_mean + strong_bn.running_mean)
+
+
+def test_labeled_bn_stats_false_without_a_strong_batch_still_updates():
+    """An iteration without unlabeled scenes (or with the unlabeled loss off) must not
+    leave the running statistics unchanged."""
+    inputs, samples, _, _ = joint_batch_case()
+    model = build(middle='weight', low='off', labeled_bn_stats=False)
+    model.train()
+    bn = model.student.backbone.modules()
+    bn = next(m for m in bn if isinstance(m, torch.nn.BatchNorm2d))
+    model.loss(dict(sup=inputs['sup']), dict(sup=samples['sup']))
+    assert int(bn.num_batches_tracked) == 1 and bn.running_mean.abs().sum() > 0
+
+
+def test_labeled_bn_stats_needs_some_batch_and_separate_passes():
+    with pytest.raises(ValueError, match='no batch'):
+        build(strong_bn_stats=False, labeled_bn_stats=False)
+    with pytest.raises(ValueError, match='labeled_bn_stats=True'):
+        build(joint_batch=True, labeled_bn_stats=False)
+
+
 def test_loss_parts_refuses_clouds_that_do_not_match_their_samples():
     inputs, samples, separate, _ = joint_batch_case()
     parts = separate.student.loss_parts

@@ -172,6 +172,10 @@ class TeacherStudent(BaseDetector):
         self.unsup_guard = SupLossGuard(**(sup_loss_guard if sup_loss_guard is not None
                                            else dict(rise=None)))
 
+    # whether the labeled batch updates the student's BatchNorm running statistics while a
+    # strong batch is trained beside it (TeacherStudent3D's ``labeled_bn_stats``)
+    labeled_bn_stats = True
+
     @staticmethod
     def freeze(model: nn.Module) -> None:
         model.eval()
@@ -189,7 +193,10 @@ class TeacherStudent(BaseDetector):
         losses = {}
         with_unsup = self.unsup_active and multi_batch_inputs.get('unsup_teacher') is not None
         if multi_batch_inputs.get('sup') is not None:
-            sup = self.student.loss(multi_batch_inputs['sup'], multi_batch_data_samples['sup'])
+            # without a strong batch this iteration the labeled one always updates them
+            with self.student_bn_stats(self.labeled_bn_stats or not with_unsup):
+                sup = self.student.loss(multi_batch_inputs['sup'],
+                                        multi_batch_data_samples['sup'])
             losses.update(self.finish_sup_losses(sup, multi_batch_data_samples['sup'],
                                                  with_unsup))
         if with_unsup:

@@ -108,6 +108,12 @@ class TeacherStudent3D(TeacherStudent):
             running statistics (see ``TeacherStudent``). Default: True. False (2D's default)
             cost 0.048 3D AP on the demo's seed 2 (teacher 0.594 against 0.642;
             ``docs/benchmarks.md``).
+        labeled_bn_stats (bool): whether the labeled scenes update the student's BatchNorm
+            running statistics while a strong batch is trained beside them. False leaves
+            them to the strong scenes (each batch is still normalised by its own statistics
+            in training), so the student at test time and the EMA teacher normalise as
+            the strong scenes were. Needs ``strong_bn_stats=True`` and ``joint_batch=False``.
+            Default: True.
         log_per_class (bool): log per-class tier counts and thresholds.
         teacher_views (list[dict | str]): extra views of each weak scene the teacher labels,
             e.g. ``[dict(flip_y=True)]`` or ``['flip_y']`` (keys ``flip_x``, ``flip_y``,
@@ -150,6 +156,7 @@ class TeacherStudent3D(TeacherStudent):
                  starving_iters: int = 50,
                  sup_loss_guard: Optional[dict] = dict(),
                  strong_bn_stats: bool = True,
+                 labeled_bn_stats: bool = True,
                  log_per_class: bool = True,
                  teacher_views: Sequence = (),
                  view_iou_thr: float = 0.5,
@@ -194,6 +201,10 @@ class TeacherStudent3D(TeacherStudent):
         self.latest_pseudo: Optional[dict] = None
         self.mixer = None  # 2D Mixup / Mosaic (TeacherStudent's mixing) has no 3D form here
         self.strong_bn_stats = bool(strong_bn_stats)
+        self.labeled_bn_stats = bool(labeled_bn_stats)
+        if not (self.strong_bn_stats or self.labeled_bn_stats):
+            raise ValueError('strong_bn_stats=False and labeled_bn_stats=False would leave '
+                             "the student's BatchNorm running statistics to no batch")
         self.teacher_views = [check_view(v) for v in teacher_views or ()]
         self.view_matrices = [view_matrix(**v) for v in self.teacher_views]
         self.view_iou_thr = check_view_iou_thr(view_iou_thr)
@@ -202,6 +213,10 @@ class TeacherStudent3D(TeacherStudent):
             raise ValueError('joint_batch normalises the labeled and strong scenes together, '
                              'so the strong scenes are in the BatchNorm statistics: it needs '
                              'strong_bn_stats=True')
+        if self.joint_batch and not self.labeled_bn_stats:
+            raise ValueError('joint_batch normalises the labeled and strong scenes together, '
+                             'so the labeled scenes are in the BatchNorm statistics: it needs '
+                             'labeled_bn_stats=True')
         if self.joint_batch and not callable(getattr(self.student, 'loss_parts', None)):
             raise ValueError(f'joint_batch needs a detector with loss_parts (PillarDetector); '
                              f'{type(self.student).__name__} has none')
