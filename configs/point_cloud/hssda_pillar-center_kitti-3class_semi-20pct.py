@@ -8,6 +8,8 @@ labeled_pipeline = [
     if t['type'] == 'ObjectSample' else t
     for t in _base_.train_dataloader.dataset.datasets[0].pipeline
 ]
+model = dict(labeled_paste=dict(db_sampler=next(
+    t for t in labeled_pipeline if t['type'] == 'ObjectSample')))
 train_dataloader = dict(dataset=dict(datasets=[
     dict(_base_.train_dataloader.dataset.datasets[0],
          ann_file=f'semi_anns/kitti_infos_train.1@{percent}.json', pipeline=labeled_pipeline),

@@ -56,12 +56,12 @@ def views(shuffle):
     return boxes, (weak_pts, weak), (strong_pts, strong)
 
 
-def labeled_run(db_sampler, shuffle, seen=(0, 1, 2, 3), scores=None):
+def labeled_run(db_sampler, shuffle, seen=(0, 1, 2, 3), scores=None, num_paste=(2, 2, 2)):
     """The teacher sees objects ``seen`` (high unless ``scores`` say otherwise); every
     database object may be drawn."""
     boxes, (weak_pts, weak), (strong_pts, strong) = views(shuffle)
     model = build(middle='weight', low='off', labeled_paste=dict(
-        db_sampler=db_sampler, num_paste=(2, 2, 2), point_cloud_range=PCR))
+        db_sampler=db_sampler, num_paste=num_paste, point_cloud_range=PCR))
     seen = list(seen)
     fake_teacher(model, weak, boxes[seen], scores or [0.9] * len(seen))
     inputs, samples, stats = model.pseudo_instances(
@@ -157,3 +157,32 @@ def test_labeled_paste_refuses_dense_distillation(db_sampler):
     with pytest.raises(ValueError, match='dense'):
         build(dense_weight=1.0, labeled_paste=dict(db_sampler=db_sampler, num_paste=(1, 1, 1),
                                                    point_cloud_range=PCR))
+
+
+def test_fill_pastes_up_to_the_samplers_targets_counting_the_pseudo_boxes(db_sampler):
+    """``num_paste='fill'``: each class up to ``sample_groups`` (here 2 / 1 / 2), the scene's
+    pseudo boxes of either tier counted as present. The teacher saw two cars (0, 3), a
+    pedestrian (1, a middle box) and a cyclist (2); the database's free objects are a
+    pedestrian (4) and a cyclist (5): the pedestrian target is met, so only the cyclist
+    comes (fixed counts of 2 / 2 / 2 paste both)."""
+    sampler = dict(db_sampler, sample_groups=dict(Car=2, Pedestrian=1, Cyclist=2))
+    scores = [0.9, 0.55, 0.9, 0.9]
+    *_, gt, stats = labeled_run(sampler, shuffle=False, scores=scores, num_paste='fill')
+    assert gt.weights[:4].tolist() == pytest.approx([1.0, 0.55, 1.0, 1.0])  # the middle box
+    assert gt.labels_3d[gt.pasted].tolist() == [2]
+    assert stats['pseudo/num_labeled_pasted'] == 1
+    *_, gt, _ = labeled_run(sampler, shuffle=False, scores=scores)
+    assert gt.labels_3d[gt.pasted].tolist() == [1, 2]
+
+
+def test_fill_counts_and_bad_num_paste(db_sampler):
+    bank = ObjectBank.from_database(dict(db_sampler, sample_groups=dict(Car=3, Cyclist=1)),
+                                    'fill', PCR)
+    assert bank.num_paste == [3, 0, 1]  # a class the sampler does not name: none
+    assert bank.fill_counts(torch.tensor([0, 0, 2, 2, 1])) == [1, 0, 0]
+    assert bank.fill_counts(torch.zeros(0, dtype=torch.long)) == [3, 0, 1]
+    with pytest.raises(ValueError, match="'fill'"):
+        ObjectBank.from_database(db_sampler, 'full', PCR)
+    with pytest.raises(ValueError, match="'fill'"):
+        build(labeled_paste=dict(db_sampler=db_sampler, num_paste='full',
+                                 point_cloud_range=PCR))

@@ -70,11 +70,18 @@ def test_kitti_semi_config_trains(kitti_root, tmp_path, monkeypatch, pct):
     assert len(batch['inputs']['sup']['points']) == 1
     assert len(batch['inputs']['unsup_student']['points']) == 1
     assert batch['data_samples']['unsup_student'][0].bev_shuffle['grid'] == (2, 2)
+    # GT sampling on the student's whole input, from the split's own database, up to the
+    # labeled pipeline's targets
+    sampler = next(t for t in runner.cfg.train_dataloader.dataset.datasets[0].pipeline
+                   if t['type'] == 'ObjectSample')
+    paste = runner.cfg.model.labeled_paste
+    assert paste.num_paste == 'fill' and paste.db_sampler == sampler
+    assert sampler.db_info_file == f'data/kitti/gt_database_1@{pct}/dbinfos.json'
     if pct != 2:
         return
     runner.train()
     log = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
-    for key in ('sup_loss_heatmap', 'unsup_loss_heatmap'):
+    for key in ('sup_loss_heatmap', 'unsup_loss_heatmap', 'pseudo_num_labeled_pasted'):
         values = [float(v) for v in re.findall(rf' {key}: ([-\d.e+naif]+)', log)]
         assert len(values) == 1 and all(math.isfinite(v) for v in values), key
     assert osp.isfile(tmp_path / 'iter_1.pth')

@@ -135,7 +135,10 @@ class TeacherStudent3D(TeacherStudent):
         labeled_paste (dict, optional): ``dict(db_sampler=..., num_paste=[...],
             point_cloud_range=[...])``: the GT database's labeled objects (``db_sampler``, an
             ``ObjectSample`` config) pasted into each pseudo-labeled strong scene,
-            ``num_paste`` a class, as weight-1 boxes (see the module doc). Not with
+            ``num_paste`` a class, as weight-1 boxes (see the module doc).
+            ``num_paste='fill'`` fills each scene up to the sampler's ``sample_groups``,
+            counting its pseudo boxes (high and middle) as present, as ``ObjectSample``
+            counts a labeled scene's boxes: no per-data-set counts to set. Not with
             ``dense_weight`` (the teacher's heatmap has no peak at a pasted object).
             Default: None (off).
         unsup_loss_keys (list[str], optional): keep only the strong scenes' losses whose
@@ -234,6 +237,10 @@ class TeacherStudent3D(TeacherStudent):
             raise ValueError('labeled_paste puts objects the teacher never saw into the strong '
                              'scenes, where dense distillation (dense_weight > 0) would teach '
                              "the teacher's heatmap, without them: use one of the two")
+        if labeled_paste is not None and isinstance(labeled_paste.get('num_paste'), str) \
+                and labeled_paste['num_paste'] != 'fill':
+            raise ValueError(f"labeled_paste's num_paste must be counts or 'fill', got "
+                             f"{labeled_paste['num_paste']!r}")
         # the database is read at the first paste (a config builds without the data)
         self.labeled_paste = dict(labeled_paste) if labeled_paste is not None else None
         self.labeled_bank: Optional[ObjectBank] = None
@@ -528,9 +535,13 @@ class TeacherStudent3D(TeacherStudent):
                                                 device=seen.device), box_shuffle).bboxes_3d
         ignored = strong.ignored_instances_3d.bboxes_3d
         gt = strong.gt_instances_3d
+        # 'fill': up to the sampler's targets, counting the scene's pseudo boxes
+        counts = (self.labeled_bank.fill_counts(gt.labels_3d)
+                  if self.labeled_paste['num_paste'] == 'fill' else None)
         points, boxes, labels = self.labeled_bank.paste(
             points, gt.bboxes_3d, strong.lidar_aug_matrix,
-            avoid=torch.cat([avoid.reshape(-1, 7), ignored.reshape(-1, 7).to(avoid)]))
+            avoid=torch.cat([avoid.reshape(-1, 7), ignored.reshape(-1, 7).to(avoid)]),
+            counts=counts)
         ones = boxes.new_ones(len(boxes))
         merged = InstanceData(
             bboxes_3d=torch.cat([gt.bboxes_3d, boxes.to(gt.bboxes_3d)]),

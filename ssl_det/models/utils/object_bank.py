@@ -11,7 +11,7 @@ otherwise the scene's points inside its box are replaced by the object's points,
 ``ObjectSample`` does with ground-truth objects.
 """
 from collections import deque
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -58,14 +58,20 @@ class ObjectBank:
         self.stores: List[deque] = [deque(maxlen=self.capacity) for _ in range(num_classes)]
 
     @classmethod
-    def from_database(cls, db_sampler: dict, num_paste: Sequence[int],
+    def from_database(cls, db_sampler: dict, num_paste: Union[Sequence[int], str],
                       point_cloud_range: Sequence[float], margin: float = 0.1) -> 'ObjectBank':
         """A bank of the *labeled* objects of a GT database (``db_sampler``: an
         ``ObjectSample`` config, its ``db_info_file``, ``classes`` and ``min_points``; its
         ``sample_groups`` name the classes read): every object the sampler can draw, each
-        class's store as large as the class's objects, none ever evicted."""
+        class's store as large as the class's objects, none ever evicted. ``num_paste='fill'``
+        takes the sampler's targets (``sample_groups``, 0 for a class it does not name) as
+        each class's count: a caller passes ``fill_counts(present)`` to ``paste``."""
         from ssl_det.registry import TRANSFORMS
         sampler = TRANSFORMS.build(db_sampler)
+        if isinstance(num_paste, str):
+            if num_paste != 'fill':
+                raise ValueError(f"num_paste must be counts or 'fill', got {num_paste!r}")
+            num_paste = [int(sampler.sample_groups.get(c, 0)) for c in sampler.classes]
         objects = sampler.objects()
         if not objects:
             raise ValueError(f'{sampler.db_info_file} holds no object to paste (classes '
@@ -78,6 +84,14 @@ class ObjectBank:
             bank.stores[label].append((torch.from_numpy(box).float(),
                                        torch.from_numpy(np.ascontiguousarray(points))))
         return bank
+
+    def fill_counts(self, labels: Tensor) -> List[int]:
+        """Objects of each class to paste into a scene that holds boxes of ``labels``, so
+        that it reaches ``num_paste`` of each (mmdet3d's ``ObjectSample`` rule: the target
+        less the boxes present, never below 0)."""
+        present = np.bincount(labels.detach().long().cpu().numpy().reshape(-1),
+                              minlength=self.num_classes)
+        return [max(int(n) - int(p), 0) for n, p in zip(self.num_paste, present)]
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.stores)
@@ -111,11 +125,13 @@ class ObjectBank:
     @torch.no_grad()
     def paste(self, points: Tensor, boxes: Tensor, view_matrix,
               avoid: Optional[Tensor] = None,
-              rng: Optional[np.random.Generator] = None) -> Tuple[Tensor, Tensor, Tensor]:
+              rng: Optional[np.random.Generator] = None,
+              counts: Optional[Sequence[int]] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """Paste objects into one labeled scene (``points`` and ``boxes`` in its view, whose
         map from the raw scene is ``view_matrix``). ``avoid``: more boxes (e.g. ignored
-        ones) a pasted box must not touch. Returns ``(points, pasted_boxes, pasted_labels)``:
-        the scene's points with each pasted box's points replaced by its object's."""
+        ones) a pasted box must not touch. ``counts``: objects of each class for this scene
+        (default ``num_paste``). Returns ``(points, pasted_boxes, pasted_labels)``: the
+        scene's points with each pasted box's points replaced by its object's."""
         rng = rng if rng is not None else np.random.default_rng(np.random.randint(2**31))
         mat = np.asarray(view_matrix, dtype=np.float64).reshape(4, 4)
         device, dtype = points.device, points.dtype
@@ -123,7 +139,10 @@ class ObjectBank:
                  if b is not None and len(b)]
         taken = torch.cat(taken) if taken else torch.zeros(0, 7, dtype=torch.float64)
         new_boxes, new_labels, new_points = [], [], []
-        for label, (store, count) in enumerate(zip(self.stores, self.num_paste)):
+        counts = self.num_paste if counts is None else [int(n) for n in counts]
+        if len(counts) != self.num_classes:
+            raise ValueError(f'counts needs {self.num_classes} values, got {list(counts)}')
+        for label, (store, count) in enumerate(zip(self.stores, counts)):
             count = min(count, len(store))
             if count == 0:
                 continue
