@@ -432,6 +432,11 @@ def test_detector_unshuffles_its_backbone_features():
     occupied = (feats[0].abs().sum(0, keepdim=True) > 0).float()
     assert torch.equal(occupied, occupancy(points))
     assert not torch.equal((plain[0].abs().sum(0, keepdim=True) > 0).float(), occupancy(points))
+    # _forward (PreciseBNHook's pass over strong views) moves the features back too
+    detector.bbox_head = _ListIdentity()
+    with torch.no_grad():
+        torch.testing.assert_close(detector._forward(dict(points=[shuffled]), [sample])[0],
+                                   feats)
 
 
 def feature_unshuffle_tiers(scores, **modes):

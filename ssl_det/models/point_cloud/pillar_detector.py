@@ -134,4 +134,4 @@ class PillarDetector(BaseDetector):
 
     def _forward(self, batch_inputs: dict, batch_data_samples: Optional[List] = None
                  ) -> Tuple[Tensor, Tensor]:
-        return self.bbox_head(self.extract_feat(batch_inputs))
+        return self.bbox_head(self.extract_feat(batch_inputs, batch_data_samples))

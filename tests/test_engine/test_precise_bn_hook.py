@@ -1,0 +1,138 @@
+"""PreciseBNHook: the teacher's BatchNorm statistics re-estimated on the strong unlabeled
+views, once the EMA update is done and before the checkpoint and the validation read them."""
+import copy
+import glob
+import os.path as osp
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from torch.utils.data import DataLoader
+
+from demo_helpers import ROOT, semi_3d_overrides
+from ssl_det.datasets.demo_data_3d import make_demo_data_3d
+from ssl_det.engine.hooks.precise_bn_hook import PreciseBNHook, bn_layers, estimate_bn_stats
+from tools import train as train_tool
+
+CFG = osp.join(ROOT, 'configs/point_cloud/hssda_pillar-center_demo3d_semi-10pct.py')
+
+
+def test_estimate_is_the_average_of_the_batch_statistics_and_restores_the_module():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+    net.train()  # a module in training mode must come back in training mode
+    bn = net[1]
+    bn.running_mean.fill_(7.0)
+    batches = [torch.randn(5, 3) * (k + 1) + k for k in range(3)]
+    count = estimate_bn_stats(net, batches, lambda x: net(x))
+    assert count == 3 and net.training and bn.training and bn.momentum == 0.1
+    feats = [net[0](x).detach() for x in batches]
+    torch.testing.assert_close(bn.running_mean, torch.stack([f.mean(0) for f in feats]).mean(0))
+    torch.testing.assert_close(bn.running_var,
+                               torch.stack([f.var(0, unbiased=True) for f in feats]).mean(0))
+    # the layers run in training mode, the rest in eval mode (e.g. dropout off)
+    seen = []
+    net[2].register_forward_hook(lambda m, a, o: seen.append((m.training, bn.training)))
+    estimate_bn_stats(net, batches[:1], lambda x: net(x))
+    assert seen == [(False, True)]
+    before = bn.running_mean.clone()
+    assert estimate_bn_stats(net, [], lambda x: net(x)) == 0  # no batch: nothing changes
+    torch.testing.assert_close(bn.running_mean, before)
+
+
+def test_it_runs_where_the_loop_validates_and_at_the_last_iteration():
+    def runner(done, interval=4, val=True, max_iters=10):
+        return SimpleNamespace(iter=done - 1, max_iters=max_iters,
+                               train_loop=SimpleNamespace(val_interval=interval, val_begin=1),
+                               _val_loop=object() if val else None)
+    assert [d for d in range(1, 11) if PreciseBNHook.validates_after(runner(d))] == [4, 8, 10]
+    assert [d for d in range(1, 11)
+            if PreciseBNHook.validates_after(runner(d, val=False))] == [10]
+
+
+@pytest.fixture(scope='module')
+def scenes(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('precise_bn'))
+    make_demo_data_3d(root, num_train=20, num_val=3, seed=1, verbose=False)
+    return root + '/'
+
+
+def test_the_teacher_is_validated_and_saved_with_the_strong_views_statistics(scenes, tmp_path):
+    """Three iterations of the 3D HSSDA-style config with the hook. The strong view here is a
+    fixed rotation and scaling (no random step), the weak view the scene itself, so the two
+    branches' statistics differ and an estimate can be repeated exactly."""
+    cfg = Config.fromfile(CFG)
+    cfg.merge_from_dict(semi_3d_overrides(scenes, iters=3))
+    keys = cfg.view_meta_keys
+    pcr = cfg.point_cloud_range
+    pack = dict(type='PackPointCloudInputs', meta_keys=keys)
+    strong = [dict(type='GlobalRotScaleTrans', rot_range=[0.3, 0.3], scale_range=[1.3, 1.3]),
+              dict(type='PointsRangeFilter', point_cloud_range=pcr), pack]
+    weak = [dict(type='PointsRangeFilter', point_cloud_range=pcr), pack]
+    unlabeled = cfg.train_dataloader.dataset.datasets[1]
+    unlabeled.pipeline[1].update(unsup_teacher=weak, unsup_student=strong)
+    cfg.custom_hooks.append(dict(type='PreciseBNHook', num_samples=8))
+    path = str(tmp_path / 'cfg.py')
+    cfg.dump(path)
+    runner = train_tool.build_runner(train_tool.parse_args([path, '--work-dir', str(tmp_path)]))
+    runner.train()
+    model = runner.model
+    hook = next(h for h in runner.hooks if isinstance(h, PreciseBNHook))
+    teacher = [(m.running_mean.clone(), m.running_var.clone()) for m in bn_layers(model.teacher)]
+    assert len(teacher) >= 5  # the pillar net's BatchNorm1d and the 2d ones after it
+
+    # the checkpoint holds the re-estimated statistics (the hook runs before it is saved)
+    state = torch.load(str(tmp_path / 'iter_3.pth'), weights_only=True)['state_dict']
+    names = [n for n, m in model.teacher.named_modules() if m in bn_layers(model.teacher)]
+    for name, (mean, var) in zip(names, teacher):
+        torch.testing.assert_close(state[f'teacher.{name}.running_mean'], mean)
+        torch.testing.assert_close(state[f'teacher.{name}.running_var'], var)
+    log = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
+    assert re.search(r"teacher's \d+ BatchNorm layers re-estimated on 4 batches of "
+                     r"'unsup_student' views", log)
+    assert log.index('re-estimated') < log.index('teacher/ap3d/mAP')  # before validation
+
+    # an estimate of our own on the same scenes: the strong views, 2 a batch (the training
+    # batch of 4 holds 2 unlabeled scenes), from the trained weights alone
+    subset = hook.loader(runner).dataset
+    assert len(subset) == 8
+
+    def estimate(branch):
+        detector = copy.deepcopy(model.teacher)
+        loader = DataLoader(subset, batch_size=2, collate_fn=lambda samples: {
+            key: {branch: [s[key][branch] for s in samples]} for key in samples[0]})
+
+        def forward(batch):
+            data = model.data_preprocessor(batch, True)
+            detector._forward(data['inputs'][branch], data['data_samples'][branch])
+        estimate_bn_stats(detector, loader, forward)
+        return [(m.running_mean, m.running_var) for m in bn_layers(detector)]
+
+    for (mean, var), (own_mean, own_var) in zip(teacher, estimate('unsup_student')):
+        torch.testing.assert_close(mean, own_mean)
+        torch.testing.assert_close(var, own_var)
+    weak_mean = estimate('unsup_teacher')[0][0]
+    assert not torch.allclose(teacher[0][0], weak_mean, rtol=1e-3)
+
+    # called again: the same teacher statistics, the student's and the random streams
+    # untouched
+    for m in bn_layers(model.student):
+        m.running_mean.fill_(3.0)  # a re-estimate of the student would replace these
+    student = [m.running_mean.clone() for m in bn_layers(model.student)]
+    rng = np.random.get_state()[1].copy()
+    torch_rng = torch.get_rng_state().clone()
+    hook.update(runner)
+    for (mean, _), m in zip(teacher, bn_layers(model.teacher)):
+        torch.testing.assert_close(m.running_mean, mean)
+    for before, m in zip(student, bn_layers(model.student)):
+        assert torch.equal(m.running_mean, before)
+    assert np.array_equal(np.random.get_state()[1], rng)
+    assert torch.equal(torch.get_rng_state(), torch_rng)
+    hook.student = True  # student=True: the student's are re-estimated too
+    hook.update(runner)
+    assert all(not torch.equal(m.running_mean, before)
+               for before, m in zip(student, bn_layers(model.student)))
