@@ -2,8 +2,10 @@
 views, once the EMA update is done and before the checkpoint and the validation read them."""
 import copy
 import glob
+import json
 import os.path as osp
 import re
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -136,3 +138,30 @@ def test_the_teacher_is_validated_and_saved_with_the_strong_views_statistics(sce
     hook.update(runner)
     assert all(not torch.equal(m.running_mean, before)
                for before, m in zip(student, bn_layers(model.student)))
+
+    # benchmarks/precise_bn_3d.py on the run: the saved teacher validated before and after
+    # the hook's update. The saved statistics are already the hook's, so they do not move;
+    # in a copy whose teacher variances were scaled by 4, the update brings them back.
+    sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+    import precise_bn_3d
+    scaled = tmp_path / 'scaled'
+    scaled.mkdir()
+    for key in state:
+        if key.startswith('teacher.') and key.endswith('running_var'):
+            state[key] = state[key] * 4
+    ckpt = torch.load(str(tmp_path / 'iter_3.pth'), weights_only=False)
+    ckpt['state_dict'] = state
+    torch.save(ckpt, str(scaled / 'iter_3.pth'))
+    (scaled / 'last_checkpoint').write_text(str(scaled / 'iter_3.pth'))
+    (scaled / 'cfg.py').write_text(open(path).read())
+    out = tmp_path / 'precise_bn.json'
+    rows = precise_bn_3d.main([str(tmp_path), str(scaled), '--num-samples', '8',
+                               '--out', str(out)])
+    assert json.load(open(out))['runs'] == rows and len(rows) == 2
+    assert rows[0]['checkpoint'].endswith('iter_3.pth')
+    assert rows[0]['bn_var_ratio_median'] == pytest.approx(1.0, abs=1e-3)
+    assert rows[1]['bn_var_ratio_median'] == pytest.approx(0.25, abs=1e-3)
+    assert rows[1]['after'] == rows[0]['after']
+    for row in rows:
+        assert row['gain'] == pytest.approx(row['after']['teacher/ap3d/mAP']
+                                            - row['before']['teacher/ap3d/mAP'], abs=1e-4)
