@@ -56,6 +56,19 @@ def test_it_runs_where_the_loop_validates_and_at_the_last_iteration():
             if PreciseBNHook.validates_after(runner(d, val=False))] == [10]
 
 
+def test_it_refuses_a_model_without_a_teacher_or_views_at_the_start():
+    hook = PreciseBNHook()
+    plain = SimpleNamespace(model=nn.Linear(2, 2))
+    with pytest.raises(TypeError, match='has none'):
+        hook.before_train(plain)
+    labeled = [dict(inputs=dict(sup=dict(points=torch.zeros(1, 4)), unsup_student=None))]
+    model = nn.Module()
+    model.teacher = nn.Linear(2, 2)
+    runner = SimpleNamespace(model=model, train_dataloader=SimpleNamespace(dataset=labeled))
+    with pytest.raises(ValueError, match="fills the 'unsup_student' branch"):
+        hook.before_train(runner)
+
+
 @pytest.fixture(scope='module')
 def scenes(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('precise_bn'))

@@ -110,6 +110,13 @@ class PreciseBNHook(Hook):
         self.student = bool(student)
         self.seed = int(seed)
 
+    def before_train(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if not isinstance(getattr(model, 'teacher', None), nn.Module):
+            raise TypeError(f'PreciseBNHook re-estimates a teacher-student model\'s teacher; '
+                            f'{type(model).__name__} has none')
+        self.source(runner)  # fails now, not at the end of training, without the views
+
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if self.validates_after(runner):
             self.update(runner)
