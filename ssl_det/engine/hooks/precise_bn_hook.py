@@ -20,7 +20,6 @@ to +0.024 a seed, so it is not a gain to rely on; measure it with
 variance become the plain average of its batch statistics over the given batches (momentum
 ``None``), in training mode for the BatchNorm layers alone, without gradients.
 """
-import random
 from typing import Callable, Iterable, List, Optional
 
 import numpy as np
@@ -33,6 +32,7 @@ from mmengine.model import is_model_wrapper
 from torch.utils.data import DataLoader, Subset
 
 from ssl_det.registry import HOOKS
+from .random_state_hook import get_random_state, set_random_state
 
 _BN = nn.modules.batchnorm._BatchNorm
 
@@ -191,13 +191,11 @@ class PreciseBNHook(Hook):
 
         for name, detector in targets:
             # the pipeline draws random augmentations: leave training's streams as they were
-            states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+            states = get_random_state()
             try:
                 count = estimate_bn_stats(detector, self.loader(runner), forward(detector))
             finally:
-                random.setstate(states[0])
-                np.random.set_state(states[1])
-                torch.set_rng_state(states[2])
+                set_random_state(states)
             layers = bn_layers(detector)
             if get_world_size() > 1:
                 for m in layers:
