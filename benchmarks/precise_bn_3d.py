@@ -62,10 +62,10 @@ def evaluate(run_dir: str, num_samples: int, seed: int) -> dict:
     ratio = torch.cat([m.running_var for m in layers]) / saved.clamp_min(1e-12)
     after = runner.val_loop.run()
 
+    wanted = ('teacher/ap3d/mAP', f'teacher/ap3d/{key}')  # the headline and its source
+
     def pick(metrics):
-        return {k: round(float(v), 4) for k, v in metrics.items()
-                if k.startswith('teacher/') and (k.endswith('ap3d/mAP') or (
-                    '/3d/' in k and key.split('@')[-1] in k and '@' in k))}
+        return {k: round(float(metrics[k]), 4) for k in wanted if k in metrics}
     return dict(run_dir=run_dir, checkpoint=checkpoint, num_samples=num_samples,
                 before=pick(before), after=pick(after),
                 bn_var_ratio_median=round(float(ratio.median()), 4),
