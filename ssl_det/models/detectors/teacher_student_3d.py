@@ -69,7 +69,7 @@ from ssl_det.structures import (points_in_boxes, transform_boxes3d, transform_po
                                 weak_to_strong_matrix)
 from ssl_det.structures.bev_shuffle import (moves_boxes, shuffle_box_pieces, shuffle_boxes,
                                             unshuffle_points)
-from ..utils.object_bank import ObjectBank
+from ..utils.object_bank import ObjectBank, check_num_paste
 from ..utils.teacher_views import (check_view, check_view_iou_thr, fuse_views,
                                     log_views_per_box, view_matrix)
 from .teacher_student import TeacherStudent
@@ -237,10 +237,8 @@ class TeacherStudent3D(TeacherStudent):
             raise ValueError('labeled_paste puts objects the teacher never saw into the strong '
                              'scenes, where dense distillation (dense_weight > 0) would teach '
                              "the teacher's heatmap, without them: use one of the two")
-        if labeled_paste is not None and isinstance(labeled_paste.get('num_paste'), str) \
-                and labeled_paste['num_paste'] != 'fill':
-            raise ValueError(f"labeled_paste's num_paste must be counts or 'fill', got "
-                             f"{labeled_paste['num_paste']!r}")
+        if labeled_paste is not None:
+            check_num_paste(labeled_paste.get('num_paste', ()))
         # the database is read at the first paste (a config builds without the data)
         self.labeled_paste = dict(labeled_paste) if labeled_paste is not None else None
         self.labeled_bank: Optional[ObjectBank] = None

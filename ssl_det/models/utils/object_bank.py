@@ -21,6 +21,13 @@ from ssl_det.ops import overlaps_bev
 from ssl_det.structures import points_in_boxes, transform_boxes3d, transform_points
 
 
+def check_num_paste(num_paste: Union[Sequence[int], str]) -> Union[Sequence[int], str]:
+    """``num_paste`` as given: counts, or ``'fill'`` (any other string is refused)."""
+    if isinstance(num_paste, str) and num_paste != 'fill':
+        raise ValueError(f"num_paste must be counts or 'fill', got {num_paste!r}")
+    return num_paste
+
+
 class ObjectBank:
     """Per-class first-in first-out stores of (box, points) in raw scene frames.
 
@@ -68,9 +75,7 @@ class ObjectBank:
         each class's count: a caller passes ``fill_counts(present)`` to ``paste``."""
         from ssl_det.registry import TRANSFORMS
         sampler = TRANSFORMS.build(db_sampler)
-        if isinstance(num_paste, str):
-            if num_paste != 'fill':
-                raise ValueError(f"num_paste must be counts or 'fill', got {num_paste!r}")
+        if check_num_paste(num_paste) == 'fill':
             num_paste = [int(sampler.sample_groups.get(c, 0)) for c in sampler.classes]
         objects = sampler.objects()
         if not objects:
