@@ -1,12 +1,14 @@
-"""What ``PreciseBNHook`` does to a trained teacher: each run's final checkpoint validated as
-saved, then again after the hook has re-estimated the teacher's BatchNorm statistics on the
-strong unlabeled views (the hook's own code, as at the last iteration of training: the
-checkpoint's teacher is the state the hook starts from).
+"""What ``PreciseBNHook`` does to a trained model: each run's final checkpoint validated as
+saved, then again after the hook has re-estimated the BatchNorm statistics (the hook's own
+code, as at the last iteration of training: the checkpoint is the state the hook starts
+from). A teacher-student run's teacher is re-estimated on the views of ``--branch`` (the
+strong unlabeled views by default; ``--branch sup unsup_student`` for the default recipe's
+training distribution), a supervised run on its own training batches.
 
 Usage::
 
     python benchmarks/precise_bn_3d.py WORK_DIR/seed*/hssda_pillar-center_demo3d_semi-10pct \\
-        --out benchmarks/results/precise_bn_3d.json
+        --out benchmarks/results/precise_bn_3d.json [--branch sup unsup_student]
 
 Each argument is a run's work directory (its dumped config and ``last_checkpoint``). Prints
 a table of the teacher's primary metric before and after, per run, and writes JSON (with
@@ -27,7 +29,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def evaluate(run_dir: str, num_samples: int, seed: int) -> dict:
+def evaluate(run_dir: str, num_samples: int, seed: int, branch=('unsup_student', )) -> dict:
     from mmengine.config import Config
     from mmengine.runner import Runner
 
@@ -55,21 +57,24 @@ def evaluate(run_dir: str, num_samples: int, seed: int) -> dict:
     runner.load_or_resume()
     key = cfg.val_evaluator.get('primary', '3d/mAP@set1/R40')
     before = runner.val_loop.run()
-    layers = bn_layers(runner.model.teacher)
+    layers = bn_layers(getattr(runner.model, 'teacher', runner.model))
     saved = torch.cat([m.running_var.clone() for m in layers])
-    PreciseBNHook(num_samples=num_samples, seed=seed).update(runner)
+    PreciseBNHook(num_samples=num_samples, branch=branch, seed=seed).update(runner)
     # how far the statistics moved: the median ratio of new to saved running variances
     ratio = torch.cat([m.running_var for m in layers]) / saved.clamp_min(1e-12)
     after = runner.val_loop.run()
 
-    wanted = ('teacher/ap3d/mAP', f'teacher/ap3d/{key}')  # the headline and its source
+    # the headline and its source; a supervised run's keys have no prefix
+    prefix = 'teacher/' if 'teacher/ap3d/mAP' in before else ''
+    wanted = (f'{prefix}ap3d/mAP', f'{prefix}ap3d/{key}')
 
     def pick(metrics):
         return {k: round(float(metrics[k]), 4) for k in wanted if k in metrics}
     return dict(run_dir=run_dir, checkpoint=checkpoint, num_samples=num_samples,
-                before=pick(before), after=pick(after),
+                branch=list(branch) if prefix else None,
+                before=pick(before), after=pick(after), metric=wanted[0],
                 bn_var_ratio_median=round(float(ratio.median()), 4),
-                gain=round(float(after['teacher/ap3d/mAP'] - before['teacher/ap3d/mAP']), 4))
+                gain=round(float(after[wanted[0]] - before[wanted[0]]), 4))
 
 
 def main(argv=None):
@@ -77,15 +82,17 @@ def main(argv=None):
     parser.add_argument('run_dirs', nargs='+')
     parser.add_argument('--num-samples', type=int, default=512)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--branch', nargs='+', default=['unsup_student'],
+                        help="a teacher's views: one batch of each branch in turn")
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'precise_bn_3d.json'))
     args = parser.parse_args(argv)
-    rows = [evaluate(d, args.num_samples, args.seed) for d in args.run_dirs]
+    rows = [evaluate(d, args.num_samples, args.seed, args.branch) for d in args.run_dirs]
     print(f"\n{'run':<72} {'before':>8} {'after':>8} {'gain':>8} {'var ratio':>9}")
     for r in rows:
         name = '/'.join(r['run_dir'].rstrip('/').split('/')[-2:])
-        print(f"{name:<72} {r['before']['teacher/ap3d/mAP']:>8.4f} "
-              f"{r['after']['teacher/ap3d/mAP']:>8.4f} {r['gain']:>+8.4f} "
+        print(f"{name:<72} {r['before'][r['metric']]:>8.4f} "
+              f"{r['after'][r['metric']]:>8.4f} {r['gain']:>+8.4f} "
               f"{r['bn_var_ratio_median']:>9.3f}")
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as f:

@@ -6,6 +6,7 @@ import json
 import os.path as osp
 import re
 import sys
+import uuid
 from types import SimpleNamespace
 
 import numpy as np
@@ -56,17 +57,57 @@ def test_it_runs_where_the_loop_validates_and_at_the_last_iteration():
             if PreciseBNHook.validates_after(runner(d, val=False))] == [10]
 
 
-def test_it_refuses_a_model_without_a_teacher_or_views_at_the_start():
-    hook = PreciseBNHook()
+def test_it_refuses_what_it_cannot_estimate_at_the_start():
     plain = SimpleNamespace(model=nn.Linear(2, 2))
-    with pytest.raises(TypeError, match='has none'):
-        hook.before_train(plain)
+    PreciseBNHook().before_train(plain)  # a supervised model: its own statistics
+    with pytest.raises(ValueError, match='has no teacher'):
+        PreciseBNHook(student=True).before_train(plain)
     labeled = [dict(inputs=dict(sup=dict(points=torch.zeros(1, 4)), unsup_student=None))]
     model = nn.Module()
     model.teacher = nn.Linear(2, 2)
     runner = SimpleNamespace(model=model, train_dataloader=SimpleNamespace(dataset=labeled))
     with pytest.raises(ValueError, match="fills the 'unsup_student' branch"):
-        hook.before_train(runner)
+        PreciseBNHook().before_train(runner)
+    PreciseBNHook(branch='sup').before_train(runner)
+    with pytest.raises(ValueError, match="fills the 'unsup_student' branch"):
+        PreciseBNHook(branch=['sup', 'unsup_student']).before_train(runner)
+    model.joint_batch = True  # one pass over both branches in training: not two batches
+    with pytest.raises(ValueError, match='joint_batch'):
+        PreciseBNHook(branch=['sup', 'unsup_student']).before_train(runner)
+    for bad in ([], ['sup', 'sup'], [1]):
+        with pytest.raises(ValueError, match='branch must be'):
+            PreciseBNHook(branch=bad)
+
+
+def test_several_branches_give_one_batch_each_in_turn_as_many_of_each():
+    """A training batch of 1 labeled and 2 unlabeled samples: the labeled branch's batches
+    hold 1 view, the strong branch's 2, alternating, as many of each; the 3 labeled samples
+    are cycled to fill their share, each from its own source."""
+    labeled = [dict(inputs=dict(sup=('L', i), unsup_student=None), data_samples=dict(
+        sup=i, unsup_student=None)) for i in range(3)]
+    unlabeled = [dict(inputs=dict(sup=None, unsup_student=('U', i)), data_samples=dict(
+        sup=None, unsup_student=i)) for i in range(20)]
+    sampler = SimpleNamespace(num_per_source=(1, 2))
+    model = nn.Module()
+    model.teacher = nn.Linear(2, 2)
+    runner = SimpleNamespace(rank=0, model=model, train_dataloader=SimpleNamespace(
+        dataset=SimpleNamespace(datasets=[labeled, unlabeled]), sampler=sampler,
+        batch_sampler=SimpleNamespace(sampler=None), batch_size=3))
+    hook = PreciseBNHook(num_samples=10, branch=('sup', 'unsup_student'))
+    items = list(hook.batches(runner))
+    assert [b for b, _ in items] == ['sup', 'unsup_student'] * 5
+    sup = [batch['inputs']['sup'] for b, batch in items if b == 'sup']
+    strong = [batch['inputs']['unsup_student'] for b, batch in items if b != 'sup']
+    assert all(len(x) == 1 and x[0][0] == 'L' for x in sup)
+    assert all(len(x) == 2 and x[0][0] == x[1][0] == 'U' for x in strong)
+    first = [x[0][1] for x in sup]
+    assert sorted(first[:3]) == [0, 1, 2] and first[3:] == first[:2]  # cycled
+    assert len({x[1] for batch in strong for x in batch}) == 10  # 10 distinct scenes
+    assert [batch['data_samples']['sup'] for b, batch in items if b == 'sup'] == [
+        [i] for i in first]
+    # the strong branch alone: 10 views in 5 batches, the same subset
+    alone = list(PreciseBNHook(num_samples=10).batches(runner))
+    assert [b['inputs']['unsup_student'] for _, b in alone] == strong
 
 
 @pytest.fixture(scope='module')
@@ -178,3 +219,111 @@ def test_the_teacher_is_validated_and_saved_with_the_strong_views_statistics(sce
     for row in rows:
         assert row['gain'] == pytest.approx(row['after']['teacher/ap3d/mAP']
                                             - row['before']['teacher/ap3d/mAP'], abs=1e-4)
+
+
+def _saved_bn(path: str, module: nn.Module, prefix: str) -> list:
+    state = torch.load(path, weights_only=True)['state_dict']
+    names = [n for n, m in module.named_modules() if m in bn_layers(module)]
+    return [(state[f'{prefix}{n}.running_mean'], state[f'{prefix}{n}.running_var'])
+            for n in names]
+
+
+def _fixed_view(pcr, pack):
+    return [dict(type='GlobalRotScaleTrans', rot_range=[0.3, 0.3], scale_range=[1.3, 1.3]),
+            dict(type='PointsRangeFilter', point_cloud_range=pcr), pack]
+
+
+def test_the_training_mixture_alternates_labeled_and_strong_batches(scenes, tmp_path):
+    """``branch=['sup', 'unsup_student']``: the teacher's statistics are the average over
+    alternating batches of labeled views (the 2 labeled scenes cycled) and strong views, 2 a
+    batch each (as the training batch of 4 holds them). Both views are fixed transforms here,
+    so an estimate of our own is exact; it differs from either branch alone."""
+    cfg = Config.fromfile(CFG)
+    cfg.merge_from_dict(semi_3d_overrides(scenes, iters=3))
+    pcr = cfg.point_cloud_range
+    labeled, unlabeled = cfg.train_dataloader.dataset.datasets
+    labeled.pipeline = [dict(type='LoadPointsFromFile')] + _fixed_view(
+        pcr, dict(type='ObjectRangeFilter', point_cloud_range=pcr)) + [
+        dict(type='MultiBranch', branch_field=cfg.branch_field,
+             sup=dict(type='PackPointCloudInputs'))]
+    pack = dict(type='PackPointCloudInputs', meta_keys=cfg.view_meta_keys)
+    unlabeled.pipeline[1].update(
+        unsup_teacher=[dict(type='PointsRangeFilter', point_cloud_range=pcr), pack],
+        unsup_student=_fixed_view(pcr, pack))
+    cfg.custom_hooks.append(dict(type='PreciseBNHook', num_samples=8,
+                                 branch=['sup', 'unsup_student']))
+    path = str(tmp_path / 'cfg.py')
+    cfg.dump(path)
+    runner = train_tool.build_runner(train_tool.parse_args([path, '--work-dir', str(tmp_path)]))
+    runner.train()
+    model = runner.model
+    saved = _saved_bn(str(tmp_path / 'iter_3.pth'), model.teacher, 'teacher.')
+    log = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
+    assert re.search(r"re-estimated on 8 batches of 'sup' and 'unsup_student' views", log)
+
+    sources = runner.train_dataloader.dataset.datasets
+    assert len(sources[0]) == 2  # 4 batches of 2 labeled views: each scene 4 times
+
+    def views(dataset, branch):
+        order = np.random.default_rng(0).permutation(len(dataset))
+        return [[dataset[int(i)] for i in np.resize(order, 8)[k:k + 2]] for k in range(0, 8, 2)]
+
+    def estimate(branches):
+        detector = copy.deepcopy(model.teacher)
+        per_branch = [[(b, {key: {b: [s[key][b] for s in batch]} for key in batch[0]})
+                       for batch in views(src, b)] for b, src in zip(branches, sources)
+                      if b is not None]
+        ordered = [item for group in zip(*per_branch) for item in group]
+
+        def forward(item):
+            branch, batch = item
+            data = model.data_preprocessor(batch, True)
+            detector._forward(data['inputs'][branch], data['data_samples'][branch])
+        estimate_bn_stats(detector, ordered, forward)
+        return [(m.running_mean, m.running_var) for m in bn_layers(detector)]
+
+    for (mean, var), (own_mean, own_var) in zip(saved, estimate(['sup', 'unsup_student'])):
+        torch.testing.assert_close(mean, own_mean)
+        torch.testing.assert_close(var, own_var)
+    for alone in (['sup', None], [None, 'unsup_student']):
+        assert not torch.allclose(saved[0][0], estimate(alone)[0][0], rtol=1e-3)
+
+
+def test_a_supervised_model_is_re_estimated_on_its_training_batches(scenes, tmp_path):
+    """Without a teacher the model's own statistics are re-estimated, on num_samples of its
+    training samples in training batches (a fixed transform here, so exactly)."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/point_cloud/pillar-center_demo3d_sup-10pct.py'))
+    pcr = cfg.point_cloud_range
+    cfg.train_dataloader.dataset.pipeline = [dict(type='LoadPointsFromFile')] + _fixed_view(
+        pcr, dict(type='PackPointCloudInputs'))
+    cfg.train_dataloader.dataset.ann_file = 'train.json'  # 20 scenes: 6 of them, in 3 batches
+    opts = {'experiment_name': f'test_{uuid.uuid4().hex[:8]}', 'train_cfg.max_iters': 2,
+            'train_cfg.val_interval': 2, 'default_hooks.checkpoint.interval': 2,
+            'train_dataloader.batch_size': 2}
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        opts.update({f'{loader}.dataset.data_root': scenes, f'{loader}.num_workers': 0,
+                     f'{loader}.persistent_workers': False})
+    cfg.merge_from_dict(opts)
+    cfg.custom_hooks = cfg.get('custom_hooks', []) + [dict(type='PreciseBNHook', num_samples=6)]
+    path = str(tmp_path / 'cfg.py')
+    cfg.dump(path)
+    runner = train_tool.build_runner(train_tool.parse_args([path, '--work-dir', str(tmp_path)]))
+    runner.train()
+    model = runner.model
+    saved = _saved_bn(str(tmp_path / 'iter_2.pth'), model, '')
+    log = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
+    assert re.search(r"the model's \d+ BatchNorm layers re-estimated on 3 batches of "
+                     r"training", log)
+    dataset = runner.train_dataloader.dataset
+    order = np.random.default_rng(0).permutation(len(dataset))[:6]
+    collate = runner.train_dataloader.collate_fn
+    batches = [collate([dataset[int(i)] for i in order[k:k + 2]]) for k in range(0, 6, 2)]
+    detector = copy.deepcopy(model)
+
+    def forward(batch):
+        data = model.data_preprocessor(batch, True)
+        detector._forward(data['inputs'], data['data_samples'])
+    estimate_bn_stats(detector, batches, forward)
+    for (mean, var), m in zip(saved, bn_layers(detector)):
+        torch.testing.assert_close(mean, m.running_mean)
+        torch.testing.assert_close(var, m.running_var)

@@ -20,7 +20,8 @@ to +0.024 a seed, so it is not a gain to rely on; measure it with
 variance become the plain average of its batch statistics over the given batches (momentum
 ``None``), in training mode for the BatchNorm layers alone, without gradients.
 """
-from typing import Callable, Iterable, List, Optional
+from functools import partial
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -77,48 +78,74 @@ def estimate_bn_stats(module: nn.Module, batches: Iterable, forward: Callable) -
 @HOOKS.register_module()
 class PreciseBNHook(Hook):
     """Before the model is validated (and at the last iteration, before it is saved),
-    re-estimate the teacher's BatchNorm statistics on ``num_samples`` strong unlabeled views
-    (see the module doc).
+    re-estimate the teacher's BatchNorm statistics on ``num_samples`` views of each of
+    ``branch`` (see the module doc). A model without a teacher (a supervised detector) has
+    its own statistics re-estimated on its training batches, so that both sides of a
+    comparison can be treated alike.
 
-    The views come from the training data set that fills ``branch`` (the unlabeled one), in
-    batches of as many samples as the training batch holds of that source, through the
-    same pipeline and data preprocessor as in training. The samples are a
-    fixed random subset (``seed``); the global random states are restored afterwards, so
-    training draws what it would have drawn. In a distributed run each rank estimates on
-    its share of the subset and the statistics are averaged over the ranks. After a
-    validation in the middle of training the teacher's statistics drift back towards the
-    student's with the EMA.
+    The views come from the training data set that fills each branch, in batches of as many
+    samples as the training batch holds of that source, through the same pipeline and data
+    preprocessor as in training. With several branches, one batch of each is forwarded in
+    turn, as the training step runs the student once on each (so each branch weighs as
+    much as in the student's running statistics): ``branch=('sup', 'unsup_student')`` is
+    the training distribution of the default 3D recipe. The samples are a fixed random
+    subset (``seed``); a data set smaller than that is cycled, each pass through the
+    pipeline's own random augmentation. The global random states are restored
+    afterwards, so training draws what it would have drawn. In a distributed run each rank
+    estimates on its share of the subset and the statistics are averaged over the ranks.
+    After a validation in the middle of training the teacher's statistics drift back
+    towards the student's with the EMA.
 
     Args:
-        num_samples (int): views to estimate from (fewer if the data set is smaller).
-            Default: 512.
-        branch (str): the data branch of the views. Default: ``'unsup_student'``.
+        num_samples (int): views to estimate from: each branch gives as many batches as
+            ``num_samples`` views of the branch with the largest batch fill (rounded up to
+            whole batches). Default: 512.
+        branch (str | Sequence[str]): the data branch(es) of the views. Default:
+            ``'unsup_student'``. Ignored for a model without a teacher.
         batch_size (int, optional): views a batch; default the training batch's share of
-            the data set (``MultiSourceSampler``), else the training batch size.
+            each source (``MultiSourceSampler``), else the training batch size.
         student (bool): also re-estimate the student's (it goes on training from them).
             Default: False.
         seed (int): seed of the subset. Default: 0.
     """
     priority = 'LOW'  # after MeanTeacherHook's EMA update (NORMAL), before the checkpoint
 
-    def __init__(self, num_samples: int = 512, branch: str = 'unsup_student',
+    def __init__(self, num_samples: int = 512,
+                 branch: Union[str, Sequence[str]] = 'unsup_student',
                  batch_size: Optional[int] = None, student: bool = False,
                  seed: int = 0) -> None:
         if num_samples < 1 or (batch_size is not None and batch_size < 1):
             raise ValueError(f'num_samples and batch_size must be >= 1, got {num_samples}, '
                              f'{batch_size}')
+        branches = (branch, ) if isinstance(branch, str) else tuple(branch)
+        if not branches or len(set(branches)) < len(branches) \
+                or not all(isinstance(b, str) for b in branches):
+            raise ValueError(f'branch must be a branch name or distinct names, got {branch!r}')
         self.num_samples = int(num_samples)
-        self.branch = branch
+        self.branches = branches
         self.batch_size = batch_size
         self.student = bool(student)
         self.seed = int(seed)
 
+    @staticmethod
+    def _model(runner) -> nn.Module:
+        return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+    def _has_teacher(self, runner) -> bool:
+        return isinstance(getattr(self._model(runner), 'teacher', None), nn.Module)
+
     def before_train(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        if not isinstance(getattr(model, 'teacher', None), nn.Module):
-            raise TypeError(f'PreciseBNHook re-estimates a teacher-student model\'s teacher; '
-                            f'{type(model).__name__} has none')
-        self.source(runner)  # fails now, not at the end of training, without the views
+        model = self._model(runner)
+        if not self._has_teacher(runner):
+            if self.student:
+                raise ValueError(f'PreciseBNHook(student=True) needs a teacher-student model; '
+                                 f'{type(model).__name__} has no teacher')
+            return
+        if len(self.branches) > 1 and getattr(model, 'joint_batch', False):
+            raise ValueError('PreciseBNHook forwards each branch in its own batches; a '
+                             'joint_batch model normalises them together in training')
+        for branch in self.branches:
+            self.source(runner, branch)  # fails now, not at the end of training
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if self.validates_after(runner):
@@ -136,64 +163,114 @@ class PreciseBNHook(Hook):
             return False
         return done >= getattr(loop, 'val_begin', 1) and done % interval == 0
 
-    def source(self, runner):
-        """(index, data set) of the training source whose samples fill ``branch``."""
+    def source(self, runner, branch: Optional[str] = None):
+        """(index, data set) of the training source whose samples fill ``branch`` (default
+        the first of ``branch``)."""
+        branch = branch or self.branches[0]
         dataset = runner.train_dataloader.dataset
         sources = getattr(dataset, 'datasets', [dataset])
         for index, source in enumerate(sources):
-            if len(source) and self._fills_branch(source[0]):
+            if len(source) and self._fills_branch(source[0], branch):
                 return index, source
-        raise ValueError(f'PreciseBNHook: no training data set fills the {self.branch!r} '
+        raise ValueError(f'PreciseBNHook: no training data set fills the {branch!r} '
                          'branch (a MultiBranch pipeline with it)')
 
-    def _fills_branch(self, sample) -> bool:
+    @staticmethod
+    def _fills_branch(sample, branch: str) -> bool:
         inputs = sample.get('inputs') if isinstance(sample, dict) else None
-        return isinstance(inputs, dict) and inputs.get(self.branch) is not None
+        return isinstance(inputs, dict) and inputs.get(branch) is not None
 
-    def loader(self, runner) -> DataLoader:
-        index, dataset = self.source(runner)
-        train = runner.train_dataloader
-        batch_size = self.batch_size
-        if batch_size is None:
-            # the sampler that splits the batch by source (MultiSourceSampler), wrapped or not
-            batch_sampler = train.batch_sampler
-            samplers = (train.sampler, getattr(batch_sampler, 'sampler', None), batch_sampler)
-            per_source = next((getattr(x, 'num_per_source') for x in samplers
-                               if getattr(x, 'num_per_source', None)), None)
-            batch_size = per_source[index] if per_source else (
-                train.batch_size or getattr(batch_sampler, 'batch_size', None) or 1)
+    def _subset(self, runner, dataset, size: int) -> Subset:
+        """``size`` samples of a fixed random order of ``dataset`` (cycled if it is smaller),
+        this rank's share of them."""
         world, rank = get_world_size(), runner.rank
         order = np.random.default_rng(self.seed).permutation(len(dataset))
-        chosen = order[:min(self.num_samples, len(dataset))][rank::world]
-        return DataLoader(Subset(dataset, chosen.tolist()), batch_size=batch_size,
-                          shuffle=False, collate_fn=self.collate, num_workers=0)
+        return Subset(dataset, np.resize(order, size)[rank::world].tolist())
 
-    def collate(self, samples: list) -> dict:
+    def _batch_size(self, runner, index: int) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        train = runner.train_dataloader
+        # the sampler that splits the batch by source (MultiSourceSampler), wrapped or not
+        batch_sampler = train.batch_sampler
+        samplers = (train.sampler, getattr(batch_sampler, 'sampler', None), batch_sampler)
+        per_source = next((getattr(x, 'num_per_source') for x in samplers
+                           if getattr(x, 'num_per_source', None)), None)
+        return per_source[index] if per_source else (
+            train.batch_size or getattr(batch_sampler, 'batch_size', None) or 1)
+
+    def loaders(self, runner) -> List[tuple]:
+        """(branch, loader) for each branch: its views batched as the training batch holds
+        them, the same number of batches for each (``num_samples`` views of the branch with
+        the largest batch)."""
+        sources = [(branch, *self.source(runner, branch)) for branch in self.branches]
+        sizes = [self._batch_size(runner, index) for _, index, _ in sources]
+        num_batches = -(-self.num_samples // max(sizes))
+        return [(branch, DataLoader(self._subset(runner, dataset, num_batches * size),
+                                    batch_size=size, shuffle=False, num_workers=0,
+                                    collate_fn=partial(self.collate, branch=branch)))
+                for (branch, _, dataset), size in zip(sources, sizes)]
+
+    def loader(self, runner, branch: Optional[str] = None) -> DataLoader:
+        """The views of ``branch`` (default the first of ``branch``), as :meth:`loaders`
+        batches them."""
+        branch = branch or self.branches[0]
+        return dict(self.loaders(runner))[branch]
+
+    def plain_loader(self, runner) -> DataLoader:
+        """A supervised model's training batches: its training data set, batch size and
+        collate function, ``num_samples`` samples rounded up to whole batches."""
+        train = runner.train_dataloader
+        size = self._batch_size(runner, 0)
+        total = -(-self.num_samples // size) * size
+        return DataLoader(self._subset(runner, train.dataset, total), batch_size=size,
+                          shuffle=False, num_workers=0, collate_fn=train.collate_fn)
+
+    def collate(self, samples: list, branch: Optional[str] = None) -> dict:
         """The branch's samples as a training batch holds them: ``inputs`` and
         ``data_samples`` each a dict of the branch's list (the form
         ``MultiBranchDataPreprocessor`` groups in training)."""
-        return {key: {self.branch: [s[key][self.branch] for s in samples]}
-                for key in samples[0]}
+        branch = branch or self.branches[0]
+        return {key: {branch: [s[key][branch] for s in samples]} for key in samples[0]}
+
+    def batches(self, runner) -> Iterator:
+        """(branch, batch) pairs, one batch of each branch in turn (``None`` for a
+        supervised model's batches)."""
+        if not self._has_teacher(runner):
+            for batch in self.plain_loader(runner):
+                yield None, batch
+            return
+        loaders = self.loaders(runner)
+        for batches in zip(*(loader for _, loader in loaders)):
+            for (branch, _), batch in zip(loaders, batches):
+                yield branch, batch
 
     def update(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        targets = [('teacher', model.teacher)]
-        if self.student:
-            targets.append(('student', model.student))
-        branch = self.branch
+        model = self._model(runner)
+        if self._has_teacher(runner):
+            targets = [('teacher', model.teacher)]
+            if self.student:
+                targets.append(('student', model.student))
+            what = ' and '.join(repr(b) for b in self.branches) + ' views'
+        else:
+            targets, what = [('model', model)], 'training'
 
         def forward(detector):
-            def run(batch):
+            def run(item):
+                branch, batch = item
                 # as the training step groups and prepares the branches
                 data = model.data_preprocessor(batch, True)
-                detector._forward(data['inputs'][branch], data['data_samples'][branch])
+                if branch is None:
+                    detector._forward(data['inputs'], data['data_samples'])
+                else:
+                    detector._forward(data['inputs'][branch], data['data_samples'][branch])
             return run
 
         for name, detector in targets:
             # the pipeline draws random augmentations: leave training's streams as they were
             states = get_random_state()
             try:
-                count = estimate_bn_stats(detector, self.loader(runner), forward(detector))
+                count = estimate_bn_stats(detector, self.batches(runner), forward(detector))
             finally:
                 set_random_state(states)
             layers = bn_layers(detector)
@@ -202,4 +279,4 @@ class PreciseBNHook(Hook):
                     for buf in (m.running_mean, m.running_var):
                         all_reduce(buf, op='mean')
             print_log(f'PreciseBNHook: the {name}\'s {len(layers)} BatchNorm layers '
-                      f're-estimated on {count} batches of {branch!r} views', logger='current')
+                      f're-estimated on {count} batches of {what}', logger='current')
