@@ -1,14 +1,15 @@
 """What ``PreciseBNHook`` does to a trained model: each run's final checkpoint validated as
 saved, then again after the hook has re-estimated the BatchNorm statistics (the hook's own
 code, as at the last iteration of training: the checkpoint is the state the hook starts
-from). A teacher-student run's teacher is re-estimated on the views of ``--branch`` (the
-strong unlabeled views by default; ``--branch sup unsup_student`` for the default recipe's
-training distribution), a supervised run on its own training batches.
+from). A teacher-student run's teacher is re-estimated on the views of ``--branch`` (by
+default the hook's: the branches whose batches update the student's running statistics in
+training, ``sup`` and ``unsup_student`` for the 3D recipes; ``--branch unsup_student`` for
+the strong views alone), a supervised run on its own training batches.
 
 Usage::
 
     python benchmarks/precise_bn_3d.py WORK_DIR/seed*/hssda_pillar-center_demo3d_semi-10pct \\
-        --out benchmarks/results/precise_bn_3d.json [--branch sup unsup_student]
+        --out benchmarks/results/precise_bn_3d.json [--branch unsup_student]
 
 Each argument is a run's work directory (its dumped config and ``last_checkpoint``). Prints
 a table of the teacher's primary metric before and after, per run, and writes JSON (with
@@ -29,7 +30,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def evaluate(run_dir: str, num_samples: int, seed: int, branch=('unsup_student', )) -> dict:
+def evaluate(run_dir: str, num_samples: int, seed: int, branch=None) -> dict:
     from mmengine.config import Config
     from mmengine.runner import Runner
 
@@ -71,7 +72,7 @@ def evaluate(run_dir: str, num_samples: int, seed: int, branch=('unsup_student',
     def pick(metrics):
         return {k: round(float(metrics[k]), 4) for k in wanted if k in metrics}
     return dict(run_dir=run_dir, checkpoint=checkpoint, num_samples=num_samples,
-                branch=list(branch) if prefix else None,
+                branch=list(PreciseBNHook(branch=branch).branches(runner)) if prefix else None,
                 before=pick(before), after=pick(after), metric=wanted[0],
                 bn_var_ratio_median=round(float(ratio.median()), 4),
                 gain=round(float(after[wanted[0]] - before[wanted[0]]), 4))
@@ -82,8 +83,9 @@ def main(argv=None):
     parser.add_argument('run_dirs', nargs='+')
     parser.add_argument('--num-samples', type=int, default=512)
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--branch', nargs='+', default=['unsup_student'],
-                        help="a teacher's views: one batch of each branch in turn")
+    parser.add_argument('--branch', nargs='+', default=None,
+                        help="a teacher's views, one batch of each branch in turn (default: "
+                             "the branches that update the student's statistics in training)")
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'precise_bn_3d.json'))
     args = parser.parse_args(argv)

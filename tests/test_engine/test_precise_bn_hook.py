@@ -67,8 +67,11 @@ def test_it_refuses_what_it_cannot_estimate_at_the_start():
     model.teacher = nn.Linear(2, 2)
     runner = SimpleNamespace(model=model, train_dataloader=SimpleNamespace(dataset=labeled))
     with pytest.raises(ValueError, match="fills the 'unsup_student' branch"):
-        PreciseBNHook().before_train(runner)
+        PreciseBNHook(branch='unsup_student').before_train(runner)
     PreciseBNHook(branch='sup').before_train(runner)
+    model.strong_bn_stats = True  # the default follows the student's statistics: both
+    with pytest.raises(ValueError, match="fills the 'unsup_student' branch"):
+        PreciseBNHook().before_train(runner)
     with pytest.raises(ValueError, match="fills the 'unsup_student' branch"):
         PreciseBNHook(branch=['sup', 'unsup_student']).before_train(runner)
     model.joint_batch = True  # one pass over both branches in training: not two batches
@@ -77,6 +80,21 @@ def test_it_refuses_what_it_cannot_estimate_at_the_start():
     for bad in ([], ['sup', 'sup'], [1]):
         with pytest.raises(ValueError, match='branch must be'):
             PreciseBNHook(branch=bad)
+
+
+def test_the_default_branches_are_those_that_update_the_students_statistics():
+    def runner(**flags):
+        model = nn.Module()
+        model.teacher = nn.Linear(1, 1)
+        for key, value in flags.items():
+            setattr(model, key, value)
+        return SimpleNamespace(model=model)
+    hook = PreciseBNHook()
+    assert hook.branches(runner(strong_bn_stats=True)) == ('sup', 'unsup_student')
+    assert hook.branches(runner(strong_bn_stats=True, labeled_bn_stats=False)) == (
+        'unsup_student', )
+    assert hook.branches(runner(strong_bn_stats=False)) == ('sup', )  # 2D's default
+    assert PreciseBNHook(branch='unsup_student').branches(runner()) == ('unsup_student', )
 
 
 def test_several_branches_give_one_batch_each_in_turn_as_many_of_each():
@@ -106,7 +124,7 @@ def test_several_branches_give_one_batch_each_in_turn_as_many_of_each():
     assert [batch['data_samples']['sup'] for b, batch in items if b == 'sup'] == [
         [i] for i in first]
     # the strong branch alone: 10 views in 5 batches, the same subset
-    alone = list(PreciseBNHook(num_samples=10).batches(runner))
+    alone = list(PreciseBNHook(num_samples=10, branch='unsup_student').batches(runner))
     assert [b['inputs']['unsup_student'] for _, b in alone] == strong
 
 
@@ -131,7 +149,7 @@ def test_the_teacher_is_validated_and_saved_with_the_strong_views_statistics(sce
     weak = [dict(type='PointsRangeFilter', point_cloud_range=pcr), pack]
     unlabeled = cfg.train_dataloader.dataset.datasets[1]
     unlabeled.pipeline[1].update(unsup_teacher=weak, unsup_student=strong)
-    cfg.custom_hooks.append(dict(type='PreciseBNHook', num_samples=8))
+    cfg.custom_hooks.append(dict(type='PreciseBNHook', num_samples=8, branch='unsup_student'))
     path = str(tmp_path / 'cfg.py')
     cfg.dump(path)
     runner = train_tool.build_runner(train_tool.parse_args([path, '--work-dir', str(tmp_path)]))
@@ -210,7 +228,7 @@ def test_the_teacher_is_validated_and_saved_with_the_strong_views_statistics(sce
     (scaled / 'cfg.py').write_text(open(path).read())
     out = tmp_path / 'precise_bn.json'
     rows = precise_bn_3d.main([str(tmp_path), str(scaled), '--num-samples', '8',
-                               '--out', str(out)])
+                               '--branch', 'unsup_student', '--out', str(out)])
     assert json.load(open(out))['runs'] == rows and len(rows) == 2
     assert rows[0]['checkpoint'].endswith('iter_3.pth')
     assert rows[0]['bn_var_ratio_median'] == pytest.approx(1.0, abs=1e-3)
@@ -234,7 +252,8 @@ def _fixed_view(pcr, pack):
 
 
 def test_the_training_mixture_alternates_labeled_and_strong_batches(scenes, tmp_path):
-    """``branch=['sup', 'unsup_student']``: the teacher's statistics are the average over
+    """By default the branches that update the student's statistics in training, here
+    ``['sup', 'unsup_student']``: the teacher's statistics are the average over
     alternating batches of labeled views (the 2 labeled scenes cycled) and strong views, 2 a
     batch each (as the training batch of 4 holds them). Both views are fixed transforms here,
     so an estimate of our own is exact; it differs from either branch alone."""
@@ -250,8 +269,7 @@ def test_the_training_mixture_alternates_labeled_and_strong_batches(scenes, tmp_
     unlabeled.pipeline[1].update(
         unsup_teacher=[dict(type='PointsRangeFilter', point_cloud_range=pcr), pack],
         unsup_student=_fixed_view(pcr, pack))
-    cfg.custom_hooks.append(dict(type='PreciseBNHook', num_samples=8,
-                                 branch=['sup', 'unsup_student']))
+    cfg.custom_hooks.append(dict(type='PreciseBNHook', num_samples=8))  # the default
     path = str(tmp_path / 'cfg.py')
     cfg.dump(path)
     runner = train_tool.build_runner(train_tool.parse_args([path, '--work-dir', str(tmp_path)]))

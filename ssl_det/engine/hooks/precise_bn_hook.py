@@ -1,19 +1,21 @@
-"""Re-estimate the teacher's BatchNorm statistics on the strong unlabeled views (PreciseBN).
+"""Re-estimate BatchNorm statistics once the weights are trained (PreciseBN): a teacher's on
+the views of the branches its student trains on, a supervised model's on its training
+batches.
 
-The EMA teacher inherits its BatchNorm running statistics from the student, whose running
-statistics follow every batch it trains on: the labeled batch and the strong unlabeled
-batch in turn, each normalised by its own statistics in training. At test time one set of
-statistics normalises every scene. On the 3D demo, the default's final teachers of three
-seeds normalised the validation scenes better with statistics of the strong views alone than
-with the blend (+0.004 / +0.011 / +0.017 3D AP with this hook; ``docs/benchmarks.md``), while
-statistics of the raw scenes, or of a supervised model, were worse. Letting only the strong
-batches update the running statistics during training
-(``TeacherStudent3D(labeled_bn_stats=False)``) cost 0.068 on one seed: the teacher that
-labels the scenes starts from weights that never saw strong statistics. So the hook
-re-estimates them once the weights are trained, before the model is validated and saved.
-It is off by default: on other recipes' teachers the same re-estimate moved 3D AP by -0.024
-to +0.024 a seed, so it is not a gain to rely on; measure it with
-``benchmarks/precise_bn_3d.py`` on saved runs.
+The EMA teacher inherits its BatchNorm running statistics from the student: an average of
+the student's running statistics, themselves a short average of batch statistics under
+weights that kept changing, not the statistics of the teacher's own averaged weights
+(Wu and Johnson's point about EMA models). The hook recomputes them with the final weights,
+by default on the distribution the student's statistics follow in training: one batch of
+each branch that updates them in turn (``'sup'`` and ``'unsup_student'`` for the 3D
+recipes, ``'sup'`` for 2D's default ``strong_bn_stats=False``).
+
+Measured on the 3D demo (``docs/benchmarks.md``, ``benchmarks/precise_bn_3d.py``): on that
+mixture the default's final teachers move by +0.006 / +0.001 / +0.007 3D AP, the
+supervised models by -0.002 / -0.000 / -0.002, and three other recipes' teachers by -0.007
+to +0.006: the statistics the EMA carries are close to the final weights' own. On the strong
+views alone (``branch='unsup_student'``) the same teachers move by -0.024 to +0.024, a
+change of distribution rather than of precision. The hook is off by default.
 
 :func:`estimate_bn_stats` is PreciseBN (Wu and Johnson, "Rethinking 'Batch' in BatchNorm",
 2021; pycls' ``compute_precise_bn_stats``): each BatchNorm layer's running mean and
@@ -21,7 +23,7 @@ variance become the plain average of its batch statistics over the given batches
 ``None``), in training mode for the BatchNorm layers alone, without gradients.
 """
 from functools import partial
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -87,8 +89,7 @@ class PreciseBNHook(Hook):
     samples as the training batch holds of that source, through the same pipeline and data
     preprocessor as in training. With several branches, one batch of each is forwarded in
     turn, as the training step runs the student once on each (so each branch weighs as
-    much as in the student's running statistics): ``branch=('sup', 'unsup_student')`` is
-    the training distribution of the default 3D recipe. The samples are a fixed random
+    much as in the student's running statistics). The samples are a fixed random
     subset (``seed``); a data set smaller than that is cycled, each pass through the
     pipeline's own random augmentation. The global random states are restored
     afterwards, so training draws what it would have drawn. In a distributed run each rank
@@ -100,8 +101,9 @@ class PreciseBNHook(Hook):
         num_samples (int): views to estimate from: each branch gives as many batches as
             ``num_samples`` views of the branch with the largest batch fill (rounded up to
             whole batches). Default: 512.
-        branch (str | Sequence[str]): the data branch(es) of the views. Default:
-            ``'unsup_student'``. Ignored for a model without a teacher.
+        branch (str | Sequence[str], optional): the data branch(es) of the views. Default:
+            those whose batches update the student's running statistics in training
+            (:meth:`branches`). Ignored for a model without a teacher.
         batch_size (int, optional): views a batch; default the training batch's share of
             each source (``MultiSourceSampler``), else the training batch size.
         student (bool): also re-estimate the student's (it goes on training from them).
@@ -111,18 +113,19 @@ class PreciseBNHook(Hook):
     priority = 'LOW'  # after MeanTeacherHook's EMA update (NORMAL), before the checkpoint
 
     def __init__(self, num_samples: int = 512,
-                 branch: Union[str, Sequence[str]] = 'unsup_student',
+                 branch: Union[str, Sequence[str], None] = None,
                  batch_size: Optional[int] = None, student: bool = False,
                  seed: int = 0) -> None:
         if num_samples < 1 or (batch_size is not None and batch_size < 1):
             raise ValueError(f'num_samples and batch_size must be >= 1, got {num_samples}, '
                              f'{batch_size}')
-        branches = (branch, ) if isinstance(branch, str) else tuple(branch)
-        if not branches or len(set(branches)) < len(branches) \
-                or not all(isinstance(b, str) for b in branches):
+        branches = None if branch is None else (
+            (branch, ) if isinstance(branch, str) else tuple(branch))
+        if branches is not None and (not branches or len(set(branches)) < len(branches)
+                                     or not all(isinstance(b, str) for b in branches)):
             raise ValueError(f'branch must be a branch name or distinct names, got {branch!r}')
         self.num_samples = int(num_samples)
-        self.branches = branches
+        self.branch = branches
         self.batch_size = batch_size
         self.student = bool(student)
         self.seed = int(seed)
@@ -134,6 +137,17 @@ class PreciseBNHook(Hook):
     def _has_teacher(self, runner) -> bool:
         return isinstance(getattr(self._model(runner), 'teacher', None), nn.Module)
 
+    def branches(self, runner) -> Tuple[str, ...]:
+        """``branch``, or by default the branches whose batches update the student's running
+        statistics in training: ``'sup'`` unless the model's ``labeled_bn_stats`` is False,
+        ``'unsup_student'`` if its ``strong_bn_stats`` is True."""
+        if self.branch is not None:
+            return self.branch
+        model = self._model(runner)
+        flags = (('sup', getattr(model, 'labeled_bn_stats', True)),
+                 ('unsup_student', getattr(model, 'strong_bn_stats', False)))
+        return tuple(branch for branch, updates in flags if updates)
+
     def before_train(self, runner) -> None:
         model = self._model(runner)
         if not self._has_teacher(runner):
@@ -141,10 +155,12 @@ class PreciseBNHook(Hook):
                 raise ValueError(f'PreciseBNHook(student=True) needs a teacher-student model; '
                                  f'{type(model).__name__} has no teacher')
             return
-        if len(self.branches) > 1 and getattr(model, 'joint_batch', False):
+        branches = self.branches(runner)
+        if len(branches) > 1 and getattr(model, 'joint_batch', False):
             raise ValueError('PreciseBNHook forwards each branch in its own batches; a '
-                             'joint_batch model normalises them together in training')
-        for branch in self.branches:
+                             'joint_batch model normalises them together in training: '
+                             'name one branch')
+        for branch in branches:
             self.source(runner, branch)  # fails now, not at the end of training
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
@@ -165,8 +181,8 @@ class PreciseBNHook(Hook):
 
     def source(self, runner, branch: Optional[str] = None):
         """(index, data set) of the training source whose samples fill ``branch`` (default
-        the first of ``branch``)."""
-        branch = branch or self.branches[0]
+        the first of :meth:`branches`)."""
+        branch = branch or self.branches(runner)[0]
         dataset = runner.train_dataloader.dataset
         sources = getattr(dataset, 'datasets', [dataset])
         for index, source in enumerate(sources):
@@ -203,7 +219,7 @@ class PreciseBNHook(Hook):
         """(branch, loader) for each branch: its views batched as the training batch holds
         them, the same number of batches for each (``num_samples`` views of the branch with
         the largest batch)."""
-        sources = [(branch, *self.source(runner, branch)) for branch in self.branches]
+        sources = [(branch, *self.source(runner, branch)) for branch in self.branches(runner)]
         sizes = [self._batch_size(runner, index) for _, index, _ in sources]
         num_batches = -(-self.num_samples // max(sizes))
         return [(branch, DataLoader(self._subset(runner, dataset, num_batches * size),
@@ -212,9 +228,9 @@ class PreciseBNHook(Hook):
                 for (branch, _, dataset), size in zip(sources, sizes)]
 
     def loader(self, runner, branch: Optional[str] = None) -> DataLoader:
-        """The views of ``branch`` (default the first of ``branch``), as :meth:`loaders`
-        batches them."""
-        branch = branch or self.branches[0]
+        """The views of ``branch`` (default the first of :meth:`branches`), as
+        :meth:`loaders` batches them."""
+        branch = branch or self.branches(runner)[0]
         return dict(self.loaders(runner))[branch]
 
     def plain_loader(self, runner) -> DataLoader:
@@ -226,11 +242,11 @@ class PreciseBNHook(Hook):
         return DataLoader(self._subset(runner, train.dataset, total), batch_size=size,
                           shuffle=False, num_workers=0, collate_fn=train.collate_fn)
 
-    def collate(self, samples: list, branch: Optional[str] = None) -> dict:
+    @staticmethod
+    def collate(samples: list, branch: str) -> dict:
         """The branch's samples as a training batch holds them: ``inputs`` and
         ``data_samples`` each a dict of the branch's list (the form
         ``MultiBranchDataPreprocessor`` groups in training)."""
-        branch = branch or self.branches[0]
         return {key: {branch: [s[key][branch] for s in samples]} for key in samples[0]}
 
     def batches(self, runner) -> Iterator:
@@ -251,7 +267,7 @@ class PreciseBNHook(Hook):
             targets = [('teacher', model.teacher)]
             if self.student:
                 targets.append(('student', model.student))
-            what = ' and '.join(repr(b) for b in self.branches) + ' views'
+            what = ' and '.join(repr(b) for b in self.branches(runner)) + ' views'
         else:
             targets, what = [('model', model)], 'training'
 
