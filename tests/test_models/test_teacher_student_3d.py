@@ -156,6 +156,44 @@ def test_pseudo_boxes_land_on_the_strong_views_objects_from_a_rotated_weak_view(
         assert sorted(index[inside[:, k]]) == list(range(60 * k, 60 * k + 60))
 
 
+def test_ground_truth_pseudo_labels_are_the_weak_views_labels_on_the_strong_objects():
+    """``pseudo_from='ground_truth'`` (a diagnostic): the weak view's own labels, in its
+    rotated and scaled frame, replace the teacher's boxes and land on the strong view's
+    objects as high boxes; the strong view itself holds no labels here."""
+    points, boxes = scene()
+    labels = np.array([0, 1, 2, 0, 0, 2])
+    results = dict(points=points.copy(), gt_bboxes_3d=boxes.copy(), gt_labels_3d=labels,
+                   lidar_aug_matrix=np.eye(4), frame_id='f0')
+    results = GlobalRotScaleTrans(rot_range=(-0.6, -0.6), scale_range=(0.9, 0.9),
+                                  translation_std=(0, 0, 0))(results)
+    packed = PackPointCloudInputs(meta_keys=META)(results)
+    weak_pts, weak = packed['inputs']['points'], packed['data_samples']
+    strong_pts, strong = view(points, boxes, [
+        RandomFlip3D(flip_y_ratio=1.0),
+        GlobalRotScaleTrans(rot_range=(0.3, 0.3), scale_range=(1.07, 1.07),
+                            translation_std=(0, 0, 0))])
+    assert len(strong.gt_instances_3d) == 0
+    model = build(middle='off', low='off', pseudo_from='ground_truth')
+    model.teacher_predict = None  # never asked
+    _, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    gt = samples[0].gt_instances_3d
+    assert stats['pseudo/num_high'] == 6 and gt.labels_3d.tolist() == labels.tolist()
+    assert gt.weights.tolist() == [1.0] * 6
+    inside = points_in_boxes(strong_pts.numpy(), gt.bboxes_3d.numpy())
+    index = strong_pts[:, 3].long().numpy()
+    for k in range(6):
+        assert sorted(index[inside[:, k]]) == list(range(60 * k, 60 * k + 60))
+    bare = type(weak)(metainfo=weak.metainfo)
+    with pytest.raises(ValueError, match="needs the unlabeled scenes' labels"):
+        model.pseudo_instances(dict(points=[weak_pts]), [bare], dict(points=[strong_pts]),
+                               [view(points, boxes, [])[1]])
+    with pytest.raises(ValueError, match='pseudo_from must be'):
+        build(pseudo_from='oracle')
+    with pytest.raises(ValueError, match='not its heatmap'):
+        build(pseudo_from='ground_truth', dense_weight=1.0)
+
+
 def test_tiers_and_exactly_the_low_boxes_points_removed():
     points, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=True)
     model = build(middle='weight', low='remove_points', low_score_thr=0.1)

@@ -154,3 +154,51 @@ def test_protocol_option_trains_the_gt_sampling_configs_and_merges_apart(calls, 
     assert result['methods']['hssda_paste']['what'].endswith('_gt-sample-all.py')
     with pytest.raises(SystemExit):  # the default protocol has none
         main(tmp_path, 'q.json', '--seeds', '0', '--methods', 'hssda_paste')
+
+
+def test_gt_pseudo_diagnostic_teaches_the_unlabeled_scenes_own_labels(tmp_path):
+    """``hssda_gt_pseudo``: with its options the unlabeled scenes' weak views carry their
+    labels (the file the benchmark writes), and those, not the teacher's boxes, become the
+    strong views' high boxes at weight 1."""
+    from collections import Counter
+
+    import torch
+    from mmengine.config import Config
+
+    from demo_helpers import semi_3d_overrides
+    from ssl_det.datasets.demo_data_3d import make_demo_data_3d
+    from tools import train as train_tool
+    root = str(tmp_path / 'scenes') + '/'
+    make_demo_data_3d(root, num_train=20, num_val=3, seed=1, verbose=False)
+    path = le3d.write_unlabeled_with_labels(root)
+    with open(path) as f:
+        frames = {item['frame_id']: item['instances'] for item in json.load(f)['data_list']}
+    assert len(frames) == 18 and sum(map(len, frames.values())) > 0
+    cfg = Config.fromfile(osp.join(ROOT, le3d.STAGE2['hssda'][1]))
+    cfg.merge_from_dict(semi_3d_overrides(root, iters=1))
+    options = le3d.ABLATIONS['hssda_gt_pseudo'][1]
+    cfg.merge_from_dict(dict(option.split('=', 1) for option in options))
+    cfg.dump(str(tmp_path / 'cfg.py'))
+    runner = train_tool.build_runner(train_tool.parse_args(
+        [str(tmp_path / 'cfg.py'), '--work-dir', str(tmp_path / 'run')]))
+    model = runner.model
+    model.teacher_predict = None  # never asked
+    batch = next(iter(runner.train_dataloader))
+    data = model.data_preprocessor(batch, True)
+    weak = data['data_samples']['unsup_teacher']
+    strong = data['data_samples']['unsup_student']
+    assert [s.frame_id for s in weak] and all(s.frame_id in frames for s in weak)
+    for s in strong:  # the student's own copy of the labels is replaced, not kept
+        s.gt_instances_3d = s.gt_instances_3d[:0]
+    _, out, stats = model.pseudo_instances(data['inputs']['unsup_teacher'], weak,
+                                           data['inputs']['unsup_student'], strong)
+    labeled = sum(len(frames[s.frame_id]) for s in weak)
+    assert labeled > 0
+    assert stats['pseudo/num_high'] + stats['pseudo/num_cut'] == labeled
+    assert stats['pseudo/num_middle'] == 0
+    for w, s in zip(weak, out):
+        assert len(s.gt_instances_3d) <= len(w.gt_instances_3d)
+        assert torch.all(s.gt_instances_3d.weights == 1)
+        # the weak view's labels, less those a patch border cuts (ignored)
+        assert not Counter(s.gt_instances_3d.labels_3d.tolist()) - Counter(
+            w.gt_instances_3d.labels_3d.tolist())

@@ -144,6 +144,11 @@ class TeacherStudent3D(TeacherStudent):
         unsup_loss_keys (list[str], optional): keep only the strong scenes' losses whose
             name contains one of these (``['loss_heatmap']``: pseudo boxes teach where
             objects are, not their box code); None keeps all. Default: None.
+        pseudo_from (str): ``'teacher'``, or ``'ground_truth'`` for a diagnostic: the weak
+            views' own labels (an unlabeled file that keeps them) replace the teacher's
+            boxes, at score 1, so every one is a high box; everything else is as with the
+            teacher. It measures how far the recipe would go with perfect pseudo labels.
+            Default: ``'teacher'``.
     """
 
     def __init__(self,
@@ -168,6 +173,7 @@ class TeacherStudent3D(TeacherStudent):
                  object_bank: Optional[dict] = None,
                  labeled_paste: Optional[dict] = None,
                  unsup_loss_keys: Optional[Sequence[str]] = None,
+                 pseudo_from: str = 'teacher',
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         BaseDetector.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -230,6 +236,13 @@ class TeacherStudent3D(TeacherStudent):
         if self.dense_weight > 0 and not callable(getattr(head, 'warp_heatmap', None)):
             raise ValueError(f'dense_weight needs a head with warp_heatmap (CenterHead3D); '
                              f'{type(head).__name__} has none')
+        if pseudo_from not in ('teacher', 'ground_truth'):
+            raise ValueError(f"pseudo_from must be 'teacher' or 'ground_truth', got "
+                             f'{pseudo_from!r}')
+        if pseudo_from == 'ground_truth' and (self.dense_weight > 0 or self.view_matrices):
+            raise ValueError("pseudo_from='ground_truth' replaces the teacher's boxes, not its "
+                             'heatmap (dense_weight) or its extra views (teacher_views)')
+        self.pseudo_from = pseudo_from
         self.bank, self.latest_pasted = None, None
         if object_bank is not None:
             self.bank = ObjectBank(num_classes=num_classes, **object_bank)
@@ -429,6 +442,8 @@ class TeacherStudent3D(TeacherStudent):
         if dense:
             predictions, heatmaps = self.teacher_predict(weak_inputs, weak_samples,
                                                          with_heatmap=True)
+        elif self.pseudo_from == 'ground_truth':
+            predictions = [self._labels_as_boxes(s) for s in weak_samples]
         else:
             predictions = self.teacher_predict(weak_inputs, weak_samples)
         scores = torch.cat([p.scores_3d for p in predictions])
@@ -517,6 +532,17 @@ class TeacherStudent3D(TeacherStudent):
         stats = self.split_stats(split, scores, labels, num_high)
         stats.update({f'pseudo/num_{k}': float(v) for k, v in counts.items()})
         return dict(strong_inputs, points=points_out), strong_samples, stats
+
+    @staticmethod
+    def _labels_as_boxes(sample) -> InstanceData:
+        """``pseudo_from='ground_truth'``: a weak view's own labels as score-1 boxes."""
+        gt = sample.get('gt_instances_3d')
+        if gt is None or 'labels_3d' not in gt:
+            raise ValueError("pseudo_from='ground_truth' needs the unlabeled scenes' labels in "
+                             'their weak views: an unlabeled file that keeps its instances')
+        boxes = torch.as_tensor(gt.bboxes_3d).float().reshape(-1, 7)
+        return InstanceData(bboxes_3d=boxes, labels_3d=gt.labels_3d.long(),
+                            scores_3d=boxes.new_ones(len(boxes)))
 
     def _paste_labeled(self, points: Tensor, strong, seen: Tensor,
                        box_shuffle: Optional[dict]) -> Tuple[Tensor, int]:
