@@ -60,6 +60,7 @@ def evaluate(run_dir: str, num_samples: int, seed: int, branch=None) -> dict:
     before = runner.val_loop.run()
     layers = bn_layers(getattr(runner.model, 'teacher', runner.model))
     saved = torch.cat([m.running_var.clone() for m in layers])
+    runner.model.train()  # as in training (validation left it in eval mode): frozen layers
     PreciseBNHook(num_samples=num_samples, branch=branch, seed=seed).update(runner)
     # how far the statistics moved: the median ratio of new to saved running variances
     ratio = torch.cat([m.running_var for m in layers]) / saved.clamp_min(1e-12)

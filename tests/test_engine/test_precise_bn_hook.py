@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 
 from demo_helpers import ROOT, semi_3d_overrides
 from ssl_det.datasets.demo_data_3d import make_demo_data_3d
-from ssl_det.engine.hooks.precise_bn_hook import PreciseBNHook, bn_layers, estimate_bn_stats
+from ssl_det.engine.hooks.precise_bn_hook import (PreciseBNHook, bn_layers, estimate_bn_stats,
+                                                  frozen_bn_names)
 from tools import train as train_tool
 
 CFG = osp.join(ROOT, 'configs/point_cloud/hssda_pillar-center_demo3d_semi-10pct.py')
@@ -45,6 +46,47 @@ def test_estimate_is_the_average_of_the_batch_statistics_and_restores_the_module
     before = bn.running_mean.clone()
     assert estimate_bn_stats(net, [], lambda x: net(x)) == 0  # no batch: nothing changes
     torch.testing.assert_close(bn.running_mean, before)
+
+
+class _Tiny(nn.Module):
+    """A supervised 'detector': Linear, BatchNorm, Linear, BatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 4),
+                                 nn.BatchNorm1d(4))
+        self.data_preprocessor = lambda batch, training: batch
+
+    def _forward(self, inputs, data_samples):
+        return self.net(inputs)
+
+
+def test_frozen_batchnorm_layers_keep_their_statistics():
+    """A layer the training keeps in eval mode (mmdet's norm_eval) keeps its statistics and
+    normalises with them while the others are estimated; the hook finds such layers on a
+    supervised model."""
+    torch.manual_seed(0)
+    model = _Tiny()
+    model.train()
+    model.net[1].eval()  # frozen, as ResNet(norm_eval=True).train() leaves its BatchNorm
+    assert frozen_bn_names(model) == {'net.1'} and frozen_bn_names(model.eval()) == set()
+    model.train()
+    model.net[1].eval()
+    model.net[1].running_mean.fill_(5.0)
+    data = [dict(inputs=torch.randn(3) * 2 + 1) for _ in range(6)]
+    runner = SimpleNamespace(model=model, rank=0, train_dataloader=SimpleNamespace(
+        dataset=data, batch_size=2, sampler=None, batch_sampler=None,
+        collate_fn=lambda samples: dict(inputs=torch.stack([s['inputs'] for s in samples]),
+                                        data_samples=None)))
+    PreciseBNHook(num_samples=6).update(runner)
+    assert torch.all(model.net[1].running_mean == 5.0) and not model.net[1].training
+    assert model.net[3].training
+    # the other layer's statistics: those of its input with the frozen layer in eval mode
+    order = np.random.default_rng(0).permutation(6)
+    feats = [model.net[2](model.net[1].eval()(model.net[0](
+        torch.stack([data[i]['inputs'] for i in order[k:k + 2]])))) for k in range(0, 6, 2)]
+    torch.testing.assert_close(model.net[3].running_mean,
+                               torch.stack([f.mean(0) for f in feats]).mean(0))
 
 
 def test_it_runs_where_the_loop_validates_and_at_the_last_iteration():

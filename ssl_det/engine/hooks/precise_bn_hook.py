@@ -23,7 +23,7 @@ variance become the plain average of its batch statistics over the given batches
 ``None``), in training mode for the BatchNorm layers alone, without gradients.
 """
 from functools import partial
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import torch
@@ -44,13 +44,27 @@ def bn_layers(module: nn.Module) -> List[_BN]:
     return [m for m in module.modules() if isinstance(m, _BN) and m.track_running_stats]
 
 
+def frozen_bn_names(module: nn.Module) -> Set[str]:
+    """Names of ``module``'s BatchNorm layers that a module in training mode keeps in eval
+    mode (mmdet's ``norm_eval``, frozen stages): their statistics are not to be learned.
+    Empty if ``module`` is not in training mode (nothing to tell)."""
+    if not module.training:
+        return set()
+    return {name for name, m in module.named_modules() if m in bn_layers(module)
+            and not m.training}
+
+
 @torch.no_grad()
-def estimate_bn_stats(module: nn.Module, batches: Iterable, forward: Callable) -> int:
+def estimate_bn_stats(module: nn.Module, batches: Iterable, forward: Callable,
+                      skip: Iterable[str] = ()) -> int:
     """Replace the running mean and variance of every BatchNorm layer of ``module`` by the
     average of its batch statistics over ``batches`` (``forward(batch)`` runs ``module`` on
-    one). The module's training flags and the layers' momentum are restored. Returns the
-    number of batches; with none, the statistics are left as they were."""
-    layers = bn_layers(module)
+    one); the layers named in ``skip`` keep theirs and normalise as in eval mode. The
+    module's training flags and the layers' momentum are restored. Returns the number of
+    batches; with none, the statistics are left as they were."""
+    skip = set(skip)
+    layers = [m for name, m in module.named_modules() if m in bn_layers(module)
+              and name not in skip]
     saved = [(m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(),
               m.momentum) for m in layers]
     modes = {m: m.training for m in module.modules()}
@@ -282,17 +296,23 @@ class PreciseBNHook(Hook):
                     detector._forward(data['inputs'][branch], data['data_samples'][branch])
             return run
 
+        # layers the training keeps frozen (norm_eval): the student's, or the model's own
+        frozen = frozen_bn_names(getattr(model, 'student', model))
         for name, detector in targets:
             # the pipeline draws random augmentations: leave training's streams as they were
             states = get_random_state()
             try:
-                count = estimate_bn_stats(detector, self.batches(runner), forward(detector))
+                count = estimate_bn_stats(detector, self.batches(runner), forward(detector),
+                                          skip=frozen)
             finally:
                 set_random_state(states)
-            layers = bn_layers(detector)
+            layers = [m for n, m in detector.named_modules()
+                      if m in bn_layers(detector) and n not in frozen]
             if get_world_size() > 1:
                 for m in layers:
                     for buf in (m.running_mean, m.running_var):
                         all_reduce(buf, op='mean')
             print_log(f'PreciseBNHook: the {name}\'s {len(layers)} BatchNorm layers '
-                      f're-estimated on {count} batches of {what}', logger='current')
+                      f're-estimated on {count} batches of {what}'
+                      + (f' ({len(frozen)} frozen ones kept)' if frozen else ''),
+                      logger='current')
