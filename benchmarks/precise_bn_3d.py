@@ -61,7 +61,8 @@ def evaluate(run_dir: str, num_samples: int, seed: int, branch=None) -> dict:
     layers = bn_layers(getattr(runner.model, 'teacher', runner.model))
     saved = torch.cat([m.running_var.clone() for m in layers])
     runner.model.train()  # as in training (validation left it in eval mode): frozen layers
-    PreciseBNHook(num_samples=num_samples, branch=branch, seed=seed).update(runner)
+    hook = PreciseBNHook(num_samples=num_samples, branch=branch, seed=seed)
+    hook.update(runner)
     # how far the statistics moved: the median ratio of new to saved running variances
     ratio = torch.cat([m.running_var for m in layers]) / saved.clamp_min(1e-12)
     after = runner.val_loop.run()
@@ -73,7 +74,7 @@ def evaluate(run_dir: str, num_samples: int, seed: int, branch=None) -> dict:
     def pick(metrics):
         return {k: round(float(metrics[k]), 4) for k in wanted if k in metrics}
     return dict(run_dir=run_dir, checkpoint=checkpoint, num_samples=num_samples,
-                branch=list(PreciseBNHook(branch=branch).branches(runner)) if prefix else None,
+                branch=list(hook.branches(runner)) if prefix else None,
                 before=pick(before), after=pick(after), metric=wanted[0],
                 bn_var_ratio_median=round(float(ratio.median()), 4),
                 gain=round(float(after[wanted[0]] - before[wanted[0]]), 4))

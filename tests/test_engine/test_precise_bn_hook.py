@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from demo_helpers import ROOT, semi_3d_overrides
 from ssl_det.datasets.demo_data_3d import make_demo_data_3d
 from ssl_det.engine.hooks.precise_bn_hook import (PreciseBNHook, bn_layers, estimate_bn_stats,
-                                                  frozen_bn_names)
+                                                  frozen_bn_names, named_bn_layers)
 from tools import train as train_tool
 
 CFG = osp.join(ROOT, 'configs/point_cloud/hssda_pillar-center_demo3d_semi-10pct.py')
@@ -203,7 +203,7 @@ def test_the_teacher_is_validated_and_saved_with_the_strong_views_statistics(sce
 
     # the checkpoint holds the re-estimated statistics (the hook runs before it is saved)
     state = torch.load(str(tmp_path / 'iter_3.pth'), weights_only=True)['state_dict']
-    names = [n for n, m in model.teacher.named_modules() if m in bn_layers(model.teacher)]
+    names = [n for n, _ in named_bn_layers(model.teacher)]
     for name, (mean, var) in zip(names, teacher):
         torch.testing.assert_close(state[f'teacher.{name}.running_mean'], mean)
         torch.testing.assert_close(state[f'teacher.{name}.running_var'], var)
@@ -283,7 +283,7 @@ def test_the_teacher_is_validated_and_saved_with_the_strong_views_statistics(sce
 
 def _saved_bn(path: str, module: nn.Module, prefix: str) -> list:
     state = torch.load(path, weights_only=True)['state_dict']
-    names = [n for n, m in module.named_modules() if m in bn_layers(module)]
+    names = [n for n, _ in named_bn_layers(module)]
     return [(state[f'{prefix}{n}.running_mean'], state[f'{prefix}{n}.running_var'])
             for n in names]
 

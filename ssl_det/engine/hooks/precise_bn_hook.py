@@ -40,8 +40,14 @@ from .random_state_hook import get_random_state, set_random_state
 _BN = nn.modules.batchnorm._BatchNorm
 
 
+def named_bn_layers(module: nn.Module) -> List[Tuple[str, _BN]]:
+    """(name, layer) of ``module``'s BatchNorm layers that keep running statistics."""
+    return [(name, m) for name, m in module.named_modules()
+            if isinstance(m, _BN) and m.track_running_stats]
+
+
 def bn_layers(module: nn.Module) -> List[_BN]:
-    return [m for m in module.modules() if isinstance(m, _BN) and m.track_running_stats]
+    return [m for _, m in named_bn_layers(module)]
 
 
 def frozen_bn_names(module: nn.Module) -> Set[str]:
@@ -50,8 +56,7 @@ def frozen_bn_names(module: nn.Module) -> Set[str]:
     Empty if ``module`` is not in training mode (nothing to tell)."""
     if not module.training:
         return set()
-    return {name for name, m in module.named_modules() if m in bn_layers(module)
-            and not m.training}
+    return {name for name, m in named_bn_layers(module) if not m.training}
 
 
 @torch.no_grad()
@@ -63,8 +68,7 @@ def estimate_bn_stats(module: nn.Module, batches: Iterable, forward: Callable,
     module's training flags and the layers' momentum are restored. Returns the number of
     batches; with none, the statistics are left as they were."""
     skip = set(skip)
-    layers = [m for name, m in module.named_modules() if m in bn_layers(module)
-              and name not in skip]
+    layers = [m for name, m in named_bn_layers(module) if name not in skip]
     saved = [(m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(),
               m.momentum) for m in layers]
     modes = {m: m.training for m in module.modules()}
@@ -306,8 +310,7 @@ class PreciseBNHook(Hook):
                                           skip=frozen)
             finally:
                 set_random_state(states)
-            layers = [m for n, m in detector.named_modules()
-                      if m in bn_layers(detector) and n not in frozen]
+            layers = [m for n, m in named_bn_layers(detector) if n not in frozen]
             if get_world_size() > 1:
                 for m in layers:
                     for buf in (m.running_mean, m.running_var):
