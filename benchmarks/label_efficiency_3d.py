@@ -51,7 +51,8 @@ PROTOCOL = dict(experiment.load_protocol(DEFAULT_PROTOCOL),
                 file=osp.relpath(DEFAULT_PROTOCOL, ROOT))
 DATA_ROOT = osp.join(ROOT, PROTOCOL['data'])
 STAGE2 = PROTOCOL['stage2']
-# hssda_gt_pseudo's unlabeled file: the unlabeled split's frames with their labels
+# the hidden-label diagnostics' unlabeled file (hssda_gt_*): the unlabeled split's frames
+# with their labels
 UNLABELED_WITH_LABELS = 'semi_anns/train.1@10-unlabeled-with-labels.json'
 ABLATIONS = {
     'hssda_no_middle': ('hssda', ['model.middle=off'], 'middle tier off'),
@@ -143,6 +144,21 @@ ABLATIONS = {
                                   + UNLABELED_WITH_LABELS],
                         "diagnostic: the unlabeled scenes' own labels as pseudo labels (perfect "
                         'pseudo labels, score 1), the rest of the default unchanged'),
+    # diagnostics that mix the hidden labels with the teacher's boxes (BEV IoU per class as
+    # the headline's loose set): which of its errors, missed objects or false boxes, costs
+    # the gain that perfect pseudo labels show
+    'hssda_gt_plus_missed': ('hssda', ['model.pseudo_from=teacher_plus_missed',
+                                       'model.pseudo_match_iou=[0.5,0.25,0.25]',
+                                       'train_dataloader.dataset.datasets.1.ann_file='
+                                       + UNLABELED_WITH_LABELS],
+                             "diagnostic: the teacher's boxes, plus the hidden objects no high "
+                             'or middle box of their class finds, as high boxes'),
+    'hssda_gt_minus_false': ('hssda', ['model.pseudo_from=teacher_minus_false',
+                                       'model.pseudo_match_iou=[0.5,0.25,0.25]',
+                                       'train_dataloader.dataset.datasets.1.ann_file='
+                                       + UNLABELED_WITH_LABELS],
+                             "diagnostic: the teacher's boxes without those that find no "
+                             'hidden object of their class (every tier)'),
     'hssda_matched_thr': ('hssda', ['model.pseudo_label.type=MatchedScoreThreshold'],
                           "HSSDA's threshold rule: 2-means centres of the teacher's scores "
                           'on boxes matching labels'),
@@ -156,7 +172,7 @@ METRIC = 'ap3d/mAP'
 
 def write_unlabeled_with_labels(data_root: str) -> str:
     """``UNLABELED_WITH_LABELS``: the unlabeled split's frames as ``train.json`` labels them
-    (``hssda_gt_pseudo``). Returns its path."""
+    (the hidden-label diagnostics, ``hssda_gt_*``). Returns its path."""
     ann = osp.join(data_root, 'semi_anns')
     with open(osp.join(ann, 'train.1@10-unlabeled.json')) as f:
         unlabeled = json.load(f)
@@ -303,7 +319,8 @@ def main(argv=None):
         ensure_demo_gt_databases(DATA_ROOT)
     else:
         ensure_demo_data_3d(DATA_ROOT)
-    if 'hssda_gt_pseudo' in args.ablations:
+    if any(UNLABELED_WITH_LABELS in option for name in args.ablations
+           for option in ABLATIONS.get(name, ('', []))[1]):
         write_unlabeled_with_labels(DATA_ROOT)
 
     from mmengine.config import Config

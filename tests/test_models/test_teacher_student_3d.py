@@ -194,6 +194,103 @@ def test_ground_truth_pseudo_labels_are_the_weak_views_labels_on_the_strong_obje
         build(pseudo_from='ground_truth', dense_weight=1.0)
 
 
+def labeled_weak_view():
+    """A rotated and scaled weak view that keeps its labels, and a flipped, rotated and
+    scaled strong view without them."""
+    points, boxes = scene()
+    labels = np.array([0, 1, 2, 0, 0, 2])
+    results = dict(points=points.copy(), gt_bboxes_3d=boxes.copy(), gt_labels_3d=labels,
+                   lidar_aug_matrix=np.eye(4), frame_id='f0')
+    results = GlobalRotScaleTrans(rot_range=(-0.6, -0.6), scale_range=(0.9, 0.9),
+                                  translation_std=(0, 0, 0))(results)
+    packed = PackPointCloudInputs(meta_keys=META)(results)
+    strong_pts, strong = view(points, boxes, [
+        RandomFlip3D(flip_y_ratio=1.0),
+        GlobalRotScaleTrans(rot_range=(0.3, 0.3), scale_range=(1.07, 1.07),
+                            translation_std=(0, 0, 0))])
+    return points, boxes, labels, (packed['inputs']['points'], packed['data_samples']), \
+        (strong_pts, strong)
+
+
+def mixed_teacher(model, weak, boxes):
+    """Teacher boxes, in the weak frame: object 0 high, 1 middle, 2 low (all right); 3 high
+    with the wrong class; 5 high 3 m off; a high and a low box on empty ground. Object 4 has
+    none."""
+    from ssl_det.structures import transform_boxes3d
+    off = boxes[5].copy()
+    off[0] += 3.0
+    ground = np.array([[12.0, -10.0, -2.0, 1.0, 1.0, 1.0, 0.0],
+                       [22.0, 10.0, -2.0, 1.0, 1.0, 1.0, 0.0]], np.float32)
+    world = np.concatenate([boxes[[0, 1, 2, 3]], off[None], ground])
+    pred = InstanceData(
+        bboxes_3d=torch.as_tensor(transform_boxes3d(world, weak.lidar_aug_matrix)),
+        scores_3d=torch.tensor([0.9, 0.5, 0.2, 0.9, 0.9, 0.9, 0.2]),
+        labels_3d=torch.tensor([0, 1, 2, 1, 2, 1, 1]))
+    model.teacher_predict = lambda inputs, samples: [copy.deepcopy(pred)]
+    return ground
+
+
+def owned_points(points, boxes, strong_pts, strong_boxes):
+    """For each strong-view box, the indices of the scene's objects whose points it holds."""
+    index = strong_pts[:, 3].long().numpy()
+    inside = points_in_boxes(strong_pts.numpy(), strong_boxes.numpy())
+    owners = points_in_boxes(points, boxes)
+    return [sorted(set(np.flatnonzero(owners[index[inside[:, k]]].any(axis=0)).tolist()))
+            for k in range(inside.shape[1])]
+
+
+def test_teacher_plus_missed_adds_the_objects_no_high_or_middle_box_finds():
+    """``pseudo_from='teacher_plus_missed'`` (a diagnostic): the labeled objects that no high
+    or middle box of their class finds (2: only a low box; 3: a wrong class; 4: no box; 5:
+    a box 3 m off) join the teacher's boxes as weight-1 high boxes on the strong view's
+    objects; the teacher's own boxes are all kept, and the low box on object 2 no longer
+    removes its points."""
+    points, boxes, labels, (weak_pts, weak), (strong_pts, strong) = labeled_weak_view()
+    model = build(middle='weight', low='remove_points', low_score_thr=0.1,
+                  pseudo_from='teacher_plus_missed', pseudo_match_iou=[0.5, 0.25, 0.25])
+    mixed_teacher(model, weak, boxes)
+    out, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    assert stats['pseudo/num_mixed'] == 4
+    assert stats['pseudo/num_high'] == 4 + 4 and stats['pseudo/num_middle'] == 1
+    gt = samples[0].gt_instances_3d
+    added = gt[-4:]
+    assert added.labels_3d.tolist() == labels[[2, 3, 4, 5]].tolist()
+    assert added.weights.tolist() == [1.0] * 4
+    assert owned_points(points, boxes, strong_pts, added.bboxes_3d) == [[2], [3], [4], [5]]
+    for k, box in zip([2, 3, 4, 5], added.bboxes_3d.numpy()):
+        assert points_in_boxes(strong_pts.numpy(), box[None]).sum() == 60
+    kept = set(out['points'][0][:, 3].long().tolist())
+    assert set(range(120, 180)) <= kept  # object 2's points stay
+    with pytest.raises(ValueError, match='needs pseudo_match_iou'):
+        build(pseudo_from='teacher_plus_missed')
+    with pytest.raises(ValueError, match='needs pseudo_match_iou'):
+        build(pseudo_from='teacher_minus_false', pseudo_match_iou=[0.5, 0.25])
+    with pytest.raises(ValueError, match='not into its heatmap'):
+        build(pseudo_from='teacher_minus_false', pseudo_match_iou=[0.5, 0.25, 0.25],
+              dense_weight=1.0)
+
+
+def test_teacher_minus_false_drops_the_boxes_that_find_no_object_of_their_class():
+    """``pseudo_from='teacher_minus_false'`` (a diagnostic): the wrong-class, misplaced and
+    empty-ground boxes go, in every tier; the right ones keep their tiers and weights, and
+    the right low box still removes exactly its object's points."""
+    points, boxes, labels, (weak_pts, weak), (strong_pts, strong) = labeled_weak_view()
+    model = build(middle='weight', low='remove_points', low_score_thr=0.1,
+                  pseudo_from='teacher_minus_false', pseudo_match_iou=[0.5, 0.25, 0.25])
+    mixed_teacher(model, weak, boxes)
+    out, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    assert stats['pseudo/num_mixed'] == 4
+    assert stats['pseudo/num_high'] == 1 and stats['pseudo/num_middle'] == 1
+    assert stats['pseudo/num_low'] == 1
+    gt = samples[0].gt_instances_3d
+    assert gt.labels_3d.tolist() == [0, 1] and gt.weights.tolist() == pytest.approx([1, 0.5])
+    assert owned_points(points, boxes, strong_pts, gt.bboxes_3d) == [[0], [1]]
+    removed = set(strong_pts[:, 3].long().tolist()) - set(out['points'][0][:, 3].long().tolist())
+    assert removed == set(range(120, 180))
+
+
 def test_tiers_and_exactly_the_low_boxes_points_removed():
     points, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=True)
     model = build(middle='weight', low='remove_points', low_score_thr=0.1)

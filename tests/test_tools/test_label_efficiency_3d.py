@@ -202,3 +202,30 @@ def test_gt_pseudo_diagnostic_teaches_the_unlabeled_scenes_own_labels(tmp_path):
         # the weak view's labels, less those a patch border cuts (ignored)
         assert not Counter(s.gt_instances_3d.labels_3d.tolist()) - Counter(
             w.gt_instances_3d.labels_3d.tolist())
+
+
+def test_mixing_diagnostics_write_the_hidden_labels_and_build_their_models(
+        calls, tmp_path, monkeypatch):
+    """``hssda_gt_plus_missed`` / ``hssda_gt_minus_false``: the benchmark writes the file
+    that keeps the unlabeled scenes' labels, and each run's options, parsed as
+    ``--cfg-options`` parses them, build a model that mixes them at the loose IoUs."""
+    from mmengine.config import Config, DictAction
+
+    from ssl_det.registry import MODELS
+    written = []
+    monkeypatch.setattr(le3d, 'write_unlabeled_with_labels', written.append)
+    names = ['hssda_gt_plus_missed', 'hssda_gt_minus_false']
+    main(tmp_path, 'm.json', '--seeds', '0', '--ablations', *names)
+    assert written == [le3d.DATA_ROOT]
+    main(tmp_path, 'n.json', '--seeds', '0', '--ablations', 'hssda_ema_0.995')
+    assert written == [le3d.DATA_ROOT]  # not for an ablation without hidden labels
+    for name, source in zip(names, ['teacher_plus_missed', 'teacher_minus_false']):
+        options = calls[0]['options'][name]
+        assert options[:len(le3d.ABLATIONS[name][1])] == le3d.ABLATIONS[name][1]
+        cfg = Config.fromfile(osp.join(ROOT, le3d.STAGE2['hssda'][1]))
+        cfg.merge_from_dict({k: DictAction._parse_iterable(v) for k, v in
+                             (option.split('=', 1) for option in options)})
+        assert cfg.train_dataloader.dataset.datasets[1].ann_file == le3d.UNLABELED_WITH_LABELS
+        model = MODELS.build(cfg.model)
+        assert model.pseudo_from == source
+        assert model.pseudo_match_iou.tolist() == [0.5, 0.25, 0.25]

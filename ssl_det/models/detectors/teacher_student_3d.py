@@ -76,6 +76,9 @@ from .teacher_student import TeacherStudent
 
 MIDDLE_MODES = ('weight', 'ignore', 'off')
 LOW_MODES = ('remove_points', 'ignore', 'off')
+# pseudo_from: the teacher, or diagnostics that use the unlabeled scenes' hidden labels
+MIXED_SOURCES = ('teacher_plus_missed', 'teacher_minus_false')
+PSEUDO_SOURCES = ('teacher', 'ground_truth') + MIXED_SOURCES
 
 
 @MODELS.register_module()
@@ -148,7 +151,14 @@ class TeacherStudent3D(TeacherStudent):
             views' own labels (an unlabeled file that keeps them) replace the teacher's
             boxes, at score 1, so every one is a high box; everything else is as with the
             teacher. It measures how far the recipe would go with perfect pseudo labels.
-            Default: ``'teacher'``.
+            Two more diagnostics mix the labels with the teacher's boxes, to tell which of
+            its errors costs the gain: ``'teacher_plus_missed'`` adds, as score-1 high boxes,
+            the labeled objects that no high or middle box finds; ``'teacher_minus_false'``
+            drops the teacher's boxes (every tier) that find no labeled object. The tiers
+            and the policy's update are the teacher's own in both. Default: ``'teacher'``.
+        pseudo_match_iou (list[float], optional): for the two mixing diagnostics, the BEV
+            IoU, per class, at which a box finds a labeled object of its class (the
+            evaluation's loose set, e.g. ``[0.5, 0.25, 0.25]``). Default: None.
     """
 
     def __init__(self,
@@ -174,6 +184,7 @@ class TeacherStudent3D(TeacherStudent):
                  labeled_paste: Optional[dict] = None,
                  unsup_loss_keys: Optional[Sequence[str]] = None,
                  pseudo_from: str = 'teacher',
+                 pseudo_match_iou: Optional[Sequence[float]] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         BaseDetector.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -236,13 +247,25 @@ class TeacherStudent3D(TeacherStudent):
         if self.dense_weight > 0 and not callable(getattr(head, 'warp_heatmap', None)):
             raise ValueError(f'dense_weight needs a head with warp_heatmap (CenterHead3D); '
                              f'{type(head).__name__} has none')
-        if pseudo_from not in ('teacher', 'ground_truth'):
-            raise ValueError(f"pseudo_from must be 'teacher' or 'ground_truth', got "
+        if pseudo_from not in PSEUDO_SOURCES:
+            raise ValueError(f'pseudo_from must be one of {PSEUDO_SOURCES}, got '
                              f'{pseudo_from!r}')
         if pseudo_from == 'ground_truth' and (self.dense_weight > 0 or self.view_matrices):
             raise ValueError("pseudo_from='ground_truth' replaces the teacher's boxes, not its "
                              'heatmap (dense_weight) or its extra views (teacher_views)')
         self.pseudo_from = pseudo_from
+        self.pseudo_match_iou = None
+        if pseudo_from in MIXED_SOURCES:
+            if self.dense_weight > 0:
+                raise ValueError(f'pseudo_from={pseudo_from!r} mixes labels into the '
+                                 "teacher's boxes, not into its heatmap (dense_weight)")
+            if pseudo_match_iou is None or len(pseudo_match_iou) != num_classes \
+                    or not all(0 < float(t) <= 1 for t in pseudo_match_iou):
+                raise ValueError(f'pseudo_from={pseudo_from!r} needs pseudo_match_iou: one '
+                                 f'BEV IoU in (0, 1] per class ({num_classes}), got '
+                                 f'{pseudo_match_iou!r}')
+            self.pseudo_match_iou = torch.tensor([float(t) for t in pseudo_match_iou],
+                                                 dtype=torch.float64)
         self.bank, self.latest_pasted = None, None
         if object_bank is not None:
             self.bank = ObjectBank(num_classes=num_classes, **object_bank)
@@ -454,15 +477,18 @@ class TeacherStudent3D(TeacherStudent):
         split = self.pseudo_label(scores, labels)
         low_mask = split.dropped & (scores >= self.low_score_thr)
         sizes = [len(p) for p in predictions]
+        tiers = (split.confident.split(sizes), split.ignored.split(sizes),
+                 low_mask.split(sizes))
         points_out = list(strong_inputs['points'])
         counts = dict(high=0, middle=0, low=0, cut=0, removed_points=0)
+        if self.pseudo_from in MIXED_SOURCES:
+            predictions, tiers, counts['mixed'] = self._mix_labels(predictions, tiers,
+                                                                   weak_samples)
         if self.bank is not None:
             counts['banked'] = 0
         if self.labeled_paste is not None:
             counts['labeled_pasted'] = 0
-        for i, (pred, high, middle, low) in enumerate(zip(
-                predictions, split.confident.split(sizes), split.ignored.split(sizes),
-                low_mask.split(sizes))):
+        for i, (pred, high, middle, low) in enumerate(zip(predictions, *tiers)):
             weak, strong = weak_samples[i], strong_samples[i]
             if self.bank is not None and bool(high.any()):
                 counts['banked'] += self.bank.add(
@@ -543,6 +569,44 @@ class TeacherStudent3D(TeacherStudent):
         boxes = torch.as_tensor(gt.bboxes_3d).float().reshape(-1, 7)
         return InstanceData(bboxes_3d=boxes, labels_3d=gt.labels_3d.long(),
                             scores_3d=boxes.new_ones(len(boxes)))
+
+    def _mix_labels(self, predictions: List, tiers: Tuple, weak_samples: List
+                    ) -> Tuple[List, Tuple, int]:
+        """The mixing diagnostics (``pseudo_from``): each weak view's boxes and tier masks
+        (high, middle, low) with its labeled objects added or its false boxes dropped, and
+        how many boxes were added or dropped. A box finds a labeled object when their BEV
+        IoU reaches ``pseudo_match_iou`` of the object's class and their classes agree."""
+        out, out_tiers, num = [], ([], [], []), 0
+        for pred, high, middle, low, weak in zip(predictions, *tiers, weak_samples):
+            gt = self._labels_as_boxes(weak)
+            boxes = pred.bboxes_3d.float()
+            gt_boxes, gt_labels = gt.bboxes_3d.to(boxes), gt.labels_3d.to(pred.labels_3d)
+            finds = torch.zeros(len(boxes), len(gt_boxes), dtype=torch.bool,
+                                device=boxes.device)
+            if len(boxes) and len(gt_boxes):
+                iou = rotated_iou_bev(boxes.double(), gt_boxes.double())
+                thr = self.pseudo_match_iou.to(iou.device)[gt_labels]
+                finds = (iou >= thr[None]) & (pred.labels_3d[:, None] == gt_labels[None])
+            if self.pseudo_from == 'teacher_minus_false':
+                keep = finds.any(dim=1)
+                num += int((~keep).sum())
+                fields = (boxes[keep], pred.scores_3d[keep], pred.labels_3d[keep])
+                masks = (high[keep], middle[keep], low[keep])
+            else:  # teacher_plus_missed
+                missed = ~(finds & (high | middle)[:, None]).any(dim=0)
+                num += int(missed.sum())
+                add = int(missed.sum())
+                fields = (torch.cat([boxes, gt_boxes[missed]]),
+                          torch.cat([pred.scores_3d, pred.scores_3d.new_ones(add)]),
+                          torch.cat([pred.labels_3d, gt_labels[missed]]))
+                masks = (torch.cat([high, high.new_ones(add)]),
+                         torch.cat([middle, middle.new_zeros(add)]),
+                         torch.cat([low, low.new_zeros(add)]))
+            out.append(InstanceData(bboxes_3d=fields[0], scores_3d=fields[1],
+                                    labels_3d=fields[2]))
+            for kept, mask in zip(out_tiers, masks):
+                kept.append(mask)
+        return out, out_tiers, num
 
     def _paste_labeled(self, points: Tensor, strong, seen: Tensor,
                        box_shuffle: Optional[dict]) -> Tuple[Tensor, int]:
