@@ -212,20 +212,23 @@ def labeled_weak_view():
         (strong_pts, strong)
 
 
-def mixed_teacher(model, weak, boxes):
+def mixed_teacher(model, weak, boxes, dropped=False):
     """Teacher boxes, in the weak frame: object 0 high, 1 middle, 2 low (all right); 3 high
-    with the wrong class; 5 high 3 m off; a high and a low box on empty ground. Object 4 has
-    none."""
+    with the wrong class; 5 high 3 m off; a high and a low box on empty ground; with
+    ``dropped``, also a box below every tier on empty ground. Object 4 has none."""
     from ssl_det.structures import transform_boxes3d
     off = boxes[5].copy()
     off[0] += 3.0
     ground = np.array([[12.0, -10.0, -2.0, 1.0, 1.0, 1.0, 0.0],
                        [22.0, 10.0, -2.0, 1.0, 1.0, 1.0, 0.0]], np.float32)
     world = np.concatenate([boxes[[0, 1, 2, 3]], off[None], ground])
+    scores, labels = [0.9, 0.5, 0.2, 0.9, 0.9, 0.9, 0.2], [0, 1, 2, 1, 2, 1, 1]
+    if dropped:
+        world = np.concatenate([world, ground[:1] + [[0, 5, 0, 0, 0, 0, 0]]])
+        scores, labels = scores + [0.05], labels + [0]
     pred = InstanceData(
         bboxes_3d=torch.as_tensor(transform_boxes3d(world, weak.lidar_aug_matrix)),
-        scores_3d=torch.tensor([0.9, 0.5, 0.2, 0.9, 0.9, 0.9, 0.2]),
-        labels_3d=torch.tensor([0, 1, 2, 1, 2, 1, 1]))
+        scores_3d=torch.tensor(scores), labels_3d=torch.tensor(labels))
     model.teacher_predict = lambda inputs, samples: [copy.deepcopy(pred)]
     return ground
 
@@ -278,10 +281,10 @@ def test_teacher_minus_false_drops_the_boxes_that_find_no_object_of_their_class(
     points, boxes, labels, (weak_pts, weak), (strong_pts, strong) = labeled_weak_view()
     model = build(middle='weight', low='remove_points', low_score_thr=0.1,
                   pseudo_from='teacher_minus_false', pseudo_match_iou=[0.5, 0.25, 0.25])
-    mixed_teacher(model, weak, boxes)
+    mixed_teacher(model, weak, boxes, dropped=True)
     out, samples, stats = model.pseudo_instances(
         dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
-    assert stats['pseudo/num_mixed'] == 4
+    assert stats['pseudo/num_mixed'] == 4  # the empty-ground box below every tier: uncounted
     assert stats['pseudo/num_high'] == 1 and stats['pseudo/num_middle'] == 1
     assert stats['pseudo/num_low'] == 1
     gt = samples[0].gt_instances_3d
