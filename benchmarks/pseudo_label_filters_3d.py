@@ -1,0 +1,190 @@
+"""Which signal tells a 3D teacher's false boxes from its right ones? Scored against the
+labels the unlabeled demo scenes hide, without training.
+
+The mixing diagnostics (``docs/benchmarks.md``) found that the teacher's false boxes, not
+the objects it misses, cost most of the gain perfect pseudo labels show. A filter can only
+drop false boxes if some signal ranks them below the right ones better than the teacher's
+score does. For each checkpoint, the teacher labels unlabeled scenes as
+``pseudo_label_tiers_3d.py`` does (the unaugmented scene), and once more a second view of
+each (``--view``: by default mirrored and turned 0.1 rad, HSSDA's consistency view), whose
+boxes are mapped back. Each box at or above the model's ``low_score_thr`` gets:
+
+- ``score``: the teacher's score;
+- ``view_iou``: the largest BEV IoU with a box of its class from the second view (HSSDA's
+  consistency score; 0 when that view has none);
+- ``view_score``: the mean of its score and the best-overlapping second-view box's score of
+  its class (the two views' consensus, as ``teacher_views`` fuses them);
+- ``score_x_iou``: ``score * view_iou``;
+- ``points``: the scene's points inside the box.
+
+A box is right when its BEV IoU with a hidden box of its class reaches the metric's
+threshold for the class (``pseudo_label_tiers_3d.match``). Per class and signal: the
+AUROC of right against false boxes, and the precision of the boxes a threshold on the
+signal keeps when it keeps a given share (``--recalls``) of the right ones, beside the
+score's: a signal that beats the score at the same share is one a filter could use.
+
+Usage::
+
+    python benchmarks/pseudo_label_filters_3d.py \\
+        /tmp/screen3d/seed*/pillar-center_demo3d_sup-10pct/iter_1200.pth
+"""
+import argparse
+import json
+import os.path as osp
+import statistics
+import sys
+
+import numpy as np
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+import pseudo_label_tiers_3d as tiers  # noqa: E402
+
+SIGNALS = ('score', 'view_iou', 'view_score', 'score_x_iou', 'points')
+
+
+def auroc(values: np.ndarray, right: np.ndarray):
+    """The chance that a random right box's value exceeds a random false box's (ties
+    count half); None without both kinds."""
+    pos, neg = values[right], values[~right]
+    if not len(pos) or not len(neg):
+        return None
+    order = np.argsort(np.concatenate([pos, neg]), kind='stable')
+    ranks = np.empty(len(order))
+    allv = np.concatenate([pos, neg])[order]
+    # average ranks over ties
+    start = 0
+    for k in range(1, len(allv) + 1):
+        if k == len(allv) or allv[k] != allv[start]:
+            ranks[order[start:k]] = (start + k - 1) / 2 + 1
+            start = k
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2)
+                 / (len(pos) * len(neg)))
+
+
+def precision_at(values: np.ndarray, right: np.ndarray, share: float):
+    """Precision of the boxes whose value is at or above the highest threshold that keeps
+    at least ``share`` of the right boxes; None without right boxes."""
+    if not right.any():
+        return None
+    need = int(np.ceil(share * right.sum()))
+    thr = np.sort(values[right])[::-1][need - 1]
+    kept = values >= thr
+    return float(right[kept].sum() / kept.sum())
+
+
+def signals(model, points: torch.Tensor, sample, matrix: np.ndarray):
+    """(boxes, labels, {signal: values}) of the teacher's boxes on one scene."""
+    from ssl_det.ops import rotated_iou_bev
+    from ssl_det.structures import points_in_boxes, transform_boxes3d, transform_points
+    weak = np.asarray(sample.metainfo.get('lidar_aug_matrix', np.eye(4)),
+                      np.float64).reshape(4, 4)
+    other = type(sample)(metainfo=dict(sample.metainfo, lidar_aug_matrix=matrix @ weak))
+    with torch.no_grad():
+        pred, seen = model.teacher.predict(
+            dict(points=[points, transform_points(points, matrix)]), [sample, other])
+    pred, seen = pred.pred_instances_3d, seen.pred_instances_3d
+    keep = pred.scores_3d >= model.low_score_thr
+    boxes, scores, labels = (pred.bboxes_3d[keep].double(), pred.scores_3d[keep].double(),
+                             pred.labels_3d[keep].long())
+    back = transform_boxes3d(seen.bboxes_3d.double(), np.linalg.inv(matrix))
+    if len(boxes) and len(back):
+        same = labels[:, None] == seen.labels_3d.long()[None]
+        iou = rotated_iou_bev(boxes, back) * same
+        best_iou, best = iou.max(dim=1)
+        other_score = torch.where(best_iou > 0, seen.scores_3d.double()[best],
+                                  torch.zeros_like(scores))
+    else:
+        best_iou, other_score = torch.zeros_like(scores), torch.zeros_like(scores)
+    inside = (points_in_boxes(points, boxes.float()).sum(dim=0).double() if len(boxes)
+              else torch.zeros_like(scores))
+    values = dict(score=scores, view_iou=best_iou, view_score=(scores + other_score) / 2,
+                  score_x_iou=scores * best_iou, points=inside)
+    return boxes, labels, {k: v.cpu().numpy() for k, v in values.items()}
+
+
+def score_checkpoint(config: str, checkpoint: str, limit: int, view: dict,
+                     shares) -> dict:
+    from ssl_det.models.utils.teacher_views import check_view, view_matrix
+    cfg, model = tiers.load_model(config, checkpoint)
+    matrix = view_matrix(**check_view(view))
+    dataset, picked = tiers.pool_scenes(cfg, limit)
+    classes = list(cfg.metainfo['classes'])
+    thr = tiers.match_thresholds(cfg)
+    per_class_thr = torch.tensor([thr[c] for c in classes], dtype=torch.float64)
+    gathered = {k: [] for k in SIGNALS + ('label', 'right')}
+    for idx in picked:
+        data = dataset[idx]
+        gt = data['data_samples'].gt_instances_3d
+        gt_boxes = torch.as_tensor(gt.bboxes_3d, dtype=torch.float64).reshape(-1, 7)
+        gt_labels = torch.as_tensor(gt.labels_3d).long()
+        boxes, labels, values = signals(model, data['inputs']['points'],
+                                        data['data_samples'], matrix)
+        right = torch.zeros(len(boxes), dtype=torch.bool)
+        if len(boxes) and len(gt_boxes):
+            right = tiers.match(boxes.cpu(), labels.cpu(), gt_boxes, gt_labels,
+                                per_class_thr)[1].any(dim=1)
+        for k in SIGNALS:
+            gathered[k].append(values[k])
+        gathered['label'].append(labels.cpu().numpy())
+        gathered['right'].append(right.numpy())
+    data = {k: np.concatenate(v) for k, v in gathered.items()}
+    result = dict(checkpoint=checkpoint, scenes=len(picked), view=view,
+                  low_score_thr=model.low_score_thr, match_iou=thr, per_class={})
+    for k, c in enumerate(classes):
+        mine = data['label'] == k
+        right = data['right'][mine].astype(bool)
+        result['per_class'][c] = dict(
+            boxes=int(mine.sum()), right=int(right.sum()),
+            auroc={s: auroc(data[s][mine], right) for s in SIGNALS},
+            precision_at={f'{share:.2f}': {s: precision_at(data[s][mine], right, share)
+                                           for s in SIGNALS} for share in shares})
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('checkpoints', nargs='+',
+                        help='stage-1 detectors or TeacherStudent3D checkpoints')
+    parser.add_argument('--config', default=osp.join(
+        ROOT, 'configs/point_cloud/hssda_pillar-center_demo3d_semi-10pct.py'))
+    parser.add_argument('--scenes', type=int, default=100)
+    parser.add_argument('--view', type=json.loads, default={'flip_y': True, 'rot': 0.1},
+                        help='the second view, as JSON (teacher_views keys)')
+    parser.add_argument('--recalls', type=float, nargs='+', default=[0.5, 0.8])
+    parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
+                                                  'pseudo_label_filters_3d.json'))
+    args = parser.parse_args(argv)
+    runs = [score_checkpoint(args.config, c, args.scenes, args.view, args.recalls)
+            for c in args.checkpoints]
+
+    def spread(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return '-'
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f'{statistics.fmean(values):.2f} ± {sd:.2f}'
+
+    print(f'{len(runs)} checkpoints, {runs[0]["scenes"]} unlabeled scenes each, second view '
+          f'{args.view}; mean ± std over the checkpoints')
+    head = ' | '.join(['AUROC'] + [f'precision at {s:.0%} of the right' for s in args.recalls])
+    for c in runs[0]['per_class']:
+        rows = [r['per_class'][c] for r in runs]
+        print(f'\n{c}: boxes {spread([r["boxes"] for r in rows])}, right '
+              f'{spread([r["right"] for r in rows])}')
+        print(f'| signal | {head} |')
+        print('| --- |' + ' --- |' * (1 + len(args.recalls)))
+        for s in SIGNALS:
+            cells = [spread([r['auroc'][s] for r in rows])] + [
+                spread([r['precision_at'][f'{share:.2f}'][s] for r in rows])
+                for share in args.recalls]
+            print(f'| {s} | ' + ' | '.join(cells) + ' |')
+    with open(args.out, 'w') as f:
+        json.dump(dict(runs=runs), f, indent=1)
+    return runs
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,62 @@
+"""benchmarks/pseudo_label_filters_3d.py: the ranking measures, and the second view's boxes
+mapped back onto the first view's (a view that is not its own inverse)."""
+import os.path as osp
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmengine.structures import InstanceData
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+import pseudo_label_filters_3d as filters  # noqa: E402
+
+
+def test_auroc_and_precision_at_a_share_of_the_right_boxes():
+    values = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    right = np.array([True, False, True, False, True, False])
+    # pairs (right, false) with right above: (0.9: 3) + (0.7: 2) + (0.5: 1) = 6 of 9
+    assert filters.auroc(values, right) == pytest.approx(6 / 9)
+    assert filters.auroc(values, np.ones(6, bool)) is None
+    assert filters.auroc(np.zeros(4), np.array([True, False, True, False])) == 0.5  # ties
+    # keeping 2 of the 3 right boxes needs the threshold 0.7: 2 right of 3 kept
+    assert filters.precision_at(values, right, 0.5) == pytest.approx(2 / 3)
+    assert filters.precision_at(values, right, 1.0) == pytest.approx(3 / 5)
+    assert filters.precision_at(values, np.zeros(6, bool), 0.5) is None
+
+
+def test_second_view_boxes_are_mapped_back_onto_the_first_views():
+    """A teacher that finds the same world objects in both views: every box's view IoU is
+    1 and its view score its own, through a flip with scaling (not its own inverse); the
+    points signal counts each object's points."""
+    from ssl_det.models.utils.teacher_views import view_matrix
+    from ssl_det.structures import transform_boxes3d
+    world = torch.tensor([[10.0, 3.0, -1.0, 4.0, 1.8, 1.5, 0.3],
+                          [20.0, -6.0, -1.0, 0.7, 0.7, 1.8, 1.0]], dtype=torch.float64)
+    matrix = view_matrix(flip_y=True, rot=0.2, scale=1.1)
+    assert not np.allclose(matrix @ matrix, np.eye(4))
+
+    def predict(inputs, samples):
+        out = []
+        for s, score in zip(samples, (0.9, 0.6)):
+            m = np.asarray(s.metainfo['lidar_aug_matrix'])
+            out.append(SimpleNamespace(pred_instances_3d=InstanceData(
+                bboxes_3d=torch.as_tensor(transform_boxes3d(world, m)).float(),
+                scores_3d=torch.tensor([score, score]), labels_3d=torch.tensor([0, 1]))))
+        return out
+    model = SimpleNamespace(teacher=SimpleNamespace(predict=predict), low_score_thr=0.1)
+    rng = np.random.default_rng(0)
+    pts = [np.c_[rng.uniform(-0.3, 0.3, (n, 3)) * b[3:6] + b[:3], np.zeros(n)]
+           for n, b in zip((30, 12), world.numpy())]
+    points = torch.tensor(np.concatenate(pts), dtype=torch.float32)
+    sample_type = type('Sample', (), {'__init__': lambda self, metainfo: setattr(
+        self, 'metainfo', metainfo)})
+    sample = sample_type(metainfo=dict(lidar_aug_matrix=np.eye(4)))
+    boxes, labels, values = filters.signals(model, points, sample, matrix)
+    assert labels.tolist() == [0, 1]
+    np.testing.assert_allclose(values['view_iou'], [1.0, 1.0], atol=1e-3)
+    np.testing.assert_allclose(values['view_score'], [0.75, 0.75], atol=1e-6)
+    np.testing.assert_allclose(values['score_x_iou'], [0.9, 0.9], atol=1e-3)
+    assert values['points'].tolist() == [30, 12]
