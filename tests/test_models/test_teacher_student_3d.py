@@ -287,6 +287,9 @@ def test_teacher_minus_false_drops_the_boxes_that_find_no_object_of_their_class(
     assert stats['pseudo/num_mixed'] == 4  # the empty-ground box below every tier: uncounted
     assert stats['pseudo/num_high'] == 1 and stats['pseudo/num_middle'] == 1
     assert stats['pseudo/num_low'] == 1
+    model.low = 'off'  # the low boxes, the empty-ground one among them, then teach nothing
+    assert model.pseudo_instances(dict(points=[weak_pts]), [weak], dict(points=[strong_pts]),
+                                  [copy.deepcopy(strong)])[2]['pseudo/num_mixed'] == 3
     gt = samples[0].gt_instances_3d
     assert gt.labels_3d.tolist() == [0, 1] and gt.weights.tolist() == pytest.approx([1, 0.5])
     assert owned_points(points, boxes, strong_pts, gt.bboxes_3d) == [[0], [1]]

@@ -574,8 +574,8 @@ class TeacherStudent3D(TeacherStudent):
                     ) -> Tuple[List, Tuple, int]:
         """The mixing diagnostics (``pseudo_from``): each weak view's boxes and tier masks
         (high, middle, low) with its labeled objects added or its false boxes dropped, and
-        how many boxes were added, or dropped from a tier (the teacher's other boxes, below
-        every tier, are dropped too but not counted). A box finds a labeled object when their BEV
+        how many boxes were added, or dropped from a tier in use (the teacher's other boxes,
+        below every tier or in a low tier that is off, are dropped too but not counted). A box finds a labeled object when their BEV
         IoU reaches ``pseudo_match_iou`` of the object's class and their classes agree."""
         out, out_tiers, num = [], ([], [], []), 0
         for pred, high, middle, low, weak in zip(predictions, *tiers, weak_samples):
@@ -590,7 +590,8 @@ class TeacherStudent3D(TeacherStudent):
                 finds = (iou >= thr[None]) & (pred.labels_3d[:, None] == gt_labels[None])
             if self.pseudo_from == 'teacher_minus_false':
                 keep = finds.any(dim=1)
-                num += int((~keep & (high | middle | low)).sum())  # dropped from a tier
+                used = high | middle | (low if self.low != 'off' else torch.zeros_like(low))
+                num += int((~keep & used).sum())  # dropped from a tier in use
                 fields = (boxes[keep], pred.scores_3d[keep], pred.labels_3d[keep])
                 masks = (high[keep], middle[keep], low[keep])
             else:  # teacher_plus_missed
