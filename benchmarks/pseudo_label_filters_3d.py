@@ -31,7 +31,6 @@ Usage::
 import argparse
 import json
 import os.path as osp
-import statistics
 import sys
 
 import numpy as np
@@ -160,25 +159,18 @@ def main(argv=None):
     runs = [score_checkpoint(args.config, c, args.scenes, args.view, args.recalls)
             for c in args.checkpoints]
 
-    def spread(values):
-        values = [v for v in values if v is not None]
-        if not values:
-            return '-'
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f'{statistics.fmean(values):.2f} ± {sd:.2f}'
-
     print(f'{len(runs)} checkpoints, {runs[0]["scenes"]} unlabeled scenes each, second view '
           f'{args.view}; mean ± std over the checkpoints')
     head = ' | '.join(['AUROC'] + [f'precision at {s:.0%} of the right' for s in args.recalls])
     for c in runs[0]['per_class']:
         rows = [r['per_class'][c] for r in runs]
-        print(f'\n{c}: boxes {spread([r["boxes"] for r in rows])}, right '
-              f'{spread([r["right"] for r in rows])}')
+        print(f'\n{c}: boxes {tiers.spread([r["boxes"] for r in rows])}, right '
+              f'{tiers.spread([r["right"] for r in rows])}')
         print(f'| signal | {head} |')
         print('| --- |' + ' --- |' * (1 + len(args.recalls)))
         for s in SIGNALS:
-            cells = [spread([r['auroc'][s] for r in rows])] + [
-                spread([r['precision_at'][f'{share:.2f}'][s] for r in rows])
+            cells = [tiers.spread([r['auroc'][s] for r in rows])] + [
+                tiers.spread([r['precision_at'][f'{share:.2f}'][s] for r in rows])
                 for share in args.recalls]
             print(f'| {s} | ' + ' | '.join(cells) + ' |')
     with open(args.out, 'w') as f:

@@ -250,6 +250,15 @@ def score_checkpoint(config: str, checkpoint: str, limit: int,
     return result
 
 
+def spread(values) -> str:
+    """``mean ± std`` of the values that are not None (over checkpoints), or ``-``."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return '-'
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f'{statistics.fmean(values):.2f} ± {sd:.2f}'
+
+
 def main(argv=None):
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -272,13 +281,6 @@ def main(argv=None):
 
     def fmt(v):
         return '-' if v is None else f'{v:.2f}'
-
-    def spread(values):
-        values = [v for v in values if v is not None]
-        if not values:
-            return '-'
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f'{statistics.fmean(values):.2f} ± {sd:.2f}'
 
     print(f'| tier | boxes per scene | precision | on an object | ({len(runs)} runs, '
           f'{runs[0]["scenes"]} {args.pool} scenes each) |')

@@ -156,10 +156,9 @@ def test_pseudo_boxes_land_on_the_strong_views_objects_from_a_rotated_weak_view(
         assert sorted(index[inside[:, k]]) == list(range(60 * k, 60 * k + 60))
 
 
-def test_ground_truth_pseudo_labels_are_the_weak_views_labels_on_the_strong_objects():
-    """``pseudo_from='ground_truth'`` (a diagnostic): the weak view's own labels, in its
-    rotated and scaled frame, replace the teacher's boxes and land on the strong view's
-    objects as high boxes; the strong view itself holds no labels here."""
+def labeled_weak_view():
+    """A rotated and scaled weak view that keeps its labels, and a flipped, rotated and
+    scaled strong view without them."""
     points, boxes = scene()
     labels = np.array([0, 1, 2, 0, 0, 2])
     results = dict(points=points.copy(), gt_bboxes_3d=boxes.copy(), gt_labels_3d=labels,
@@ -167,11 +166,19 @@ def test_ground_truth_pseudo_labels_are_the_weak_views_labels_on_the_strong_obje
     results = GlobalRotScaleTrans(rot_range=(-0.6, -0.6), scale_range=(0.9, 0.9),
                                   translation_std=(0, 0, 0))(results)
     packed = PackPointCloudInputs(meta_keys=META)(results)
-    weak_pts, weak = packed['inputs']['points'], packed['data_samples']
     strong_pts, strong = view(points, boxes, [
         RandomFlip3D(flip_y_ratio=1.0),
         GlobalRotScaleTrans(rot_range=(0.3, 0.3), scale_range=(1.07, 1.07),
                             translation_std=(0, 0, 0))])
+    return points, boxes, labels, (packed['inputs']['points'], packed['data_samples']), \
+        (strong_pts, strong)
+
+
+def test_ground_truth_pseudo_labels_are_the_weak_views_labels_on_the_strong_objects():
+    """``pseudo_from='ground_truth'`` (a diagnostic): the weak view's own labels, in its
+    rotated and scaled frame, replace the teacher's boxes and land on the strong view's
+    objects as high boxes; the strong view itself holds no labels here."""
+    points, boxes, labels, (weak_pts, weak), (strong_pts, strong) = labeled_weak_view()
     assert len(strong.gt_instances_3d) == 0
     model = build(middle='off', low='off', pseudo_from='ground_truth')
     model.teacher_predict = None  # never asked
@@ -192,24 +199,6 @@ def test_ground_truth_pseudo_labels_are_the_weak_views_labels_on_the_strong_obje
         build(pseudo_from='oracle')
     with pytest.raises(ValueError, match='not its heatmap'):
         build(pseudo_from='ground_truth', dense_weight=1.0)
-
-
-def labeled_weak_view():
-    """A rotated and scaled weak view that keeps its labels, and a flipped, rotated and
-    scaled strong view without them."""
-    points, boxes = scene()
-    labels = np.array([0, 1, 2, 0, 0, 2])
-    results = dict(points=points.copy(), gt_bboxes_3d=boxes.copy(), gt_labels_3d=labels,
-                   lidar_aug_matrix=np.eye(4), frame_id='f0')
-    results = GlobalRotScaleTrans(rot_range=(-0.6, -0.6), scale_range=(0.9, 0.9),
-                                  translation_std=(0, 0, 0))(results)
-    packed = PackPointCloudInputs(meta_keys=META)(results)
-    strong_pts, strong = view(points, boxes, [
-        RandomFlip3D(flip_y_ratio=1.0),
-        GlobalRotScaleTrans(rot_range=(0.3, 0.3), scale_range=(1.07, 1.07),
-                            translation_std=(0, 0, 0))])
-    return points, boxes, labels, (packed['inputs']['points'], packed['data_samples']), \
-        (strong_pts, strong)
 
 
 def mixed_teacher(model, weak, boxes, dropped=False):
