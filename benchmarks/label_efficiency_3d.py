@@ -159,6 +159,12 @@ ABLATIONS = {
                                        + UNLABELED_WITH_LABELS],
                              "diagnostic: the teacher's boxes without those that find no "
                              'hidden object of their class (every tier)'),
+    'hssda_ambiguous': ('hssda', ['model.ambiguous_ratio=0.5'],
+                        'class-ambiguous pseudo boxes (another class at half the score or '
+                        'more at the peak) ignored'),
+    'hssda_yaw_norm': ('hssda', ['model.min_yaw_norm=0.5'],
+                       "no heading taught by pseudo boxes whose regressed (sin, cos) is "
+                       'shorter than 0.5'),
     'hssda_matched_thr': ('hssda', ['model.pseudo_label.type=MatchedScoreThreshold'],
                           "HSSDA's threshold rule: 2-means centres of the teacher's scores "
                           'on boxes matching labels'),

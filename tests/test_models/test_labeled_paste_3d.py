@@ -56,14 +56,24 @@ def views(shuffle):
     return boxes, (weak_pts, weak), (strong_pts, strong)
 
 
-def labeled_run(db_sampler, shuffle, seen=(0, 1, 2, 3), scores=None, num_paste=(2, 2, 2)):
+def labeled_run(db_sampler, shuffle, seen=(0, 1, 2, 3), scores=None, num_paste=(2, 2, 2),
+                yaw_norm=None):
     """The teacher sees objects ``seen`` (high unless ``scores`` say otherwise); every
-    database object may be drawn."""
+    database object may be drawn. With ``yaw_norm`` (one a seen box), ``min_yaw_norm=0.5``."""
     boxes, (weak_pts, weak), (strong_pts, strong) = views(shuffle)
+    extra = dict(min_yaw_norm=0.5) if yaw_norm is not None else {}
     model = build(middle='weight', low='off', labeled_paste=dict(
-        db_sampler=db_sampler, num_paste=num_paste, point_cloud_range=PCR))
+        db_sampler=db_sampler, num_paste=num_paste, point_cloud_range=PCR), **extra)
     seen = list(seen)
     fake_teacher(model, weak, boxes[seen], scores or [0.9] * len(seen))
+    if yaw_norm is not None:
+        teach = model.teacher_predict
+
+        def with_yaw_norm(inputs, samples):
+            preds = teach(inputs, samples)
+            preds[0].yaw_norm = torch.tensor(yaw_norm)
+            return preds
+        model.teacher_predict = with_yaw_norm
     inputs, samples, stats = model.pseudo_instances(
         dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
     return model, boxes, strong, inputs['points'][0], samples[0].gt_instances_3d, stats
@@ -96,6 +106,14 @@ def test_labeled_objects_land_through_the_strong_views_map_off_the_teachers_boxe
     assert tiers['high_labels'].tolist() == [0, 1, 2, 0, 1, 2]
     # the unseen objects' own points were under the pasted boxes, and are gone
     assert not bool(((points[:, 3] >= 240) & (points[:, 3] < 360)).any())
+
+
+def test_pasted_labeled_objects_teach_their_heading(db_sampler):
+    # min_yaw_norm masks the unsure pseudo boxes' headings, never a labeled object's
+    *_, gt, stats = labeled_run(db_sampler, shuffle=False, yaw_norm=[0.9, 0.2, 0.9, 0.3])
+    assert gt.pasted.tolist() == [False] * 4 + [True] * 2
+    assert gt.yaw_weights.tolist() == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]
+    assert stats['pseudo/num_yaw_masked'] == 2
 
 
 def test_nothing_is_pasted_onto_a_box_the_teacher_saw(db_sampler):

@@ -166,7 +166,7 @@ def test_a_soft_box_weights_its_heatmap_region_and_its_code_loss():
     soft = InstanceData(bboxes_3d=box, labels_3d=torch.tensor([1]), weights=torch.tensor([0.4]))
     hard = InstanceData(bboxes_3d=box, labels_3d=torch.tensor([1]))
     heat, weight, _, _, code_w = head.get_targets(soft, (32, 32))
-    assert code_w.tolist() == pytest.approx([0.4])
+    assert code_w.flatten().tolist() == pytest.approx([0.4] * 8)
     foot = heat[1] > 0
     assert int(foot.sum()) >= 9
     assert torch.allclose(weight[foot], torch.tensor(0.4))

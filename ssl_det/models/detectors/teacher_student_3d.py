@@ -159,6 +159,16 @@ class TeacherStudent3D(TeacherStudent):
         pseudo_match_iou (list[float], optional): for the two mixing diagnostics, the BEV
             IoU, per class, at which a box finds a labeled object of its class (the
             evaluation's loose set, e.g. ``[0.5, 0.25, 0.25]``). Default: None.
+        ambiguous_ratio (float, optional): a high or middle box is class-ambiguous when
+            another class's heatmap probability at its peak (the head's ``class_scores``)
+            reaches this share of its score; it is then ignored (its region is neither an
+            object of its class nor background for any class) instead of taught. The
+            teacher's false pedestrians and cyclists on the demo scenes are mostly the
+            other of the two classes (``docs/benchmarks.md``). None: off. Default: None.
+        min_yaw_norm (float, optional): a pseudo box whose regressed (sin, cos) is shorter
+            than this (the head's ``yaw_norm``: the head averaged two headings) teaches no
+            heading: its sin and cos code weights are 0; its heatmap, centre and size stay.
+            None: off. Default: None.
     """
 
     def __init__(self,
@@ -185,6 +195,8 @@ class TeacherStudent3D(TeacherStudent):
                  unsup_loss_keys: Optional[Sequence[str]] = None,
                  pseudo_from: str = 'teacher',
                  pseudo_match_iou: Optional[Sequence[float]] = None,
+                 ambiguous_ratio: Optional[float] = None,
+                 min_yaw_norm: Optional[float] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         BaseDetector.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -266,6 +278,10 @@ class TeacherStudent3D(TeacherStudent):
                                  f'{pseudo_match_iou!r}')
             self.pseudo_match_iou = torch.tensor([float(t) for t in pseudo_match_iou],
                                                  dtype=torch.float64)
+        self.ambiguous_ratio = self._check_signal_option(
+            'ambiguous_ratio', ambiguous_ratio, 'class_scores', 1.0)
+        self.min_yaw_norm = self._check_signal_option('min_yaw_norm', min_yaw_norm,
+                                                      'yaw_norm', 1.0)
         self.bank, self.latest_pasted = None, None
         if object_bank is not None:
             self.bank = ObjectBank(num_classes=num_classes, **object_bank)
@@ -278,6 +294,21 @@ class TeacherStudent3D(TeacherStudent):
         # the database is read at the first paste (a config builds without the data)
         self.labeled_paste = dict(labeled_paste) if labeled_paste is not None else None
         self.labeled_bank: Optional[ObjectBank] = None
+
+    def _check_signal_option(self, name: str, value: Optional[float], field: str,
+                             upper: float) -> Optional[float]:
+        """An option that reads a per-box signal (``field``) of the teacher's own boxes:
+        a float in (0, ``upper``], or None. Mixed, ground-truth or fused boxes have none."""
+        if value is None:
+            return None
+        if not 0 < float(value) <= upper:
+            raise ValueError(f'{name} must be in (0, {upper}], got {value!r}')
+        if self.pseudo_from != 'teacher' or self.view_matrices:
+            raise ValueError(f"{name} reads the teacher's per-box {field}: it needs "
+                             "pseudo_from='teacher' and no teacher_views (their fused boxes "
+                             f'have none), got pseudo_from={self.pseudo_from!r}, '
+                             f'{len(self.view_matrices)} teacher views')
+        return float(value)
 
     # ------------------------------------------------------------------ training
     def loss(self, multi_batch_inputs: dict, multi_batch_data_samples: dict) -> dict:
@@ -481,6 +512,10 @@ class TeacherStudent3D(TeacherStudent):
                  low_mask.split(sizes))
         points_out = list(strong_inputs['points'])
         counts = dict(high=0, middle=0, low=0, cut=0, removed_points=0)
+        if self.ambiguous_ratio is not None:
+            counts['ambiguous'] = 0
+        if self.min_yaw_norm is not None:
+            counts['yaw_masked'] = 0
         if self.pseudo_from in MIXED_SOURCES:
             predictions, tiers, counts['mixed'] = self._mix_labels(predictions, tiers,
                                                                    weak_samples)
@@ -510,10 +545,13 @@ class TeacherStudent3D(TeacherStudent):
                 low = torch.zeros_like(low)
             else:
                 low = low & ~overlaps_bev(boxes, boxes[high | middle])
+            # class-ambiguous high and middle boxes leave their tiers for the ignored ones
+            ambiguous = self._ambiguous(pred) & (high | middle)
+            high, middle = high & ~ambiguous, middle & ~ambiguous
             gt_mask = high | (middle & self._middle_is(pred.labels_3d, 'weight'))
             keep_gt = gt_mask & whole
-            ignore_mask = (gt_mask & ~whole) | (middle & self._middle_is(pred.labels_3d,
-                                                                          'ignore'))
+            ignore_mask = ((gt_mask & ~whole) | ambiguous
+                           | (middle & self._middle_is(pred.labels_3d, 'ignore')))
             if self.low == 'ignore':
                 ignore_mask = ignore_mask | low
             weights = torch.where(high, torch.ones_like(pred.scores_3d),
@@ -521,6 +559,12 @@ class TeacherStudent3D(TeacherStudent):
             strong.gt_instances_3d = InstanceData(
                 bboxes_3d=moved[keep_gt], labels_3d=pred.labels_3d[keep_gt],
                 weights=weights[keep_gt], scores_3d=pred.scores_3d[keep_gt])
+            if self.min_yaw_norm is not None:
+                yaw_weights = self._yaw_weights(pred)[keep_gt]
+                strong.gt_instances_3d.yaw_weights = yaw_weights
+                counts['yaw_masked'] += int((yaw_weights == 0).sum())
+            if self.ambiguous_ratio is not None:
+                counts['ambiguous'] += int(ambiguous.sum())
             strong.ignored_instances_3d = self._ignored(boxes[ignore_mask],
                                                         pred.labels_3d[ignore_mask],
                                                         box_shuffle)
@@ -639,8 +683,29 @@ class TeacherStudent3D(TeacherStudent):
             weights=torch.cat([gt.weights, ones.to(gt.weights)]),
             scores_3d=torch.cat([gt.scores_3d, ones.to(gt.scores_3d)]),
             pasted=torch.arange(len(gt) + len(boxes), device=boxes.device) >= len(gt))
+        if 'yaw_weights' in gt:  # a labeled object's heading is known
+            merged.yaw_weights = torch.cat([gt.yaw_weights, ones.to(gt.yaw_weights)])
         strong.gt_instances_3d = merged
         return points, len(boxes)
+
+    def _ambiguous(self, pred: InstanceData) -> Tensor:
+        """``ambiguous_ratio``: which boxes another class's probability at their peak
+        reaches ``ambiguous_ratio`` of their score (all False when off)."""
+        if self.ambiguous_ratio is None:
+            return torch.zeros(len(pred), dtype=torch.bool, device=pred.scores_3d.device)
+        if 'class_scores' not in pred:
+            raise ValueError("ambiguous_ratio needs the teacher's class_scores: a head that "
+                             'gives every class its probability at each box (CenterHead3D)')
+        others = pred.class_scores.clone()
+        others.scatter_(1, pred.labels_3d.long()[:, None], 0.0)
+        return others.amax(dim=1) >= self.ambiguous_ratio * pred.scores_3d
+
+    def _yaw_weights(self, pred: InstanceData) -> Tensor:
+        """``min_yaw_norm``: 1 for a box whose heading the head is sure of, else 0."""
+        if 'yaw_norm' not in pred:
+            raise ValueError("min_yaw_norm needs the teacher's yaw_norm: a head that gives "
+                             'the length of each box\'s regressed (sin, cos) (CenterHead3D)')
+        return (pred.yaw_norm >= self.min_yaw_norm).float()
 
     def _middle_is(self, labels: Tensor, mode: str) -> Tensor:
         """Which boxes' classes treat the middle tier as ``mode`` (``middle`` is one mode

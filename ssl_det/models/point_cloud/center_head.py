@@ -115,7 +115,9 @@ class CenterHead3D(nn.Module):
     def get_targets(self, gt: InstanceData, shape: Tuple[int, int],
                     ignored: Optional[InstanceData] = None):
         """Heatmap (C, H, W), heatmap loss weight (H, W), code targets (K, 8), flat indices
-        (K,) and the code weight of each target (K,) for one frame.
+        (K,) and the code weights of each target (K, 8) for one frame: its instance weight
+        (``weights``, 1 without), times ``yaw_weights`` (``gt``'s optional field) on the
+        heading's sin and cos.
 
         All boxes at once: mmdet's Gaussian kernel (``gaussian2D``, sigma = diameter / 6) is
         made once per distinct radius and scattered with ``amax`` into the class planes; a
@@ -159,7 +161,16 @@ class CenterHead3D(nn.Module):
         codes = torch.stack([cx - ix, cy - iy, boxes[:, 2], boxes[:, 3].log(),
                              boxes[:, 4].log(), boxes[:, 5].log(), boxes[:, 6].sin(),
                              boxes[:, 6].cos()], dim=1)
-        return heat, weight, codes, iy * w + ix, inst_w
+        return heat, weight, codes, iy * w + ix, self._code_weights(gt, keep, inst_w)
+
+    @staticmethod
+    def _code_weights(gt: InstanceData, keep: Tensor, inst_w: Tensor) -> Tensor:
+        """(K, 8) weights of the kept targets' codes: the instance weight on every entry,
+        times ``gt.yaw_weights`` (where present) on the heading's sin and cos."""
+        code_w = inst_w[:, None].repeat(1, CODE_SIZE)
+        if 'yaw_weights' in gt:
+            code_w[:, 6:8] *= gt.yaw_weights.to(inst_w)[keep][:, None]
+        return code_w
 
     def _radii(self, boxes: Tensor) -> Tensor:
         """mmdet's ``gaussian_radius`` of each box's footprint in cells (float64, as the
@@ -195,6 +206,7 @@ class CenterHead3D(nn.Module):
         ix, iy = cx.floor().long(), cy.floor().long()
         inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
         codes, index, code_w = [], [], []
+        yaw_w = gt.yaw_weights.to(device).float() if 'yaw_weights' in gt else None
         for k in torch.nonzero(inside).flatten().tolist():
             size = (float(boxes[k, 4]) / self.cell[1], float(boxes[k, 3]) / self.cell[0])
             radius = max(self.min_radius, int(gaussian_radius(size, self.min_overlap)))
@@ -207,13 +219,16 @@ class CenterHead3D(nn.Module):
                                       boxes[k, 3].log(), boxes[k, 4].log(), boxes[k, 5].log(),
                                       boxes[k, 6].sin(), boxes[k, 6].cos()]))
             index.append(iy[k] * w + ix[k])
-            code_w.append(inst_w[k])
+            entry = inst_w[k].repeat(CODE_SIZE)
+            if yaw_w is not None:
+                entry[6:8] *= yaw_w[k]
+            code_w.append(entry)
         if ignored is not None and len(ignored) > 0:
             weight = self._ignore_weight(ignored.bboxes_3d.to(device).float(), heat, weight)
         if codes:
             return heat, weight, torch.stack(codes), torch.stack(index), torch.stack(code_w)
         return (heat, weight, boxes.new_zeros(0, CODE_SIZE),
-                torch.zeros(0, dtype=torch.long, device=device), boxes.new_zeros(0))
+                torch.zeros(0, dtype=torch.long, device=device), boxes.new_zeros(0, CODE_SIZE))
 
     def cell_centres(self, h: int, w: int, device=None) -> Tensor:
         """(H * W, 2) BEV position of each cell's centre on an (H, W) map, row-major."""
@@ -285,7 +300,7 @@ class CenterHead3D(nn.Module):
         codes_t, idx_t, bidx = torch.cat(codes), torch.cat(idx), torch.cat(batch_idx)
         if len(codes_t):
             reg = reg_pred.flatten(2)[bidx, :, idx_t]  # (K, 8)
-            w_t = self.code_weights[None] * torch.cat(code_w)[:, None]
+            w_t = self.code_weights[None] * torch.cat(code_w)
             loss_bbox = self.loss_bbox(reg, codes_t, weight=w_t, avg_factor=num_pos)
         else:
             loss_bbox = reg_pred.sum() * 0
@@ -344,7 +359,13 @@ class CenterHead3D(nn.Module):
     @torch.no_grad()
     def predict(self, feats: Tensor, batch_data_samples: List, with_heatmap: bool = False):
         """The decoded boxes of each sample; with ``with_heatmap`` also the (B, C, H, W)
-        heatmap probabilities they were decoded from: ``(results, heatmap)``."""
+        heatmap probabilities they were decoded from: ``(results, heatmap)``.
+
+        Beside ``bboxes_3d``, ``scores_3d`` and ``labels_3d``, each box has two signals a
+        teacher's pseudo labels can use: ``class_scores`` (num_classes,), every class's
+        heatmap probability at its peak (its own class's is its score), and ``yaw_norm``,
+        the length of its regressed (sin, cos): near 1 where the heading is sure, smaller
+        where the head averages two headings (a car's front against its back)."""
         x = self.shared(feats)
         heat_pred = self.heatmap(x).contiguous()  # NCHW, as forward's
         cfg = self.test_cfg
@@ -353,6 +374,8 @@ class CenterHead3D(nn.Module):
         k = min(cfg['max_per_img'], heat[0].numel())
         scores, inds, labels, ys, xs = get_topk_from_heatmap(heat, k=k)
         reg = self.reg_at(x, inds)  # (B, k, 8)
+        # every class's probability at each peak: how sure the class is against the others
+        at_peak = probs.flatten(2).gather(2, inds[:, None].expand(-1, probs.shape[1], -1))
         results = []
         for b in range(heat.shape[0]):
             r = reg[b]
@@ -363,7 +386,9 @@ class CenterHead3D(nn.Module):
             boxes = torch.cat([x[:, None], y[:, None], r[:, 2:3], dims, yaw[:, None]], dim=1)
             keep = scores[b] > cfg['score_thr']
             boxes, sc, lab = boxes[keep], scores[b][keep], labels[b][keep].long()
+            class_sc, yaw_norm = at_peak[b].T[keep], r[keep, 6:8].norm(dim=1)
             keep = rotated_nms(boxes, sc, lab, cfg['nms_thr'])[:cfg['max_num']]
             results.append(InstanceData(bboxes_3d=boxes[keep].float(), scores_3d=sc[keep],
-                                        labels_3d=lab[keep]))
+                                        labels_3d=lab[keep], class_scores=class_sc[keep],
+                                        yaw_norm=yaw_norm[keep]))
         return (results, probs) if with_heatmap else results

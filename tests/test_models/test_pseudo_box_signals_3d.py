@@ -1,0 +1,173 @@
+"""The head's per-box signals (``class_scores``, ``yaw_norm``) and the two TeacherStudent3D
+options that read them: class-ambiguous boxes ignored (``ambiguous_ratio``) and no heading
+taught where the teacher's is unsure (``min_yaw_norm``)."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from mmengine.structures import InstanceData
+
+from ssl_det.registry import MODELS
+from ssl_det.structures import PointCloudDataSample, points_in_boxes, transform_boxes3d
+from test_models.test_teacher_student_3d import PCR, VOXEL, build, weak_and_strong
+
+
+def head():
+    return MODELS.build(dict(type='CenterHead3D', in_channels=16, num_classes=3,
+                             point_cloud_range=PCR, voxel_size=VOXEL, out_size_factor=2,
+                             feat_channels=16))
+
+
+def test_class_scores_are_every_classs_probability_at_the_boxs_peak():
+    torch.manual_seed(0)
+    h = head().eval()
+    feats = torch.randn(2, 16, 30, 32)
+    results, probs = h.predict(feats, [None, None], with_heatmap=True)
+    for res, p in zip(results, probs):
+        assert len(res) > 0 and res.class_scores.shape == (len(res), 3)
+        own = res.class_scores.gather(1, res.labels_3d[:, None])[:, 0]
+        torch.testing.assert_close(own, res.scores_3d)
+        columns = p.flatten(1).T  # (H * W, C): every cell's probabilities
+        for row in res.class_scores:  # the three classes of one cell, not of three cells
+            assert bool(((columns - row).abs().amax(dim=1) < 1e-6).any())
+
+
+def test_yaw_norm_is_the_length_of_the_regressed_sin_and_cos():
+    h = head().eval()
+    last = h.reg[-1]
+    torch.nn.init.zeros_(last.weight)
+    with torch.no_grad():
+        last.bias.zero_()
+        last.bias[6], last.bias[7] = 0.3, 0.4  # sin 0.3, cos 0.4: length 0.5
+        last.bias[3:6] = 0.5  # sizes e^0.5 (the code's entries 3-5 are log sizes)
+    res = h.predict(torch.randn(1, 16, 30, 32), [None])[0]
+    assert len(res) > 0
+    torch.testing.assert_close(res.yaw_norm, torch.full((len(res),), 0.5))
+    torch.testing.assert_close(res.bboxes_3d[:, 6], torch.full((len(res),),
+                                                               float(np.arctan2(0.3, 0.4))))
+
+
+def signal_teacher(model, weak_sample, boxes, scores, labels, class_scores=None,
+                   yaw_norm=None):
+    pred = InstanceData(
+        bboxes_3d=torch.as_tensor(transform_boxes3d(boxes, weak_sample.lidar_aug_matrix)),
+        scores_3d=torch.tensor(scores), labels_3d=torch.tensor(labels))
+    if class_scores is not None:
+        pred.class_scores = torch.tensor(class_scores)
+    if yaw_norm is not None:
+        pred.yaw_norm = torch.tensor(yaw_norm)
+    model.teacher_predict = lambda inputs, samples: [copy.deepcopy(pred)]
+
+
+# objects 0-5 of the test scene: high, high, middle, high, (cut by the shuffle), high
+SCORES = [0.9, 0.9, 0.55, 0.9, 0.9, 0.8]
+LABELS = [0, 1, 2, 0, 0, 1]
+
+
+def class_rows(ambiguous_other):
+    """Each box's class scores: its own class at its score, one other class at
+    ``ambiguous_other[k]`` of it."""
+    rows = []
+    for k, (s, lab) in enumerate(zip(SCORES, LABELS)):
+        row = [0.02, 0.02, 0.02]
+        row[lab] = s
+        row[(lab + 1) % 3] = ambiguous_other[k] * s
+        rows.append(row)
+    return rows
+
+
+def test_class_ambiguous_boxes_are_ignored_not_taught():
+    points, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=False)
+    model = build(middle='weight', low='off', ambiguous_ratio=0.5)
+    # box 1 (high) and box 2 (middle): another class at 0.6 and 0.5 of their score;
+    # box 5: at 0.45, under the ratio
+    signal_teacher(model, weak, boxes, SCORES, LABELS,
+                   class_rows([0.1, 0.6, 0.5, 0.1, 0.1, 0.45]))
+    _, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    gt, ignored = samples[0].gt_instances_3d, samples[0].ignored_instances_3d
+    assert stats['pseudo/num_ambiguous'] == 2
+    assert stats['pseudo/num_high'] == 4 and stats['pseudo/num_middle'] == 0
+    index = strong_pts[:, 3].long().numpy()
+
+    def objects(instances):  # which scene objects the strong-view boxes hold
+        found = []
+        for box in instances.bboxes_3d.numpy():
+            inside = points_in_boxes(strong_pts.numpy(), box[None])[:, 0]
+            found.append(int(np.argmax(points_in_boxes(points, boxes)[index[inside]]
+                                       .sum(axis=0))))
+        return sorted(found)
+    assert objects(gt) == [0, 3, 4, 5]
+    assert objects(ignored) == [1, 2]
+    assert sorted(ignored.labels_3d.tolist()) == [1, 2]
+    # the picture shows what is taught: the ambiguous boxes are in no tier
+    tiers = samples[0].pseudo_tiers
+    assert len(tiers['high']) == 4 and len(tiers['middle']) == 0
+
+
+def test_ambiguity_is_off_by_default_and_checked():
+    _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=False)
+    model = build(middle='weight', low='off')
+    signal_teacher(model, weak, boxes, SCORES, LABELS, class_rows([0.9] * 6))
+    _, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    assert len(samples[0].gt_instances_3d) == 6 and 'pseudo/num_ambiguous' not in stats
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match='ambiguous_ratio must be in'):
+            build(ambiguous_ratio=bad)
+    with pytest.raises(ValueError, match="pseudo_from='teacher'"):
+        build(ambiguous_ratio=0.5, teacher_views=['flip_y'])
+    with pytest.raises(ValueError, match="pseudo_from='teacher'"):
+        build(min_yaw_norm=0.5, pseudo_from='ground_truth')
+    model = build(ambiguous_ratio=0.5, low='off')
+    signal_teacher(model, weak, boxes, SCORES, LABELS)  # a teacher without class_scores
+    with pytest.raises(ValueError, match='class_scores'):
+        model.pseudo_instances(dict(points=[weak_pts]), [weak], dict(points=[strong_pts]),
+                               [strong])
+
+
+def test_unsure_headings_teach_no_sin_and_cos():
+    _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=False)
+    model = build(middle='weight', low='off', min_yaw_norm=0.5)
+    yaw_norm = [0.9, 0.3, 0.49, 0.5, 1.0, 0.1]
+    signal_teacher(model, weak, boxes, SCORES, LABELS, yaw_norm=yaw_norm)
+    _, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    gt = samples[0].gt_instances_3d
+    assert len(gt) == 6 and stats['pseudo/num_yaw_masked'] == 3
+    # each strong box keeps its own flag: match it by score (all distinct but the 0.9s)
+    by_yaw = {}
+    for s, w in zip(gt.scores_3d.tolist(), gt.yaw_weights.tolist()):
+        by_yaw.setdefault(round(s, 2), []).append(w)
+    assert by_yaw[0.55] == [0.0] and by_yaw[0.8] == [0.0]
+    assert sorted(by_yaw[0.9]) == [0.0, 1.0, 1.0, 1.0]
+    # the head: the masked boxes' sin and cos weigh 0, every other entry as before
+    head_ = model.student.bbox_head
+    _, _, _, _, code_w = head_.get_targets(gt, (30, 32))
+    masked = gt.yaw_weights == 0
+    assert bool((code_w[masked][:, 6:] == 0).all()) and bool((code_w[~masked] > 0).all())
+    torch.testing.assert_close(code_w[:, :6], gt.weights[:, None].expand(-1, 6))
+    _, _, _, _, ref_w = head_.get_targets_loop(gt, (30, 32))
+    torch.testing.assert_close(code_w, ref_w)
+
+
+def test_a_masked_heading_has_no_gradient_from_the_box_loss():
+    h = head()
+    box = torch.tensor([[10.0, 2.0, -1.0, 4.0, 1.7, 1.5, 0.3]])
+    feats = torch.randn(1, 16, 30, 32)
+    heat, reg = h(feats)
+    reg = reg.detach().requires_grad_(True)
+    grads = []
+    for yaw_w in (1.0, 0.0):
+        gt = InstanceData(bboxes_3d=box, labels_3d=torch.tensor([0]),
+                          yaw_weights=torch.tensor([yaw_w]))
+        sample = PointCloudDataSample()
+        sample.gt_instances_3d = gt
+        loss = h.loss_by_feat(heat.detach(), reg, [sample])['loss_bbox']
+        grads.append(torch.autograd.grad(loss, reg)[0])
+    cell = grads[0].abs().sum(dim=1)[0].flatten().argmax()
+    on = grads[0][0].flatten(1)[:, cell]
+    off = grads[1][0].flatten(1)[:, cell]
+    assert bool((on[6:] != 0).all()) and bool((off[6:] == 0).all())
+    torch.testing.assert_close(on[:6], off[:6])
