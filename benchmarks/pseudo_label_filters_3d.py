@@ -15,13 +15,19 @@ boxes are mapped back. Each box at or above the model's ``low_score_thr`` gets:
 - ``view_score``: the mean of its score and the best-overlapping second-view box's score of
   its class (the two views' consensus, as ``teacher_views`` fuses them);
 - ``score_x_iou``: ``score * view_iou``;
-- ``points``: the scene's points inside the box.
+- ``points``: the scene's points inside the box;
+- with a head that gives them (``CenterHead3D``): ``class_margin``, its score minus the
+  best other class's probability at its peak (``class_scores``); ``yaw_norm``, the length
+  of its regressed (sin, cos); and ``score_x_yaw_norm``.
 
 A box is right when its BEV IoU with a hidden box of its class reaches the metric's
 threshold for the class (``pseudo_label_tiers_3d.match``). Per class and signal: the
 AUROC of right against false boxes, and the precision of the boxes a threshold on the
 signal keeps when it keeps a given share (``--recalls``) of the right ones, beside the
 score's: a signal that beats the score at the same share is one a filter could use.
+Per class also the kinds of false box at or above ``--kinds-score`` (``KINDS``): on no
+hidden object, on another class's, or on one of its class but misplaced, by its heading
+alone (the hidden box's heading would make it right) or otherwise.
 
 Usage::
 
@@ -42,6 +48,35 @@ sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
 import pseudo_label_tiers_3d as tiers  # noqa: E402
 
 SIGNALS = ('score', 'view_iou', 'view_score', 'score_x_iou', 'points')
+HEAD_SIGNALS = ('class_margin', 'yaw_norm', 'score_x_yaw_norm')
+KINDS = ('right', 'on_nothing', 'other_class', 'heading', 'misplaced')
+
+
+def kinds(boxes, labels, gt_boxes, gt_labels, per_class_thr) -> np.ndarray:
+    """Each box's index in ``KINDS``: right; false on no hidden box (BEV IoU 0), on another
+    class's (the hidden box it overlaps most), or on its class's but misplaced: by its
+    heading alone (with that box's heading it would reach the threshold) or otherwise."""
+    from ssl_det.ops import rotated_iou_bev
+    out = np.full(len(boxes), KINDS.index('on_nothing'))
+    if not len(boxes) or not len(gt_boxes):
+        return out
+    iou, good = tiers.match(boxes, labels, gt_boxes, gt_labels, per_class_thr)
+    best = iou.argmax(dim=1)
+    for i in range(len(boxes)):
+        j = int(best[i])
+        if bool(good[i].any()):
+            out[i] = KINDS.index('right')
+        elif float(iou[i, j]) <= 0:
+            continue
+        elif int(gt_labels[j]) != int(labels[i]):
+            out[i] = KINDS.index('other_class')
+        else:
+            turned = boxes[i:i + 1].clone()
+            turned[0, 6] = gt_boxes[j, 6]
+            fits = float(rotated_iou_bev(turned, gt_boxes[j:j + 1])[0, 0]) >= float(
+                per_class_thr[gt_labels[j]])
+            out[i] = KINDS.index('heading' if fits else 'misplaced')
+    return out
 
 
 def auroc(values: np.ndarray, right: np.ndarray):
@@ -101,11 +136,17 @@ def signals(model, points: torch.Tensor, sample, matrix: np.ndarray):
               else torch.zeros_like(scores))
     values = dict(score=scores, view_iou=best_iou, view_score=(scores + other_score) / 2,
                   score_x_iou=scores * best_iou, points=inside)
+    if 'class_scores' in pred and 'yaw_norm' in pred:
+        others = pred.class_scores[keep].double().clone()
+        others.scatter_(1, labels[:, None], 0.0)
+        yaw_norm = pred.yaw_norm[keep].double()
+        values.update(class_margin=scores - others.amax(dim=1), yaw_norm=yaw_norm,
+                      score_x_yaw_norm=scores * yaw_norm.clamp(max=1))
     return boxes, labels, {k: v.cpu().numpy() for k, v in values.items()}
 
 
 def score_checkpoint(config: str, checkpoint: str, limit: int, view: dict,
-                     shares) -> dict:
+                     shares, kinds_score: float = 0.4) -> dict:
     from ssl_det.models.utils.teacher_views import check_view, view_matrix
     cfg, model = tiers.load_model(config, checkpoint)
     matrix = view_matrix(**check_view(view))
@@ -113,7 +154,7 @@ def score_checkpoint(config: str, checkpoint: str, limit: int, view: dict,
     classes = list(cfg.metainfo['classes'])
     thr = tiers.match_thresholds(cfg)
     per_class_thr = torch.tensor([thr[c] for c in classes], dtype=torch.float64)
-    gathered = {k: [] for k in SIGNALS + ('label', 'right')}
+    gathered = {k: [] for k in SIGNALS + HEAD_SIGNALS + ('label', 'right', 'kind')}
     for idx in picked:
         data = dataset[idx]
         gt = data['data_samples'].gt_instances_3d
@@ -121,25 +162,28 @@ def score_checkpoint(config: str, checkpoint: str, limit: int, view: dict,
         gt_labels = torch.as_tensor(gt.labels_3d).long()
         boxes, labels, values = signals(model, data['inputs']['points'],
                                         data['data_samples'], matrix)
-        right = torch.zeros(len(boxes), dtype=torch.bool)
-        if len(boxes) and len(gt_boxes):
-            right = tiers.match(boxes.cpu(), labels.cpu(), gt_boxes, gt_labels,
-                                per_class_thr)[1].any(dim=1)
-        for k in SIGNALS:
-            gathered[k].append(values[k])
+        kind = kinds(boxes.cpu(), labels.cpu(), gt_boxes, gt_labels, per_class_thr)
+        for k in SIGNALS + HEAD_SIGNALS:
+            if k in values:
+                gathered[k].append(values[k])
         gathered['label'].append(labels.cpu().numpy())
-        gathered['right'].append(right.numpy())
-    data = {k: np.concatenate(v) for k, v in gathered.items()}
+        gathered['right'].append(kind == KINDS.index('right'))
+        gathered['kind'].append(kind)
+    data = {k: np.concatenate(v) for k, v in gathered.items() if v}
+    used = [k for k in SIGNALS + HEAD_SIGNALS if k in data]
     result = dict(checkpoint=checkpoint, scenes=len(picked), view=view,
-                  low_score_thr=model.low_score_thr, match_iou=thr, per_class={})
+                  low_score_thr=model.low_score_thr, match_iou=thr, kinds_score=kinds_score,
+                  per_class={})
     for k, c in enumerate(classes):
         mine = data['label'] == k
         right = data['right'][mine].astype(bool)
+        sure = data['kind'][mine & (data['score'] >= kinds_score)]
         result['per_class'][c] = dict(
             boxes=int(mine.sum()), right=int(right.sum()),
-            auroc={s: auroc(data[s][mine], right) for s in SIGNALS},
+            kinds={name: int((sure == n).sum()) for n, name in enumerate(KINDS)},
+            auroc={s: auroc(data[s][mine], right) for s in used},
             precision_at={f'{share:.2f}': {s: precision_at(data[s][mine], right, share)
-                                           for s in SIGNALS} for share in shares})
+                                           for s in used} for share in shares})
     return result
 
 
@@ -153,11 +197,13 @@ def main(argv=None):
     parser.add_argument('--view', type=json.loads, default={'flip_y': True, 'rot': 0.1},
                         help='the second view, as JSON (teacher_views keys)')
     parser.add_argument('--recalls', type=float, nargs='+', default=[0.5, 0.8])
+    parser.add_argument('--kinds-score', type=float, default=0.4,
+                        help='count the kinds of false box at or above this score')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'pseudo_label_filters_3d.json'))
     args = parser.parse_args(argv)
-    runs = [score_checkpoint(args.config, c, args.scenes, args.view, args.recalls)
-            for c in args.checkpoints]
+    runs = [score_checkpoint(args.config, c, args.scenes, args.view, args.recalls,
+                             args.kinds_score) for c in args.checkpoints]
 
     print(f'{len(runs)} checkpoints, {runs[0]["scenes"]} unlabeled scenes each, second view '
           f'{args.view}; mean ± std over the checkpoints')
@@ -165,10 +211,12 @@ def main(argv=None):
     for c in runs[0]['per_class']:
         rows = [r['per_class'][c] for r in runs]
         print(f'\n{c}: boxes {tiers.spread([r["boxes"] for r in rows])}, right '
-              f'{tiers.spread([r["right"] for r in rows])}')
+              f'{tiers.spread([r["right"] for r in rows])}; at or above {args.kinds_score}: '
+              + ', '.join(f'{k} {tiers.spread([r["kinds"][k] for r in rows])}'
+                          for k in KINDS))
         print(f'| signal | {head} |')
         print('| --- |' + ' --- |' * (1 + len(args.recalls)))
-        for s in SIGNALS:
+        for s in rows[0]['auroc']:
             cells = [tiers.spread([r['auroc'][s] for r in rows])] + [
                 tiers.spread([r['precision_at'][f'{share:.2f}'][s] for r in rows])
                 for share in args.recalls]

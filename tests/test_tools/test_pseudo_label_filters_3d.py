@@ -60,3 +60,43 @@ def test_second_view_boxes_are_mapped_back_onto_the_first_views():
     np.testing.assert_allclose(values['view_score'], [0.75, 0.75], atol=1e-6)
     np.testing.assert_allclose(values['score_x_iou'], [0.9, 0.9], atol=1e-3)
     assert values['points'].tolist() == [30, 12]
+
+
+def test_false_boxes_are_told_apart_by_kind():
+    """Right; on nothing; on another class's object; on its class's, wrong by its heading
+    alone (a car turned 90 degrees); on its class's but shifted off it."""
+    car = [10.0, 3.0, -1.0, 4.0, 1.8, 1.5, 0.3]
+    ped = [20.0, -6.0, -1.0, 0.7, 0.7, 1.8, 1.0]
+    gt_boxes = torch.tensor([car, ped], dtype=torch.float64)
+    gt_labels = torch.tensor([0, 1])
+    turned = car[:6] + [0.3 + np.pi / 2]
+    shifted = [car[0] + 2.5] + car[1:]
+    boxes = torch.tensor([car, [0.0, 20.0, -1.0, 4.0, 1.8, 1.5, 0.0], ped, turned, shifted],
+                         dtype=torch.float64)
+    labels = torch.tensor([0, 0, 2, 0, 0])
+    kind = filters.kinds(boxes, labels, gt_boxes, gt_labels,
+                         torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64))
+    assert [filters.KINDS[k] for k in kind] == ['right', 'on_nothing', 'other_class',
+                                                'heading', 'misplaced']
+    assert list(filters.kinds(boxes, labels, gt_boxes[:0], gt_labels[:0],
+                              torch.ones(3, dtype=torch.float64))) == [1] * 5
+
+
+def test_head_signals_read_the_teachers_class_scores_and_yaw_norm():
+    from ssl_det.models.utils.teacher_views import view_matrix
+    box = torch.tensor([[10.0, 3.0, -1.0, 4.0, 1.8, 1.5, 0.3],
+                        [20.0, -6.0, -1.0, 0.7, 0.7, 1.8, 1.0]])
+
+    def predict(inputs, samples):
+        return [SimpleNamespace(pred_instances_3d=InstanceData(
+            bboxes_3d=box, scores_3d=torch.tensor([0.8, 0.6]), labels_3d=torch.tensor([0, 2]),
+            class_scores=torch.tensor([[0.8, 0.3, 0.1], [0.2, 0.5, 0.6]]),
+            yaw_norm=torch.tensor([0.9, 0.4]))) for _ in samples]
+    model = SimpleNamespace(teacher=SimpleNamespace(predict=predict), low_score_thr=0.1)
+    sample = type('Sample', (), {'__init__': lambda self, metainfo: setattr(
+        self, 'metainfo', metainfo)})(metainfo=dict(lidar_aug_matrix=np.eye(4)))
+    _, _, values = filters.signals(model, torch.zeros(0, 4), sample,
+                                   view_matrix(flip_y=True))
+    np.testing.assert_allclose(values['class_margin'], [0.5, 0.1], atol=1e-6)
+    np.testing.assert_allclose(values['yaw_norm'], [0.9, 0.4], atol=1e-6)
+    np.testing.assert_allclose(values['score_x_yaw_norm'], [0.72, 0.24], atol=1e-6)
