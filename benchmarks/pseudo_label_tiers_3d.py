@@ -114,10 +114,9 @@ def match_thresholds(cfg) -> dict:
 def match(boxes, labels, gt_boxes, gt_labels, iou_thr):
     """``(iou, good)``, each (boxes, gt): the BEV IoU of every box with every labeled box,
     and whether it reaches the labeled box's class threshold ``iou_thr[class]`` with the
-    same class."""
-    from ssl_det.ops import rotated_iou_bev
-    iou = rotated_iou_bev(boxes, gt_boxes)
-    return iou, (iou >= iou_thr[gt_labels][None]) & (labels[:, None] == gt_labels[None])
+    same class (``match_boxes_bev``, as the mixing diagnostics match)."""
+    from ssl_det.structures import match_boxes_bev
+    return match_boxes_bev(boxes, labels, gt_boxes, gt_labels, iou_thr)
 
 
 def score_checkpoint(config: str, checkpoint: str, limit: int,

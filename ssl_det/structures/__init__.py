@@ -2,7 +2,8 @@
 (2D homographies; 3D boxes in one convention and their 4×4 augmentation maps)."""
 from .box3d import (BOX3D_DIM, box3d_corners, camera_to_lidar, check_boxes3d,
                     from_mmdet3d_lidar, kitti_label_to_camera_boxes, lidar_to_camera,
-                    limit_period, points_in_boxes, to_mmdet3d_lidar, transform_boxes3d,
+                    limit_period, match_boxes_bev, points_in_boxes, to_mmdet3d_lidar,
+                    transform_boxes3d,
                     transform_points, weak_to_strong_matrix)
 from .point_cloud_data_sample import PointCloudDataSample
 from .projection import (filter_degenerate, project_boxes, project_masks,
@@ -11,6 +12,7 @@ from .projection import (filter_degenerate, project_boxes, project_masks,
 __all__ = [
     'PointCloudDataSample', 'project_boxes', 'weak_to_strong_homography', 'project_masks', 'filter_degenerate',
     'BOX3D_DIM', 'box3d_corners', 'camera_to_lidar', 'check_boxes3d', 'from_mmdet3d_lidar',
-    'kitti_label_to_camera_boxes', 'lidar_to_camera', 'limit_period', 'points_in_boxes',
+    'kitti_label_to_camera_boxes', 'lidar_to_camera', 'limit_period', 'match_boxes_bev',
+    'points_in_boxes',
     'to_mmdet3d_lidar', 'transform_boxes3d', 'transform_points', 'weak_to_strong_matrix'
 ]

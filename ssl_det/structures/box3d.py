@@ -265,3 +265,24 @@ def weak_to_strong_matrix(weak: ArrayLike, strong: ArrayLike) -> np.ndarray:
     w = _np(weak).astype(np.float64).reshape(4, 4)
     s = _np(strong).astype(np.float64).reshape(4, 4)
     return s @ np.linalg.inv(w)
+
+
+def match_boxes_bev(boxes: ArrayLike, labels: ArrayLike, gt_boxes: ArrayLike,
+                    gt_labels: ArrayLike, iou_thr) -> tuple:
+    """``(iou, finds)``, each (N, M) tensors: the BEV IoU of every box with every labeled
+    box, and whether a box finds a labeled box: their classes agree and their IoU reaches
+    ``iou_thr`` (a float, or one a class: a sequence indexed by the labeled box's class)."""
+    from ssl_det.ops import rotated_iou_bev
+    boxes = torch.as_tensor(boxes).double().reshape(-1, 7)
+    device = boxes.device
+    gt_boxes = torch.as_tensor(gt_boxes).double().reshape(-1, 7).to(device)
+    labels = torch.as_tensor(labels).long().to(device)
+    gt_labels = torch.as_tensor(gt_labels).long().to(device)
+    if not len(boxes) or not len(gt_boxes):
+        iou = boxes.new_zeros(len(boxes), len(gt_boxes))
+        return iou, iou.bool()
+    iou = rotated_iou_bev(boxes, gt_boxes)
+    thr = torch.as_tensor(iou_thr, dtype=iou.dtype, device=device)
+    if thr.ndim:
+        thr = thr[gt_labels][None]
+    return iou, (iou >= thr) & (labels[:, None] == gt_labels[None])

@@ -172,3 +172,21 @@ def test_points_in_boxes_culled_path_equals_every_pair(margin):
     flat = boxes[:6].copy()
     flat[:, 2], flat[:, 5] = 0, 1
     assert (points_in_boxes(grid, flat, margin) == _points_in_boxes_dense(grid, flat, margin)).all()
+
+
+def test_match_boxes_bev_needs_the_class_and_the_iou_of_the_labeled_boxs_class():
+    from ssl_det.structures import match_boxes_bev
+    gt = torch.tensor([[0.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],
+                       [10.0, 0.0, 0.0, 0.8, 0.6, 1.7, 0.0]])
+    shifted = [[1.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],    # IoU 3/5 with the car
+               [10.3, 0.0, 0.0, 0.8, 0.6, 1.7, 0.0]]   # IoU 0.5/1.1 with the pedestrian
+    boxes = torch.tensor(shifted + shifted)
+    labels = torch.tensor([0, 1, 1, 0])  # the last two: the other class
+    iou, finds = match_boxes_bev(boxes, labels, gt, torch.tensor([0, 1]), 0.5)
+    assert iou[0, 0] == pytest.approx(0.6) and iou[1, 1] == pytest.approx(0.5 / 1.1)
+    assert finds.tolist() == [[True, False], [False, False], [False, False], [False, False]]
+    # one threshold a class, read at the labeled box's class
+    _, finds = match_boxes_bev(boxes, labels, gt, torch.tensor([0, 1]), [0.7, 0.4])
+    assert finds.tolist() == [[False, False], [False, True], [False, False], [False, False]]
+    iou, finds = match_boxes_bev(boxes, labels, gt[:0], torch.zeros(0), 0.5)
+    assert iou.shape == finds.shape == (4, 0)

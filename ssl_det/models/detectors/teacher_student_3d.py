@@ -63,10 +63,10 @@ from mmengine.logging import MessageHub
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from ssl_det.ops import overlaps_bev, rotated_iou_bev
+from ssl_det.ops import overlaps_bev
 from ssl_det.registry import MODELS, TASK_UTILS
-from ssl_det.structures import (points_in_boxes, transform_boxes3d, transform_points,
-                                weak_to_strong_matrix)
+from ssl_det.structures import (match_boxes_bev, points_in_boxes, transform_boxes3d,
+                                transform_points, weak_to_strong_matrix)
 from ssl_det.structures.bev_shuffle import (moves_boxes, shuffle_box_pieces, shuffle_boxes,
                                             unshuffle_points)
 from ..utils.object_bank import ObjectBank, check_num_paste
@@ -406,10 +406,8 @@ class TeacherStudent3D(TeacherStudent):
                 gt = sample.gt_instances_3d
                 if len(pred) == 0 or len(gt) == 0:
                     continue
-                gt_boxes = torch.as_tensor(gt.bboxes_3d, device=pred.bboxes_3d.device)
-                iou = rotated_iou_bev(pred.bboxes_3d.double(), gt_boxes.double())
-                same = pred.labels_3d[:, None] == gt.labels_3d.to(pred.labels_3d.device)[None]
-                matched = (iou * same).amax(dim=1) >= self.pseudo_label.match_iou
+                matched = match_boxes_bev(pred.bboxes_3d, pred.labels_3d, gt.bboxes_3d,
+                                          gt.labels_3d, self.pseudo_label.match_iou)[1].any(1)
                 scores.append(pred.scores_3d[matched])
                 labels.append(pred.labels_3d[matched])
         device = self.pseudo_label.high_thr.device
@@ -626,12 +624,8 @@ class TeacherStudent3D(TeacherStudent):
             gt = self._labels_as_boxes(weak)
             boxes = pred.bboxes_3d.float()
             gt_boxes, gt_labels = gt.bboxes_3d.to(boxes), gt.labels_3d.to(pred.labels_3d)
-            finds = torch.zeros(len(boxes), len(gt_boxes), dtype=torch.bool,
-                                device=boxes.device)
-            if len(boxes) and len(gt_boxes):
-                iou = rotated_iou_bev(boxes.double(), gt_boxes.double())
-                thr = self.pseudo_match_iou.to(iou.device)[gt_labels]
-                finds = (iou >= thr[None]) & (pred.labels_3d[:, None] == gt_labels[None])
+            finds = match_boxes_bev(boxes, pred.labels_3d, gt_boxes, gt_labels,
+                                    self.pseudo_match_iou)[1]
             if self.pseudo_from == 'teacher_minus_false':
                 keep = finds.any(dim=1)
                 used = high | middle | (low if self.low != 'off' else torch.zeros_like(low))
