@@ -617,8 +617,9 @@ class TeacherStudent3D(TeacherStudent):
         """The mixing diagnostics (``pseudo_from``): each weak view's boxes and tier masks
         (high, middle, low) with its labeled objects added or its false boxes dropped, and
         how many boxes were added, or dropped from a tier in use (the teacher's other boxes,
-        below every tier or in a low tier that is off, are dropped too but not counted). A box finds a labeled object when their BEV
-        IoU reaches ``pseudo_match_iou`` of the object's class and their classes agree."""
+        below every tier or in a low tier that is off, are dropped too but not counted). A
+        box finds a labeled object when their BEV IoU reaches ``pseudo_match_iou`` of the
+        object's class and their classes agree (``match_boxes_bev``)."""
         out, out_tiers, num = [], ([], [], []), 0
         for pred, high, middle, low, weak in zip(predictions, *tiers, weak_samples):
             gt = self._labels_as_boxes(weak)
