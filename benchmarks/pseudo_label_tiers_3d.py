@@ -62,6 +62,9 @@ def load_model(config: str, checkpoint: str, cfg_options: Optional[dict] = None)
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    # the heading mask changes what a pseudo box teaches, not its tier: off, so that boxes
+    # without yaw_norm (fused teacher views) are scored too
+    cfg.model.min_yaw_norm = None
     model = MODELS.build(cfg.model)
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
     # a plain detector's checkpoint (stage 1) fills teacher and student

@@ -163,7 +163,7 @@ def test_gt_pseudo_diagnostic_teaches_the_unlabeled_scenes_own_labels(tmp_path):
     from collections import Counter
 
     import torch
-    from mmengine.config import Config
+    from mmengine.config import Config, DictAction
 
     from demo_helpers import semi_3d_overrides
     from ssl_det.datasets.demo_data_3d import make_demo_data_3d
@@ -177,7 +177,8 @@ def test_gt_pseudo_diagnostic_teaches_the_unlabeled_scenes_own_labels(tmp_path):
     cfg = Config.fromfile(osp.join(ROOT, le3d.STAGE2['hssda'][1]))
     cfg.merge_from_dict(semi_3d_overrides(root, iters=1))
     options = le3d.ABLATIONS['hssda_gt_pseudo'][1]
-    cfg.merge_from_dict(dict(option.split('=', 1) for option in options))
+    cfg.merge_from_dict({k: DictAction._parse_iterable(v) for k, v in
+                         (option.split('=', 1) for option in options)})  # as --cfg-options
     cfg.dump(str(tmp_path / 'cfg.py'))
     runner = train_tool.build_runner(train_tool.parse_args(
         [str(tmp_path / 'cfg.py'), '--work-dir', str(tmp_path / 'run')]))

@@ -307,7 +307,8 @@ class TeacherStudent3D(TeacherStudent):
             raise ValueError(f"{name} reads the teacher's per-box {field}: it needs "
                              "pseudo_from='teacher' and no teacher_views (their fused boxes "
                              f'have none), got pseudo_from={self.pseudo_from!r}, '
-                             f'{len(self.view_matrices)} teacher views')
+                             f'{len(self.view_matrices)} teacher views; {name}=None turns '
+                             'it off')
         return float(value)
 
     # ------------------------------------------------------------------ training
