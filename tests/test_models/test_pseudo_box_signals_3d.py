@@ -116,8 +116,9 @@ def test_ambiguity_is_off_by_default_and_checked():
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match='ambiguous_ratio must be in'):
             build(ambiguous_ratio=bad)
-    with pytest.raises(ValueError, match="pseudo_from='teacher'"):
+    with pytest.raises(ValueError, match="pseudo_from='teacher' and no teacher_views"):
         build(ambiguous_ratio=0.5, teacher_views=['flip_y'])
+    build(min_yaw_norm=0.5, teacher_views=['flip_y'])  # a fused box keeps its top box's
     with pytest.raises(ValueError, match="pseudo_from='teacher'"):
         build(min_yaw_norm=0.5, pseudo_from='ground_truth')
     model = build(ambiguous_ratio=0.5, low='off')
@@ -171,3 +172,36 @@ def test_a_masked_heading_has_no_gradient_from_the_box_loss():
     off = grads[1][0].flatten(1)[:, cell]
     assert bool((on[6:] != 0).all()) and bool((off[6:] == 0).all())
     torch.testing.assert_close(on[:6], off[:6])
+
+
+def test_a_fused_box_keeps_the_yaw_norm_of_the_box_it_takes_its_heading_from():
+    from ssl_det.models.utils.teacher_views import fuse_views
+    box = torch.tensor([[10.0, 3.0, -1.0, 4.0, 1.8, 1.5, 0.3]])
+    other = torch.tensor([[30.0, 3.0, -1.0, 4.0, 1.8, 1.5, 0.0]])
+    # view 0: the object at 0.6 and a second one at 0.9; view 1: the object at 0.8, turned
+    views = [torch.cat([box, other]), box + torch.tensor([0.1, 0, 0, 0, 0, 0, 0.5])]
+    scores = [torch.tensor([0.6, 0.9]), torch.tensor([0.8])]
+    labels = [torch.tensor([0, 0]), torch.tensor([0])]
+    fused, _, _, seen, top = fuse_views(views, scores, labels, 0.3, return_top=True)
+    assert seen.tolist() == [2, 1] and top.tolist() == [2, 1]  # view 1's box, then 'other'
+    assert float(fused[0, 6]) == pytest.approx(0.8)  # the top box's heading
+    model = build(low='off', min_yaw_norm=0.5, teacher_views=['flip_y'])
+    _, boxes, (weak_pts, weak), _ = weak_and_strong(shuffle=False)
+
+    def predict(inputs, samples):  # the weak view sees each object with yaw_norm 0.9, the
+        out = []                   # mirrored view with 0.2 and a higher score
+        for k, sample in enumerate(samples):
+            mine = transform_boxes3d(boxes[:2], sample.lidar_aug_matrix)
+            res = type(sample)(metainfo=sample.metainfo)
+            res.pred_instances_3d = InstanceData(
+                bboxes_3d=torch.as_tensor(mine).float(), labels_3d=torch.tensor([0, 1]),
+                scores_3d=torch.tensor([0.5, 0.7] if k == 0 else [0.9, 0.6]),
+                yaw_norm=torch.tensor([0.9, 0.9] if k == 0 else [0.2, 0.2]))
+            out.append(res)
+        return out
+    model.teacher.predict = predict
+    fused = model.teacher_predict(dict(points=[weak_pts]), [weak])[0]
+    # object 0: the mirrored view's box leads (0.9 > 0.5); object 1: the weak view's
+    order = fused.labels_3d.tolist()
+    assert fused.yaw_norm[order.index(0)] == pytest.approx(0.2)
+    assert fused.yaw_norm[order.index(1)] == pytest.approx(0.9)

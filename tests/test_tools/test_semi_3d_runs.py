@@ -146,7 +146,6 @@ def test_hssda_threshold_rule_and_feature_unshuffle_train(scenes, tmp_path):
     opts = overrides(scenes, iters=3)
     opts.update({'train_cfg.val_interval': 1000, 'custom_hooks.3.interval': 0,
                  'model.teacher_views': '[flip_y]',
-                 'model.min_yaw_norm': 'None',  # fused views' boxes have no yaw_norm
                  'model.pseudo_label.type': 'MatchedScoreThreshold',
                  'model.pseudo_label.match_iou': 0.01, 'model.pseudo_label.min_count': 1,
                  'train_dataloader.dataset.datasets.1.pipeline.1.unsup_student.3.mode':

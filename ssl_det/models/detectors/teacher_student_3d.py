@@ -164,11 +164,13 @@ class TeacherStudent3D(TeacherStudent):
             reaches this share of its score; it is then ignored (its region is neither an
             object of its class nor background for any class) instead of taught. The
             teacher's false pedestrians and cyclists on the demo scenes are mostly the
-            other of the two classes (``docs/benchmarks.md``). None: off. Default: None.
+            other of the two classes (``docs/benchmarks.md``). Not with ``teacher_views``
+            (a fused box's score is the views' average). None: off. Default: None.
         min_yaw_norm (float, optional): a pseudo box whose regressed (sin, cos) is shorter
             than this (the head's ``yaw_norm``: the head averaged two headings) teaches no
             heading: its sin and cos code weights are 0; its heatmap, centre and size stay.
-            None: off. Default: None.
+            With ``teacher_views``, a fused box has the ``yaw_norm`` of the box whose heading
+            it takes (its top box). None: off. Default: None (the 3D demo's config: 0.5).
     """
 
     def __init__(self,
@@ -281,7 +283,7 @@ class TeacherStudent3D(TeacherStudent):
         self.ambiguous_ratio = self._check_signal_option(
             'ambiguous_ratio', ambiguous_ratio, 'class_scores', 1.0)
         self.min_yaw_norm = self._check_signal_option('min_yaw_norm', min_yaw_norm,
-                                                      'yaw_norm', 1.0)
+                                                      'yaw_norm', 1.0, views_ok=True)
         self.bank, self.latest_pasted = None, None
         if object_bank is not None:
             self.bank = ObjectBank(num_classes=num_classes, **object_bank)
@@ -296,17 +298,19 @@ class TeacherStudent3D(TeacherStudent):
         self.labeled_bank: Optional[ObjectBank] = None
 
     def _check_signal_option(self, name: str, value: Optional[float], field: str,
-                             upper: float) -> Optional[float]:
+                             upper: float, views_ok: bool = False) -> Optional[float]:
         """An option that reads a per-box signal (``field``) of the teacher's own boxes:
-        a float in (0, ``upper``], or None. Mixed, ground-truth or fused boxes have none."""
+        a float in (0, ``upper``], or None. Mixed or ground-truth boxes have none, nor have
+        fused views' boxes unless ``views_ok`` (a fused box keeps its top box's)."""
         if value is None:
             return None
         if not 0 < float(value) <= upper:
             raise ValueError(f'{name} must be in (0, {upper}], got {value!r}')
-        if self.pseudo_from != 'teacher' or self.view_matrices:
-            raise ValueError(f"{name} reads the teacher's per-box {field}: it needs "
-                             "pseudo_from='teacher' and no teacher_views (their fused boxes "
-                             f'have none), got pseudo_from={self.pseudo_from!r}, '
+        if self.pseudo_from != 'teacher' or (self.view_matrices and not views_ok):
+            needs = "pseudo_from='teacher'" + ('' if views_ok else ' and no teacher_views '
+                                                '(their fused boxes have none)')
+            raise ValueError(f"{name} reads the teacher's per-box {field}: it needs {needs}, "
+                             f'got pseudo_from={self.pseudo_from!r}, '
                              f'{len(self.view_matrices)} teacher views; {name}=None turns '
                              'it off')
         return float(value)
@@ -475,11 +479,13 @@ class TeacherStudent3D(TeacherStudent):
             views = [preds[i]] + [preds[(v + 1) * num + i] for v in range(len(back))]
             boxes = [views[0].bboxes_3d] + [transform_boxes3d(p.bboxes_3d, inv)
                                             for p, inv in zip(views[1:], back)]
-            box, score, label, seen = fuse_views(boxes, [p.scores_3d for p in views],
-                                                 [p.labels_3d for p in views],
-                                                 self.view_iou_thr)
+            box, score, label, seen, top = fuse_views(
+                boxes, [p.scores_3d for p in views], [p.labels_3d for p in views],
+                self.view_iou_thr, return_top=True)
             fused.append(InstanceData(bboxes_3d=box, scores_3d=score, labels_3d=label,
                                       num_views=seen))
+            if all('yaw_norm' in p for p in views):  # the heading is the top box's
+                fused[-1].yaw_norm = torch.cat([p.yaw_norm for p in views])[top]
         log_views_per_box([f.num_views for f in fused])
         return (fused, heatmaps) if with_heatmap else fused
 

@@ -67,8 +67,8 @@ def view_matrix(flip_x: bool = False, flip_y: bool = False, rot: float = 0.0,
 
 
 def fuse_views(boxes: Sequence[Tensor], scores: Sequence[Tensor], labels: Sequence[Tensor],
-               iou_thr: float = 0.5, image: bool = False
-               ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+               iou_thr: float = 0.5, image: bool = False, return_top: bool = False
+               ) -> Tuple[Tensor, ...]:
     """Fuse one scene's boxes from ``V = len(boxes)`` views, all in the same frame.
 
     Args:
@@ -78,10 +78,12 @@ def fuse_views(boxes: Sequence[Tensor], scores: Sequence[Tensor], labels: Sequen
             one of its class.
         image (bool): the boxes are image boxes: axis-aligned IoU, and all four
             coordinates are averaged (3D: centre and size; the yaw is the top box's).
+        return_top (bool): also return each fused box's top box, as an index into the
+            views' boxes concatenated in order (M,): its heading's source in 3D.
 
     Returns:
         tuple: fused boxes (M, 7+ or 4), scores (M,), labels (M,), highest score first, and
-        the number of views that saw each (M,).
+        the number of views that saw each (M,); with ``return_top``, the top boxes (M,).
     """
     if image:
         from mmdet.structures.bbox import bbox_overlaps as overlaps
@@ -94,8 +96,8 @@ def fuse_views(boxes: Sequence[Tensor], scores: Sequence[Tensor], labels: Sequen
     all_labels = torch.cat(list(labels))
     device = all_boxes.device
     if len(all_boxes) == 0:
-        return (all_boxes, all_scores, all_labels,
-                torch.zeros(0, dtype=torch.long, device=device))
+        none = torch.zeros(0, dtype=torch.long, device=device)
+        return (all_boxes, all_scores, all_labels, none) + ((none,) if return_top else ())
     view_of = np.concatenate([np.full(len(b), v) for v, b in enumerate(boxes)])
     iou = overlaps(all_boxes.double(), all_boxes.double()).cpu().numpy()
     lab = all_labels.cpu().numpy()
@@ -103,7 +105,7 @@ def fuse_views(boxes: Sequence[Tensor], scores: Sequence[Tensor], labels: Sequen
     box = all_boxes.double().cpu().numpy()
     joins = (iou >= iou_thr) & (lab[:, None] == lab[None, :])
     taken = np.zeros(len(box), dtype=bool)
-    fused_boxes, fused_scores, fused_labels, support = [], [], [], []
+    fused_boxes, fused_scores, fused_labels, support, top = [], [], [], [], []
     for i in np.argsort(-score, kind='stable'):
         if taken[i]:
             continue
@@ -120,13 +122,17 @@ def fuse_views(boxes: Sequence[Tensor], scores: Sequence[Tensor], labels: Sequen
         fused_scores.append(score[counted].sum() / num_views)
         fused_labels.append(lab[i])
         support.append(len(counted))
+        top.append(i)
     order = np.argsort(-np.asarray(fused_scores), kind='stable')
-    return (torch.as_tensor(np.stack(fused_boxes)[order], dtype=all_boxes.dtype, device=device),
-            torch.as_tensor(np.asarray(fused_scores)[order], dtype=all_scores.dtype,
-                            device=device),
-            torch.as_tensor(np.asarray(fused_labels)[order], dtype=all_labels.dtype,
-                            device=device),
-            torch.as_tensor(np.asarray(support)[order], dtype=torch.long, device=device))
+    out = (torch.as_tensor(np.stack(fused_boxes)[order], dtype=all_boxes.dtype, device=device),
+           torch.as_tensor(np.asarray(fused_scores)[order], dtype=all_scores.dtype,
+                           device=device),
+           torch.as_tensor(np.asarray(fused_labels)[order], dtype=all_labels.dtype,
+                           device=device),
+           torch.as_tensor(np.asarray(support)[order], dtype=torch.long, device=device))
+    if return_top:
+        out += (torch.as_tensor(np.asarray(top)[order], dtype=torch.long, device=device),)
+    return out
 
 
 def log_views_per_box(support: Sequence[Tensor]) -> None:
