@@ -137,10 +137,10 @@ def signals(model, points: torch.Tensor, sample, matrix: np.ndarray):
     values = dict(score=scores, view_iou=best_iou, view_score=(scores + other_score) / 2,
                   score_x_iou=scores * best_iou, points=inside)
     if 'class_scores' in pred and 'yaw_norm' in pred:
-        others = pred.class_scores[keep].double().clone()
-        others.scatter_(1, labels[:, None], 0.0)
+        from ssl_det.models.point_cloud import best_other_class_score
+        other = best_other_class_score(pred.class_scores[keep].double(), labels)
         yaw_norm = pred.yaw_norm[keep].double()
-        values.update(class_margin=scores - others.amax(dim=1), yaw_norm=yaw_norm,
+        values.update(class_margin=scores - other, yaw_norm=yaw_norm,
                       score_x_yaw_norm=scores * yaw_norm.clamp(max=1))
     return boxes, labels, {k: v.cpu().numpy() for k, v in values.items()}
 

@@ -185,7 +185,9 @@ def test_a_fused_box_keeps_the_yaw_norm_of_the_box_it_takes_its_heading_from():
     fused, _, _, seen, top = fuse_views(views, scores, labels, 0.3, return_top=True)
     assert seen.tolist() == [2, 1] and top.tolist() == [2, 1]  # view 1's box, then 'other'
     assert float(fused[0, 6]) == pytest.approx(0.8)  # the top box's heading
-    model = build(low='off', min_yaw_norm=0.5, teacher_views=['flip_y'])
+    # a view that is not its own inverse: boxes mapped back the wrong way would not fuse
+    model = build(low='off', min_yaw_norm=0.5,
+                  teacher_views=[dict(flip_y=True, rot=0.3, scale=1.05)])
     _, boxes, (weak_pts, weak), _ = weak_and_strong(shuffle=False)
 
     def predict(inputs, samples):  # the weak view sees each object with yaw_norm 0.9, the
@@ -201,6 +203,7 @@ def test_a_fused_box_keeps_the_yaw_norm_of_the_box_it_takes_its_heading_from():
         return out
     model.teacher.predict = predict
     fused = model.teacher_predict(dict(points=[weak_pts]), [weak])[0]
+    assert len(fused) == 2 and fused.num_views.tolist() == [2, 2]
     # object 0: the mirrored view's box leads (0.9 > 0.5); object 1: the weak view's
     order = fused.labels_3d.tolist()
     assert fused.yaw_norm[order.index(0)] == pytest.approx(0.2)

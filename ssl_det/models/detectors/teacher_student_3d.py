@@ -69,6 +69,7 @@ from ssl_det.structures import (match_boxes_bev, points_in_boxes, transform_boxe
                                 transform_points, weak_to_strong_matrix)
 from ssl_det.structures.bev_shuffle import (moves_boxes, shuffle_box_pieces, shuffle_boxes,
                                             unshuffle_points)
+from ..point_cloud.center_head import best_other_class_score
 from ..utils.object_bank import ObjectBank, check_num_paste
 from ..utils.teacher_views import (check_view, check_view_iou_thr, fuse_views,
                                     log_views_per_box, view_matrix)
@@ -698,9 +699,8 @@ class TeacherStudent3D(TeacherStudent):
         if 'class_scores' not in pred:
             raise ValueError("ambiguous_ratio needs the teacher's class_scores: a head that "
                              'gives every class its probability at each box (CenterHead3D)')
-        others = pred.class_scores.clone()
-        others.scatter_(1, pred.labels_3d.long()[:, None], 0.0)
-        return others.amax(dim=1) >= self.ambiguous_ratio * pred.scores_3d
+        return (best_other_class_score(pred.class_scores, pred.labels_3d)
+                >= self.ambiguous_ratio * pred.scores_3d)
 
     def _yaw_weights(self, pred: InstanceData) -> Tensor:
         """``min_yaw_norm``: 1 for a box whose heading the head is sure of, else 0."""

@@ -55,6 +55,14 @@ def rotated_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_thr: float) -
     return order[torch.as_tensor(keep, dtype=torch.long, device=order.device)]
 
 
+def best_other_class_score(class_scores: Tensor, labels: Tensor) -> Tensor:
+    """(N,) the highest probability at each box's peak of a class other than its own
+    (``class_scores`` (N, C) as :meth:`CenterHead3D.predict` gives them)."""
+    others = class_scores.clone()
+    others.scatter_(1, labels.long()[:, None], 0.0)
+    return others.amax(dim=1)
+
+
 @MODELS.register_module()
 class CenterHead3D(nn.Module):
     """Centre-heatmap 3D box head.
