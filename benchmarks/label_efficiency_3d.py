@@ -172,6 +172,9 @@ ABLATIONS = {
                        'shorter than 0.5'),
     'hssda_yaw_all': ('hssda', ['model.min_yaw_norm=None'],
                       "every pseudo box's heading taught (the default before 2026-12-06)"),
+    'hssda_heading_axis': ('hssda', ['model.pseudo_heading=axis'],
+                           "pseudo boxes' headings teach their axis, not their direction "
+                           '(the nearer of each heading and its reverse)'),
     'hssda_matched_thr': ('hssda', ['model.pseudo_label.type=MatchedScoreThreshold'],
                           "HSSDA's threshold rule: 2-means centres of the teacher's scores "
                           'on boxes matching labels'),

@@ -57,11 +57,13 @@ def views(shuffle):
 
 
 def labeled_run(db_sampler, shuffle, seen=(0, 1, 2, 3), scores=None, num_paste=(2, 2, 2),
-                yaw_norm=None):
+                yaw_norm=None, **extra):
     """The teacher sees objects ``seen`` (high unless ``scores`` say otherwise); every
-    database object may be drawn. With ``yaw_norm`` (one a seen box), ``min_yaw_norm=0.5``."""
+    database object may be drawn. With ``yaw_norm`` (one a seen box), ``min_yaw_norm=0.5``;
+    ``extra``: more model options."""
     boxes, (weak_pts, weak), (strong_pts, strong) = views(shuffle)
-    extra = dict(min_yaw_norm=0.5) if yaw_norm is not None else {}
+    if yaw_norm is not None:
+        extra['min_yaw_norm'] = 0.5
     model = build(middle='weight', low='off', labeled_paste=dict(
         db_sampler=db_sampler, num_paste=num_paste, point_cloud_range=PCR), **extra)
     seen = list(seen)
@@ -114,6 +116,13 @@ def test_pasted_labeled_objects_teach_their_heading(db_sampler):
     assert gt.pasted.tolist() == [False] * 4 + [True] * 2
     assert gt.yaw_weights.tolist() == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]
     assert stats['pseudo/num_yaw_masked'] == 2
+
+
+def test_pasted_labeled_objects_teach_their_direction(db_sampler):
+    # pseudo_heading='axis' teaches the pseudo boxes' axis only, a labeled object's direction
+    *_, gt, _ = labeled_run(db_sampler, shuffle=False, pseudo_heading='axis')
+    assert gt.pasted.tolist() == [False] * 4 + [True] * 2
+    assert gt.yaw_axis.tolist() == [True] * 4 + [False] * 2
 
 
 def test_nothing_is_pasted_onto_a_box_the_teacher_saw(db_sampler):

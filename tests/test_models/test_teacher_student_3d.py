@@ -985,3 +985,25 @@ def test_unsup_loss_keys_keep_the_strong_scenes_heatmap_only():
     assert {'unsup_loss_heatmap', 'unsup_loss_bbox', 'sup_loss_bbox'} <= set(full)
     assert 'unsup_loss_bbox' not in part
     assert {'unsup_loss_heatmap', 'sup_loss_heatmap', 'sup_loss_bbox'} <= set(part)
+
+
+def test_axis_only_pseudo_headings_lower_the_strong_scenes_box_loss_only():
+    """``pseudo_heading='axis'`` in a training step, in separate passes and in the joint
+    batch: the strong scenes' box loss drops (some random predictions are nearer a pseudo
+    box's reverse), every other loss, the labeled scenes' box loss included, is unchanged."""
+    inputs, samples, separate, _ = joint_batch_case()
+    for joint in (False, True):
+        losses = {}
+        for mode in ('full', 'axis'):
+            model = build(middle='weight', low='off', unsup_weight=2.0, joint_batch=joint,
+                          pseudo_heading=mode)
+            model.load_state_dict(separate.state_dict())
+            fake_teacher(model, samples['unsup_teacher'][0], scene()[1],
+                         [0.9, 0.55, 0.9, 0.5, 0.9, 0.6])
+            model.student.eval()
+            losses[mode] = model.loss(copy.deepcopy(inputs), copy.deepcopy(samples))
+        full, axis = losses['full'], losses['axis']
+        assert float(axis['unsup_loss_bbox']) < float(full['unsup_loss_bbox']) - 1e-4
+        for key in full:
+            if key != 'unsup_loss_bbox':
+                torch.testing.assert_close(axis[key], full[key], msg=key)

@@ -80,6 +80,7 @@ LOW_MODES = ('remove_points', 'ignore', 'off')
 # pseudo_from: the teacher, or diagnostics that use the unlabeled scenes' hidden labels
 MIXED_SOURCES = ('teacher_plus_missed', 'teacher_minus_false')
 PSEUDO_SOURCES = ('teacher', 'ground_truth') + MIXED_SOURCES
+HEADING_MODES = ('full', 'axis')
 
 
 @MODELS.register_module()
@@ -172,6 +173,13 @@ class TeacherStudent3D(TeacherStudent):
             heading: its sin and cos code weights are 0; its heatmap, centre and size stay.
             With ``teacher_views``, a fused box has the ``yaw_norm`` of the box whose heading
             it takes (its top box). None: off. Default: None (the 3D demo's config: 0.5).
+        pseudo_heading (str): what a pseudo box's heading teaches. ``'full'``: its
+            direction. ``'axis'``: its axis only; the student's heading loss is the smaller
+            of the box's heading's and its reverse's (``CenterHead3D.nearer_heading``), so
+            a teacher that confuses a car's front and back teaches neither (on the demo
+            scenes, about a fifth of the stage-1 teachers' car boxes on a car are
+            reversed). Labeled objects pasted into a strong scene keep their direction.
+            Default: ``'full'``.
     """
 
     def __init__(self,
@@ -200,6 +208,7 @@ class TeacherStudent3D(TeacherStudent):
                  pseudo_match_iou: Optional[Sequence[float]] = None,
                  ambiguous_ratio: Optional[float] = None,
                  min_yaw_norm: Optional[float] = None,
+                 pseudo_heading: str = 'full',
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         BaseDetector.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -285,6 +294,13 @@ class TeacherStudent3D(TeacherStudent):
             'ambiguous_ratio', ambiguous_ratio, 'class_scores', 1.0)
         self.min_yaw_norm = self._check_signal_option('min_yaw_norm', min_yaw_norm,
                                                       'yaw_norm', 1.0, views_ok=True)
+        if pseudo_heading not in HEADING_MODES:
+            raise ValueError(f'pseudo_heading must be one of {HEADING_MODES}, got '
+                             f'{pseudo_heading!r}')
+        if pseudo_heading == 'axis' and not callable(getattr(head, 'nearer_heading', None)):
+            raise ValueError(f"pseudo_heading='axis' needs a head whose loss reads yaw_axis "
+                             f'(CenterHead3D); {type(head).__name__} has none')
+        self.pseudo_heading = pseudo_heading
         self.bank, self.latest_pasted = None, None
         if object_bank is not None:
             self.bank = ObjectBank(num_classes=num_classes, **object_bank)
@@ -569,6 +585,10 @@ class TeacherStudent3D(TeacherStudent):
                 yaw_weights = self._yaw_weights(pred)[keep_gt]
                 strong.gt_instances_3d.yaw_weights = yaw_weights
                 counts['yaw_masked'] += int((yaw_weights == 0).sum())
+            if self.pseudo_heading == 'axis':
+                strong.gt_instances_3d.yaw_axis = torch.ones(int(keep_gt.sum()),
+                                                             dtype=torch.bool,
+                                                             device=moved.device)
             if self.ambiguous_ratio is not None:
                 counts['ambiguous'] += int(ambiguous.sum())
             strong.ignored_instances_3d = self._ignored(boxes[ignore_mask],
@@ -688,6 +708,8 @@ class TeacherStudent3D(TeacherStudent):
             pasted=torch.arange(len(gt) + len(boxes), device=boxes.device) >= len(gt))
         if 'yaw_weights' in gt:  # a labeled object's heading is known
             merged.yaw_weights = torch.cat([gt.yaw_weights, ones.to(gt.yaw_weights)])
+        if 'yaw_axis' in gt:  # ... with its direction
+            merged.yaw_axis = torch.cat([gt.yaw_axis, ones.new_zeros(len(boxes)).bool()])
         strong.gt_instances_3d = merged
         return points, len(boxes)
 

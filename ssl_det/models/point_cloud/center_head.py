@@ -120,6 +120,37 @@ class CenterHead3D(nn.Module):
         cy = (boxes[:, 1] - self.pc_range[1]) / self.cell[1]
         return cx, cy
 
+    def _grid_cells(self, boxes: Tensor, shape: Tuple[int, int]):
+        """Each box's centre in cells (``cx``, ``cy``), its cell (``ix``, ``iy``) and
+        whether that cell is on the (H, W) grid: the boxes that become targets."""
+        h, w = shape
+        cx, cy = self._cells(boxes)
+        ix, iy = cx.floor().long(), cy.floor().long()
+        return cx, cy, ix, iy, (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+
+    def yaw_axis_targets(self, gt: InstanceData, shape: Tuple[int, int]) -> Tensor:
+        """(K,) bool, one per target of :meth:`get_targets` in its order: True where
+        ``gt.yaw_axis`` (an optional field) marks a box whose heading teaches only its axis,
+        not its direction (:meth:`nearer_heading`)."""
+        device = self.code_weights.device
+        inside = self._grid_cells(gt.bboxes_3d.to(device).float(), shape)[4]
+        if 'yaw_axis' not in gt:
+            return torch.zeros(int(inside.sum()), dtype=torch.bool, device=device)
+        return gt.yaw_axis.to(device).bool()[inside]
+
+    @staticmethod
+    def nearer_heading(reg: Tensor, codes: Tensor, axis: Tensor) -> Tensor:
+        """The code targets (K, 8) with the heading of each axis-only target (``axis``)
+        reversed (sin and cos negated) where the reverse is nearer, in L1, to the predicted
+        (sin, cos) in ``reg`` (K, 8): the heading's loss is then the smaller of the two, so
+        such a box never teaches a direction. The choice takes no gradient."""
+        if not bool(axis.any()):
+            return codes
+        pred, target = reg[:, 6:8].detach(), codes[:, 6:8]
+        reverse = axis & ((pred + target).abs().sum(dim=1) < (pred - target).abs().sum(dim=1))
+        sign = 1.0 - 2.0 * reverse.to(codes.dtype)
+        return torch.cat([codes[:, :6], target * sign[:, None]], dim=1)
+
     def get_targets(self, gt: InstanceData, shape: Tuple[int, int],
                     ignored: Optional[InstanceData] = None):
         """Heatmap (C, H, W), heatmap loss weight (H, W), code targets (K, 8), flat indices
@@ -140,9 +171,7 @@ class CenterHead3D(nn.Module):
         labels = gt.labels_3d.to(device).long()
         inst_w = gt.weights.to(device).float() if 'weights' in gt else torch.ones(len(boxes),
                                                                                   device=device)
-        cx, cy = self._cells(boxes)
-        ix, iy = cx.floor().long(), cy.floor().long()
-        inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+        cx, cy, ix, iy, inside = self._grid_cells(boxes, shape)
         keep = torch.nonzero(inside).flatten()
         boxes, labels, inst_w = boxes[keep], labels[keep], inst_w[keep]
         cx, cy, ix, iy = cx[keep], cy[keep], ix[keep], iy[keep]
@@ -210,9 +239,7 @@ class CenterHead3D(nn.Module):
         labels = gt.labels_3d.to(device)
         inst_w = gt.weights.to(device).float() if 'weights' in gt else torch.ones(len(boxes),
                                                                                   device=device)
-        cx, cy = self._cells(boxes)
-        ix, iy = cx.floor().long(), cy.floor().long()
-        inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+        cx, cy, ix, iy, inside = self._grid_cells(boxes, shape)
         codes, index, code_w = [], [], []
         yaw_w = gt.yaw_weights.to(device).float() if 'yaw_weights' in gt else None
         for k in torch.nonzero(inside).flatten().tolist():
@@ -290,10 +317,11 @@ class CenterHead3D(nn.Module):
                      batch_data_samples: List) -> Dict[str, Tensor]:
         """The loss of the head's outputs (``heat_pred``, ``reg_pred``) on the samples' boxes."""
         b, _, h, w = heat_pred.shape
-        heats, weights, codes, idx, code_w, batch_idx = [], [], [], [], [], []
+        heats, weights, codes, idx, code_w, batch_idx, axis = [], [], [], [], [], [], []
         for i, ds in enumerate(batch_data_samples):
             ignored = ds.ignored_instances_3d if 'ignored_instances_3d' in ds else None
             t = self.get_targets(ds.gt_instances_3d, (h, w), ignored)
+            axis.append(self.yaw_axis_targets(ds.gt_instances_3d, (h, w)))
             heats.append(t[0])
             weights.append(t[1])
             codes.append(t[2])
@@ -308,6 +336,7 @@ class CenterHead3D(nn.Module):
         codes_t, idx_t, bidx = torch.cat(codes), torch.cat(idx), torch.cat(batch_idx)
         if len(codes_t):
             reg = reg_pred.flatten(2)[bidx, :, idx_t]  # (K, 8)
+            codes_t = self.nearer_heading(reg, codes_t, torch.cat(axis))
             w_t = self.code_weights[None] * torch.cat(code_w)
             loss_bbox = self.loss_bbox(reg, codes_t, weight=w_t, avg_factor=num_pos)
         else:
