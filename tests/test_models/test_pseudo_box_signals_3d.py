@@ -9,6 +9,7 @@ import pytest
 import torch
 from mmengine.structures import InstanceData
 
+from ssl_det.models.point_cloud.center_head import CenterHead3D
 from ssl_det.registry import MODELS
 from ssl_det.structures import PointCloudDataSample, points_in_boxes, transform_boxes3d
 from test_models.test_teacher_student_3d import PCR, VOXEL, build, weak_and_strong
@@ -244,6 +245,16 @@ def test_an_axis_only_heading_teaches_no_direction():
     # heading keeps it (checked above), and for a target given reversed the same holds
     reversed_, _ = heading_loss(h, yaw + np.pi, yaw + 0.2, axis=True)
     assert reversed_ == pytest.approx(heading_loss(h, yaw, yaw + 0.2)[0])
+
+
+def test_only_the_axis_only_targets_are_reversed():
+    # two targets of one heading, both predicted reversed; only the flagged one turns
+    codes = torch.tensor([[0.5, 0.5, -1.0, 1.0, 0.5, 0.4, 0.6, 0.8]]).repeat(2, 1)
+    reg = torch.zeros(2, 8)
+    reg[:, 6:8] = torch.tensor([-0.5, -0.9])
+    out = CenterHead3D.nearer_heading(reg, codes, torch.tensor([True, False]))
+    torch.testing.assert_close(out[0], torch.cat([codes[0, :6], -codes[0, 6:]]))
+    torch.testing.assert_close(out[1], codes[1])
 
 
 def test_the_axis_flags_follow_the_targets_on_the_grid():
