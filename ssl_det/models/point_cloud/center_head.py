@@ -3,7 +3,8 @@ one head for all classes).
 
 Per BEV cell the head predicts a heatmap score per class and, at object centres, a box code:
 ``(dx_cell, dy_cell)`` sub-cell offset, ``z`` (box centre), ``log(dx, dy, dz)``,
-``(sin yaw, cos yaw)``. Training: mmdet's ``GaussianFocalLoss`` on the heatmap (Gaussian
+``(sin yaw, cos yaw)``; with ``heading='double_angle'`` also ``(sin 2 yaw, cos 2 yaw)``,
+the heading's axis, which a car's front and its back share. Training: mmdet's ``GaussianFocalLoss`` on the heatmap (Gaussian
 peaks at box centres, radius from the box's footprint via mmdet's ``gaussian_radius``) and L1
 on the code at the centre cells. Regions of ``ignored_instances_3d`` boxes are left out of the
 heatmap loss (neither foreground nor background); an instance with a ``weights`` value below 1
@@ -34,6 +35,7 @@ from ssl_det.structures.bev_shuffle import unshuffle_points
 from ssl_det.structures.box3d import points_in_boxes, transform_points
 
 CODE_SIZE = 8  # offset x/y, z, log dx/dy/dz, sin, cos
+HEADINGS = ('sincos', 'double_angle')  # the second adds sin 2 yaw, cos 2 yaw
 
 
 def rotated_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_thr: float) -> Tensor:
@@ -75,7 +77,16 @@ class CenterHead3D(nn.Module):
         out_size_factor (int): feature-map stride in pillars.
         feat_channels (int): channels of the shared conv.
         loss_heatmap, loss_bbox (dict): mmdet loss configs.
-        code_weights (list[float]): per-channel weights of the box code's L1 loss.
+        code_weights (list[float], optional): per-channel weights of the box code's L1
+            loss (one a code channel); None: 1 each.
+        heading (str): how the code holds the heading. ``'sincos'``: ``(sin, cos)`` of the
+            yaw, decoded with ``atan2``. ``'double_angle'``: also ``(sin 2 yaw, cos 2 yaw)``
+            (code channels 8 and 9), the heading's axis: decoded from them, and pointed by
+            ``(sin, cos)`` (the direction of the two along the axis nearer to it). Where the
+            head cannot tell a front from a back, ``(sin, cos)`` averages the two and turns
+            short, with a direction between them, while the axis channels agree; on the 3D
+            demo scenes most of the AP the headings cost is such in-between headings
+            (``docs/benchmarks.md``). Default: ``'sincos'``.
         min_radius (int): smallest Gaussian radius in cells; min_overlap: gaussian_radius's.
         test_cfg (dict): ``max_per_img`` top-k peaks, ``score_thr``, ``nms_thr`` (BEV IoU),
             ``max_num`` boxes kept after NMS.
@@ -85,10 +96,19 @@ class CenterHead3D(nn.Module):
                  voxel_size: Sequence[float], out_size_factor: int = 2, feat_channels: int = 64,
                  loss_heatmap: dict = dict(type='GaussianFocalLoss', loss_weight=1.0),
                  loss_bbox: dict = dict(type='L1Loss', reduction='mean', loss_weight=0.25),
-                 code_weights: Sequence[float] = (1.0,) * CODE_SIZE, min_radius: int = 2,
+                 code_weights: Optional[Sequence[float]] = None, min_radius: int = 2,
                  min_overlap: float = 0.1,
-                 test_cfg: Optional[dict] = None):
+                 test_cfg: Optional[dict] = None, heading: str = 'sincos'):
         super().__init__()
+        if heading not in HEADINGS:
+            raise ValueError(f'heading must be one of {HEADINGS}, got {heading!r}')
+        self.heading = heading
+        self.code_size = CODE_SIZE + (2 if heading == 'double_angle' else 0)
+        code_weights = (1.0,) * self.code_size if code_weights is None else code_weights
+        if len(code_weights) != self.code_size:
+            raise ValueError(f'code_weights must have one weight a code channel: '
+                             f'{self.code_size} with heading={heading!r}, got '
+                             f'{len(code_weights)}')
         self.num_classes = num_classes
         self.pc_range = [float(v) for v in point_cloud_range]
         self.cell = (voxel_size[0] * out_size_factor, voxel_size[1] * out_size_factor)
@@ -101,7 +121,8 @@ class CenterHead3D(nn.Module):
                                      nn.ReLU(inplace=True),
                                      nn.Conv2d(feat_channels, num_classes, 1))
         self.reg = nn.Sequential(nn.Conv2d(feat_channels, feat_channels, 3, padding=1),
-                                 nn.ReLU(inplace=True), nn.Conv2d(feat_channels, CODE_SIZE, 1))
+                                 nn.ReLU(inplace=True),
+                                 nn.Conv2d(feat_channels, self.code_size, 1))
         nn.init.constant_(self.heatmap[-1].bias, -2.19)
         self.loss_heatmap = MODELS.build(loss_heatmap)
         self.loss_bbox = MODELS.build(loss_bbox)
@@ -140,21 +161,23 @@ class CenterHead3D(nn.Module):
 
     @staticmethod
     def nearer_heading(reg: Tensor, codes: Tensor, axis: Tensor) -> Tensor:
-        """The code targets (K, 8) with the heading of each axis-only target (``axis``)
-        reversed (sin and cos negated) where the reverse is nearer, in L1, to the predicted
-        (sin, cos) in ``reg`` (K, 8): the heading's loss is then the smaller of the two, so
-        such a box never teaches a direction. The choice takes no gradient."""
+        """The code targets (K, code size) with the heading of each axis-only target
+        (``axis``) reversed (sin and cos negated; the axis channels of ``'double_angle'``
+        are a heading's and its reverse's alike) where the reverse is nearer, in L1, to the
+        predicted (sin, cos) in ``reg``: the heading's loss is then the smaller of the two,
+        so such a box never teaches a direction. The choice takes no gradient."""
         if not bool(axis.any()):
             return codes
         pred, target = reg[:, 6:8].detach(), codes[:, 6:8]
         reverse = axis & ((pred + target).abs().sum(dim=1) < (pred - target).abs().sum(dim=1))
         sign = 1.0 - 2.0 * reverse.to(codes.dtype)
-        return torch.cat([codes[:, :6], target * sign[:, None]], dim=1)
+        return torch.cat([codes[:, :6], target * sign[:, None], codes[:, 8:]], dim=1)
 
     def get_targets(self, gt: InstanceData, shape: Tuple[int, int],
                     ignored: Optional[InstanceData] = None):
-        """Heatmap (C, H, W), heatmap loss weight (H, W), code targets (K, 8), flat indices
-        (K,) and the code weights of each target (K, 8) for one frame: its instance weight
+        """Heatmap (C, H, W), heatmap loss weight (H, W), code targets (K, code size), flat
+        indices (K,) and the code weights of each target (K, code size) for one frame: its
+        instance weight
         (``weights``, 1 without), times ``yaw_weights`` (``gt``'s optional field) on the
         heading's sin and cos.
 
@@ -196,15 +219,34 @@ class CenterHead3D(nn.Module):
         if ignored is not None and len(ignored) > 0:
             weight = self._ignore_weight(ignored.bboxes_3d.to(device).float(), heat, weight)
         codes = torch.stack([cx - ix, cy - iy, boxes[:, 2], boxes[:, 3].log(),
-                             boxes[:, 4].log(), boxes[:, 5].log(), boxes[:, 6].sin(),
-                             boxes[:, 6].cos()], dim=1)
+                             boxes[:, 4].log(), boxes[:, 5].log()]
+                            + self._heading_code(boxes[:, 6]), dim=1)
         return heat, weight, codes, iy * w + ix, self._code_weights(gt, keep, inst_w)
 
-    @staticmethod
-    def _code_weights(gt: InstanceData, keep: Tensor, inst_w: Tensor) -> Tensor:
-        """(K, 8) weights of the kept targets' codes: the instance weight on every entry,
-        times ``gt.yaw_weights`` (where present) on the heading's sin and cos."""
-        code_w = inst_w[:, None].repeat(1, CODE_SIZE)
+    def _heading_code(self, yaw: Tensor) -> List[Tensor]:
+        """The code's heading channels of yaws (any shape): sin, cos, and with
+        ``'double_angle'`` sin 2 yaw, cos 2 yaw."""
+        code = [yaw.sin(), yaw.cos()]
+        if self.heading == 'double_angle':
+            code += [(2 * yaw).sin(), (2 * yaw).cos()]
+        return code
+
+    def decode_yaw(self, code: Tensor) -> Tensor:
+        """Yaws from codes (..., code size): ``atan2(sin, cos)``; with ``'double_angle'``
+        the axis ``atan2(sin 2 yaw, cos 2 yaw) / 2``, turned by pi where ``(sin, cos)``
+        points the other way along it, in (-pi, pi]."""
+        if self.heading == 'sincos':
+            return torch.atan2(code[..., 6], code[..., 7])
+        axis = torch.atan2(code[..., 8], code[..., 9]) / 2  # (-pi/2, pi/2]
+        back = axis.cos() * code[..., 7] + axis.sin() * code[..., 6] < 0
+        yaw = axis + back.to(axis.dtype) * np.pi
+        return torch.atan2(yaw.sin(), yaw.cos())
+
+    def _code_weights(self, gt: InstanceData, keep: Tensor, inst_w: Tensor) -> Tensor:
+        """(K, code size) weights of the kept targets' codes: the instance weight on every
+        entry, times ``gt.yaw_weights`` (where present) on the heading's sin and cos (the
+        direction; ``'double_angle'``'s axis channels keep the instance weight)."""
+        code_w = inst_w[:, None].repeat(1, self.code_size)
         if 'yaw_weights' in gt:
             code_w[:, 6:8] *= gt.yaw_weights.to(inst_w)[keep][:, None]
         return code_w
@@ -251,10 +293,10 @@ class CenterHead3D(nn.Module):
                                            radius)
                 weight = torch.where(foot > 0, weight * inst_w[k], weight)
             codes.append(torch.stack([cx[k] - ix[k], cy[k] - iy[k], boxes[k, 2],
-                                      boxes[k, 3].log(), boxes[k, 4].log(), boxes[k, 5].log(),
-                                      boxes[k, 6].sin(), boxes[k, 6].cos()]))
+                                      boxes[k, 3].log(), boxes[k, 4].log(), boxes[k, 5].log()]
+                                     + self._heading_code(boxes[k, 6])))
             index.append(iy[k] * w + ix[k])
-            entry = inst_w[k].repeat(CODE_SIZE)
+            entry = inst_w[k].repeat(self.code_size)
             if yaw_w is not None:
                 entry[6:8] *= yaw_w[k]
             code_w.append(entry)
@@ -262,8 +304,9 @@ class CenterHead3D(nn.Module):
             weight = self._ignore_weight(ignored.bboxes_3d.to(device).float(), heat, weight)
         if codes:
             return heat, weight, torch.stack(codes), torch.stack(index), torch.stack(code_w)
-        return (heat, weight, boxes.new_zeros(0, CODE_SIZE),
-                torch.zeros(0, dtype=torch.long, device=device), boxes.new_zeros(0, CODE_SIZE))
+        return (heat, weight, boxes.new_zeros(0, self.code_size),
+                torch.zeros(0, dtype=torch.long, device=device),
+                boxes.new_zeros(0, self.code_size))
 
     def cell_centres(self, h: int, w: int, device=None) -> Tensor:
         """(H * W, 2) BEV position of each cell's centre on an (H, W) map, row-major."""
@@ -364,7 +407,7 @@ class CenterHead3D(nn.Module):
     def reg_at(self, x: Tensor, inds: Tensor) -> Tensor:
         """The box code at the cells ``inds`` (``(B, k)``, flat ``y * W + x``) of the shared
         features ``x`` (``(B, C, H, W)``): the ``reg`` branch evaluated at those cells only,
-        ``(B, k, CODE_SIZE)``, what the full map would give there. Decoding needs the code at
+        ``(B, k, code size)``, what the full map would give there. Decoding needs the code at
         the top-k peaks, not over the whole map: at KITTI scale the branch's 3x3 convolution
         is a fifth of the head's cost in a teacher's or an evaluation pass."""
         conv, act, out = self.reg
@@ -410,7 +453,7 @@ class CenterHead3D(nn.Module):
         heat = get_local_maximum(probs, kernel=3)
         k = min(cfg['max_per_img'], heat[0].numel())
         scores, inds, labels, ys, xs = get_topk_from_heatmap(heat, k=k)
-        reg = self.reg_at(x, inds)  # (B, k, 8)
+        reg = self.reg_at(x, inds)  # (B, k, code size)
         # every class's probability at each peak: how sure the class is against the others
         at_peak = probs.flatten(2).gather(2, inds[:, None].expand(-1, probs.shape[1], -1))
         results = []
@@ -419,7 +462,7 @@ class CenterHead3D(nn.Module):
             x = (xs[b] + r[:, 0]) * self.cell[0] + self.pc_range[0]
             y = (ys[b] + r[:, 1]) * self.cell[1] + self.pc_range[1]
             dims = r[:, 3:6].clamp(max=6).exp()
-            yaw = torch.atan2(r[:, 6], r[:, 7])
+            yaw = self.decode_yaw(r)
             boxes = torch.cat([x[:, None], y[:, None], r[:, 2:3], dims, yaw[:, None]], dim=1)
             keep = scores[b] > cfg['score_thr']
             boxes, sc, lab = boxes[keep], scores[b][keep], labels[b][keep].long()
