@@ -52,9 +52,10 @@ def scene(seed=0):
     return torch.from_numpy(pts), sample
 
 
-def test_overfits_one_scene_and_decodes_boxes_near_the_truth():
+@pytest.mark.parametrize('heading', ['sincos', 'double_angle'])
+def test_overfits_one_scene_and_decodes_boxes_near_the_truth(heading):
     torch.manual_seed(0)
-    model = small_detector()
+    model = small_detector(heading=heading)
     points, sample = scene()
     inputs = dict(points=[points, points])
     optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
