@@ -4,9 +4,9 @@ one head for all classes).
 Per BEV cell the head predicts a heatmap score per class and, at object centres, a box code:
 ``(dx_cell, dy_cell)`` sub-cell offset, ``z`` (box centre), ``log(dx, dy, dz)``,
 ``(sin yaw, cos yaw)``; with ``heading='double_angle'`` also ``(sin 2 yaw, cos 2 yaw)``,
-the heading's axis, which a car's front and its back share. Training: mmdet's ``GaussianFocalLoss`` on the heatmap (Gaussian
-peaks at box centres, radius from the box's footprint via mmdet's ``gaussian_radius``) and L1
-on the code at the centre cells. Regions of ``ignored_instances_3d`` boxes are left out of the
+the heading's axis, which a car's front and its back share. Training: mmdet's
+``GaussianFocalLoss`` on the heatmap (Gaussian peaks at box centres, radius from the box's
+footprint via mmdet's ``gaussian_radius``) and L1 on the code at the centre cells. Regions of ``ignored_instances_3d`` boxes are left out of the
 heatmap loss (neither foreground nor background); an instance with a ``weights`` value below 1
 (a teacher's soft pseudo box) scales the heatmap loss over its Gaussian and its code loss.
 Decoding: local maxima, top-k, then class-wise rotated NMS on ssl_det's BEV IoU kernel.
@@ -177,9 +177,8 @@ class CenterHead3D(nn.Module):
                     ignored: Optional[InstanceData] = None):
         """Heatmap (C, H, W), heatmap loss weight (H, W), code targets (K, code size), flat
         indices (K,) and the code weights of each target (K, code size) for one frame: its
-        instance weight
-        (``weights``, 1 without), times ``yaw_weights`` (``gt``'s optional field) on the
-        heading's sin and cos.
+        instance weight (``weights``, 1 without), times ``yaw_weights`` (``gt``'s optional
+        field) on the heading's sin and cos.
 
         All boxes at once: mmdet's Gaussian kernel (``gaussian2D``, sigma = diameter / 6) is
         made once per distinct radius and scattered with ``amax`` into the class planes; a
