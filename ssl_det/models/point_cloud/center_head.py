@@ -6,9 +6,10 @@ Per BEV cell the head predicts a heatmap score per class and, at object centres,
 ``(sin yaw, cos yaw)``; with ``heading='double_angle'`` also ``(sin 2 yaw, cos 2 yaw)``,
 the heading's axis, which a car's front and its back share. Training: mmdet's
 ``GaussianFocalLoss`` on the heatmap (Gaussian peaks at box centres, radius from the box's
-footprint via mmdet's ``gaussian_radius``) and L1 on the code at the centre cells. Regions of ``ignored_instances_3d`` boxes are left out of the
-heatmap loss (neither foreground nor background); an instance with a ``weights`` value below 1
-(a teacher's soft pseudo box) scales the heatmap loss over its Gaussian and its code loss.
+footprint via mmdet's ``gaussian_radius``) and L1 on the code at the centre cells. Regions
+of ``ignored_instances_3d`` boxes are left out of the heatmap loss (neither foreground nor
+background); an instance with a ``weights`` value below 1 (a teacher's soft pseudo box)
+scales the heatmap loss over its Gaussian and its code loss.
 Decoding: local maxima, top-k, then class-wise rotated NMS on ssl_det's BEV IoU kernel.
 
 Dense distillation (a teacher's whole heatmap as a soft target, ``TeacherStudent3D``'s
