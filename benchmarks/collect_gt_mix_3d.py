@@ -3,9 +3,10 @@
 
 The diagnostics train with ``benchmarks/label_efficiency_3d.py``'s ablations (or any
 ``experiment.two_stage`` call of them) under ``WORK_DIR/seed{N}/``; ``sup``, ``oracle``, the
-default teacher and the perfect pseudo labels come, per seed, from
-``label_efficiency_3d.json`` and ``label_efficiency_3d_gt_pseudo.json`` (the same stage-1
-checkpoints). Prints a table and writes ``--out``.
+default teacher and the perfect pseudo labels come, per seed, from ``BASE`` and
+``label_efficiency_3d_gt_pseudo.json`` (the same stage-1 checkpoints: the protocol with the
+(sin, cos) head, the headline of 2026-12-06 before the double-angle head). Prints a table
+and writes ``--out``.
 
     python benchmarks/collect_gt_mix_3d.py WORK_DIR --seeds 0 1 2
 """
@@ -22,6 +23,8 @@ from ssl_det.utils import experiment  # noqa: E402
 VARIANTS = ('hssda_gt_plus_missed', 'hssda_gt_minus_false')
 CLASSES = ('Car@0.50', 'Pedestrian@0.25', 'Cyclist@0.25')
 RUN_DIR = 'hssda_pillar-center_demo3d_semi-10pct_{}'
+# sup, oracle and the default teacher of the runs the diagnostics continued from
+BASE = osp.join(RESULTS, 'label_efficiency_3d_2026-12-06_sincos.json')
 
 
 def final_metrics(run_dir: str) -> dict:
@@ -47,7 +50,7 @@ def main(argv=None):
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--out', default=osp.join(RESULTS, 'label_efficiency_3d_gt_mix.json'))
     args = parser.parse_args(argv)
-    with open(osp.join(RESULTS, 'label_efficiency_3d.json')) as f:
+    with open(BASE) as f:
         base = json.load(f)
     with open(osp.join(RESULTS, 'label_efficiency_3d_gt_pseudo.json')) as f:
         perfect = json.load(f)
@@ -87,7 +90,7 @@ def main(argv=None):
              '[0.5, 0.25, 0.25] BEV IoU): hssda_gt_plus_missed adds, as score-1 high boxes, '
              'the objects no high or middle box of their class finds; hssda_gt_minus_false '
              "drops the teacher's boxes (every tier) that find no object of their class. "
-             'From the same stage-1 checkpoints as label_efficiency_3d.json, whose sup, '
+             f'From the same stage-1 checkpoints as {osp.basename(BASE)}, whose sup, '
              'oracle and default teacher values (and the perfect pseudo labels of '
              'label_efficiency_3d_gt_pseudo.json) are repeated per seed. Not methods: which '
              "of the teacher's errors costs the gain.",

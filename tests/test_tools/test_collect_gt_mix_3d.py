@@ -31,7 +31,7 @@ def test_each_seed_gets_its_own_runs_and_gap(tmp_path):
     for (seed, name), v in values.items():
         fake_run(work, seed, name, v, [v + 0.1, v, v - 0.1])
     out = collect.main([work, '--seeds', '0', '1', '--out', str(tmp_path / 'mix.json')])
-    with open(osp.join(collect.RESULTS, 'label_efficiency_3d.json')) as f:
+    with open(collect.BASE) as f:
         base = json.load(f)
     for seed in (0, 1):
         row = out['per_seed'][str(seed)]

@@ -1,6 +1,9 @@
 # PillarDetector for the synthetic demo scenes (tools/misc/make_demo_data.py --task 3d):
 # 0.4 m pillars over 64 x 64 m in front of the sensor, a three-stage BEV backbone, a
 # centre-heatmap head at stride 2 (0.8 m cells). Sized to train on a 2-core CPU.
+# The head regresses the heading's axis (sin 2 yaw, cos 2 yaw) apart from its direction
+# (sin, cos): a front and a back that the head cannot tell apart then flip a box instead of
+# turning it in between (3D demo, 3 seeds: docs/benchmarks.md).
 pillar_range = [0, -32, -3, 64, 32, 1]
 pillar_size = [0.4, 0.4, 4]
 model = dict(
@@ -17,7 +20,7 @@ model = dict(
               upsample_strides=(1, 2, 4)),
     bbox_head=dict(type='CenterHead3D', in_channels=192, num_classes=3, feat_channels=64,
                    point_cloud_range=pillar_range, voxel_size=pillar_size,
-                   out_size_factor=2,
+                   out_size_factor=2, heading='double_angle',
                    loss_heatmap=dict(type='GaussianFocalLoss', loss_weight=1.0),
                    loss_bbox=dict(type='L1Loss', reduction='mean', loss_weight=0.25)),
     test_cfg=dict(max_per_img=100, score_thr=0.1, nms_thr=0.1, max_num=50))

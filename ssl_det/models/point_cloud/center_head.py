@@ -87,7 +87,8 @@ class CenterHead3D(nn.Module):
             head cannot tell a front from a back, ``(sin, cos)`` averages the two and turns
             short, with a direction between them, while the axis channels agree; on the 3D
             demo scenes most of the AP the headings cost is such in-between headings
-            (``docs/benchmarks.md``). Default: ``'sincos'``.
+            (``docs/benchmarks.md``). Default: ``'sincos'``; the 3D demo's configs set
+            ``'double_angle'``.
         min_radius (int): smallest Gaussian radius in cells; min_overlap: gaussian_radius's.
         test_cfg (dict): ``max_per_img`` top-k peaks, ``score_thr``, ``nms_thr`` (BEV IoU),
             ``max_num`` boxes kept after NMS.
