@@ -16,6 +16,12 @@ boxes are mapped back. Each box at or above the model's ``low_score_thr`` gets:
   its class (the two views' consensus, as ``teacher_views`` fuses them);
 - ``score_x_iou``: ``score * view_iou``;
 - ``points``: the scene's points inside the box;
+- ``size_fit``: how well its size fits its class's labeled boxes: minus the largest
+  per-dimension distance, in standard deviations, of its log length, width and height from
+  the labeled split's boxes of its class (0 at their mean; lower is less like them);
+- ``clash_margin``: its score minus the highest score of the teacher's boxes of another
+  class on the same spot (BEV overlap, or centres within ``CLASH_DISTANCE`` m; two objects
+  cannot share it); its score when there is none;
 - with a head that gives them (``CenterHead3D``): ``class_margin``, its score minus the
   best other class's probability at its peak (``class_scores``); ``yaw_norm``, the length
   of its regressed (sin, cos); and ``score_x_yaw_norm``.
@@ -47,8 +53,10 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
 import pseudo_label_tiers_3d as tiers  # noqa: E402
 
-SIGNALS = ('score', 'view_iou', 'view_score', 'score_x_iou', 'points')
+SIGNALS = ('score', 'view_iou', 'view_score', 'score_x_iou', 'points', 'size_fit',
+           'clash_margin')
 HEAD_SIGNALS = ('class_margin', 'yaw_norm', 'score_x_yaw_norm')
+CLASH_DISTANCE = 0.5  # metres between BEV centres: one spot
 KINDS = ('right', 'on_nothing', 'other_class', 'heading', 'misplaced')
 
 
@@ -109,8 +117,50 @@ def precision_at(values: np.ndarray, right: np.ndarray, share: float):
     return float(right[kept].sum() / kept.sum())
 
 
-def signals(model, points: torch.Tensor, sample, matrix: np.ndarray):
-    """(boxes, labels, {signal: values}) of the teacher's boxes on one scene."""
+def size_stats(cfg, classes) -> torch.Tensor:
+    """(classes, 2, 3): mean and standard deviation of the log length, width and height of
+    the labeled split's boxes of each class (``cfg.labeled_dataset``'s annotation file)."""
+    split = cfg['labeled_dataset']
+    with open(osp.join(ROOT, split.data_root, split.ann_file)) as f:
+        frames = json.load(f)['data_list']
+    out = torch.zeros(len(classes), 2, 3, dtype=torch.float64)
+    for k, name in enumerate(classes):
+        dims = [inst['bbox_3d'][3:6] for frame in frames for inst in frame.get('instances') or []
+                if inst.get('label_name') == name]
+        if len(dims) < 2:
+            raise ValueError(f'{split.ann_file}: {len(dims)} labeled {name} boxes; size_fit '
+                             'needs at least 2 a class')
+        logs = torch.log(torch.tensor(dims, dtype=torch.float64))
+        out[k, 0], out[k, 1] = logs.mean(dim=0), logs.std(dim=0).clamp(min=1e-3)
+    return out
+
+
+def size_fit(boxes: torch.Tensor, labels: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+    """Minus the largest |log size - class mean| / class std over length, width, height."""
+    if not len(boxes):
+        return boxes.new_zeros(0)
+    mean, std = stats[labels, 0], stats[labels, 1]
+    return -((torch.log(boxes[:, 3:6].clamp(min=1e-6)) - mean) / std).abs().amax(dim=1)
+
+
+def clash_margin(boxes: torch.Tensor, labels: torch.Tensor,
+                 scores: torch.Tensor) -> torch.Tensor:
+    """Each box's score minus the best score of another class's box on its spot (BEV IoU
+    above 0 or centres within ``CLASH_DISTANCE``); its score when no such box."""
+    from ssl_det.ops import rotated_iou_bev
+    if not len(boxes):
+        return scores.clone()
+    same_spot = ((rotated_iou_bev(boxes, boxes) > 0)
+                 | (torch.cdist(boxes[:, :2], boxes[:, :2]) < CLASH_DISTANCE))
+    rival = same_spot & (labels[:, None] != labels[None])
+    best = torch.where(rival, scores[None].expand(len(scores), -1),
+                       torch.zeros_like(scores)[None]).amax(dim=1)
+    return scores - best
+
+
+def signals(model, points: torch.Tensor, sample, matrix: np.ndarray, sizes: torch.Tensor):
+    """(boxes, labels, {signal: values}) of the teacher's boxes on one scene; ``sizes`` are
+    the labeled boxes' :func:`size_stats`."""
     from ssl_det.ops import rotated_iou_bev
     from ssl_det.structures import points_in_boxes, transform_boxes3d, transform_points
     weak = np.asarray(sample.metainfo.get('lidar_aug_matrix', np.eye(4)),
@@ -135,7 +185,9 @@ def signals(model, points: torch.Tensor, sample, matrix: np.ndarray):
     inside = (points_in_boxes(points, boxes.float()).sum(dim=0).double() if len(boxes)
               else torch.zeros_like(scores))
     values = dict(score=scores, view_iou=best_iou, view_score=(scores + other_score) / 2,
-                  score_x_iou=scores * best_iou, points=inside)
+                  score_x_iou=scores * best_iou, points=inside,
+                  size_fit=size_fit(boxes, labels, sizes.to(boxes)),
+                  clash_margin=clash_margin(boxes, labels, scores))
     if 'class_scores' in pred and 'yaw_norm' in pred:
         from ssl_det.models.point_cloud import best_other_class_score
         other = best_other_class_score(pred.class_scores[keep].double(), labels)
@@ -154,6 +206,7 @@ def score_checkpoint(config: str, checkpoint: str, limit: int, view: dict,
     classes = list(cfg.metainfo['classes'])
     thr = tiers.match_thresholds(cfg)
     per_class_thr = torch.tensor([thr[c] for c in classes], dtype=torch.float64)
+    sizes = size_stats(cfg, classes)
     gathered = {k: [] for k in SIGNALS + HEAD_SIGNALS + ('label', 'right', 'kind')}
     for idx in picked:
         data = dataset[idx]
@@ -161,7 +214,7 @@ def score_checkpoint(config: str, checkpoint: str, limit: int, view: dict,
         gt_boxes = torch.as_tensor(gt.bboxes_3d, dtype=torch.float64).reshape(-1, 7)
         gt_labels = torch.as_tensor(gt.labels_3d).long()
         boxes, labels, values = signals(model, data['inputs']['points'],
-                                        data['data_samples'], matrix)
+                                        data['data_samples'], matrix, sizes)
         kind = kinds(boxes.cpu(), labels.cpu(), gt_boxes, gt_labels, per_class_thr)
         for k in SIGNALS + HEAD_SIGNALS:
             if k in values:

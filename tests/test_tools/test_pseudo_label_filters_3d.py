@@ -54,8 +54,15 @@ def test_second_view_boxes_are_mapped_back_onto_the_first_views():
     sample_type = type('Sample', (), {'__init__': lambda self, metainfo: setattr(
         self, 'metainfo', metainfo)})
     sample = sample_type(metainfo=dict(lidar_aug_matrix=np.eye(4)))
-    boxes, labels, values = filters.signals(model, points, sample, matrix)
+    # the labeled boxes' log sizes: the car's exactly at its class's mean, the pedestrian's
+    # 2 standard deviations off in height (its width and length at the mean)
+    sizes = torch.zeros(3, 2, 3, dtype=torch.float64)
+    sizes[:, 1] = 0.1
+    sizes[0, 0] = torch.log(world[0, 3:6])
+    sizes[1, 0] = torch.log(world[1, 3:6]) - torch.tensor([0.0, 0.0, 0.2], dtype=torch.float64)
+    boxes, labels, values = filters.signals(model, points, sample, matrix, sizes)
     assert labels.tolist() == [0, 1]
+    np.testing.assert_allclose(values['size_fit'], [0.0, -2.0], atol=1e-4)
     np.testing.assert_allclose(values['view_iou'], [1.0, 1.0], atol=1e-3)
     np.testing.assert_allclose(values['view_score'], [0.75, 0.75], atol=1e-6)
     np.testing.assert_allclose(values['score_x_iou'], [0.9, 0.9], atol=1e-3)
@@ -95,8 +102,44 @@ def test_head_signals_read_the_teachers_class_scores_and_yaw_norm():
     model = SimpleNamespace(teacher=SimpleNamespace(predict=predict), low_score_thr=0.1)
     sample = type('Sample', (), {'__init__': lambda self, metainfo: setattr(
         self, 'metainfo', metainfo)})(metainfo=dict(lidar_aug_matrix=np.eye(4)))
+    sizes = torch.ones(3, 2, 3, dtype=torch.float64)
     _, _, values = filters.signals(model, torch.zeros(0, 4), sample,
-                                   view_matrix(flip_y=True))
+                                   view_matrix(flip_y=True), sizes)
     np.testing.assert_allclose(values['class_margin'], [0.5, 0.1], atol=1e-6)
     np.testing.assert_allclose(values['yaw_norm'], [0.9, 0.4], atol=1e-6)
     np.testing.assert_allclose(values['score_x_yaw_norm'], [0.72, 0.24], atol=1e-6)
+
+
+def test_size_stats_read_the_labeled_split_per_class(tmp_path):
+    from mmengine.config import ConfigDict
+    frames = [dict(instances=[dict(label_name='Car', bbox_3d=[0, 0, 0, 4.0, 2.0, 1.5, 0]),
+                              dict(label_name='Pedestrian', bbox_3d=[0, 0, 0, .6, .6, 1.7, 0])]),
+              dict(instances=[dict(label_name='Car', bbox_3d=[0, 0, 0, 4.4, 1.8, 1.5, 0]),
+                              dict(label_name='Pedestrian', bbox_3d=[0, 0, 0, .8, .6, 1.9, 0])])]
+    import json
+    (tmp_path / 'lab.json').write_text(json.dumps(dict(data_list=frames)))
+    cfg = dict(labeled_dataset=ConfigDict(data_root=str(tmp_path), ann_file='lab.json'))
+    stats = filters.size_stats(cfg, ['Pedestrian', 'Car'])
+    logs = torch.log(torch.tensor([[4.0, 2.0, 1.5], [4.4, 1.8, 1.5]], dtype=torch.float64))
+    torch.testing.assert_close(stats[1, 0], logs.mean(dim=0))
+    torch.testing.assert_close(stats[1, 1], logs.std(dim=0).clamp(min=1e-3))  # equal heights
+    assert stats[0, 0, 2].item() == pytest.approx(np.log([1.7, 1.9]).mean())
+    with pytest.raises(ValueError, match='Cyclist'):
+        filters.size_stats(cfg, ['Cyclist'])
+
+
+def test_clash_margin_reads_other_classes_on_the_same_spot():
+    """A pedestrian under a higher cyclist box (overlapping), one beside a car's centre
+    (0.3 m, no overlap needed), one alone; boxes of its own class are no rivals."""
+    boxes = torch.tensor([[0.0, 0.0, 0, 0.8, 0.6, 1.7, 0],      # pedestrian
+                          [0.2, 0.0, 0, 1.8, 0.6, 1.7, 0],      # cyclist over it
+                          [10.0, 0.0, 0, 0.1, 0.1, 1.7, 0],     # pedestrian, tiny
+                          [10.3, 0.0, 0, 0.1, 0.1, 1.5, 0],     # car 0.3 m away, no overlap
+                          [30.0, 0.0, 0, 0.8, 0.6, 1.7, 0],     # pedestrian alone
+                          [30.1, 0.0, 0, 0.8, 0.6, 1.7, 0]],    # another pedestrian on it
+                         dtype=torch.float64)
+    labels = torch.tensor([1, 2, 1, 0, 1, 1])
+    scores = torch.tensor([0.5, 0.7, 0.6, 0.2, 0.4, 0.3], dtype=torch.float64)
+    torch.testing.assert_close(filters.clash_margin(boxes, labels, scores),
+                               torch.tensor([-0.2, 0.2, 0.4, -0.4, 0.4, 0.3],
+                                            dtype=torch.float64))
