@@ -178,6 +178,9 @@ ABLATIONS = {
     'hssda_matched_thr': ('hssda', ['model.pseudo_label.type=MatchedScoreThreshold'],
                           "HSSDA's threshold rule: 2-means centres of the teacher's scores "
                           'on boxes matching labels'),
+    'hssda_ped_cyc_union': ('hssda', ['model.class_groups=[[1,2]]'],
+                            'pedestrian and cyclist pseudo boxes teach that one of the two '
+                            'is there, not which (partial class labels)'),
 }
 # hssda_paste: the GT-sampling protocol's HSSDA-style run with GT sampling on the student's
 # whole input (labeled objects pasted into the strong scenes too; TeacherStudent3D's

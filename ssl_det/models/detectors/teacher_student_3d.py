@@ -181,6 +181,14 @@ class TeacherStudent3D(TeacherStudent):
             wrong way, most of them with a long (sin, cos) that ``min_yaw_norm`` keeps).
             Labeled objects pasted into a strong scene keep their direction.
             Default: ``'full'``.
+        class_groups (list[list[int]], optional): disjoint groups of class indices that
+            the teacher confuses with each other, e.g. ``[[1, 2]]`` for the demo's
+            pedestrians and cyclists. A pseudo box of a class in a group teaches that one
+            of the group's classes is there, not which (partial labels: the head's
+            ``partial_class_targets``): its own class's heatmap learns the group's union
+            probability at it, and the group's other classes are not taught as background
+            there. Labeled boxes, and labeled objects pasted into strong scenes, keep their
+            class. Default: None (every pseudo box teaches its class).
     """
 
     def __init__(self,
@@ -210,6 +218,7 @@ class TeacherStudent3D(TeacherStudent):
                  ambiguous_ratio: Optional[float] = None,
                  min_yaw_norm: Optional[float] = None,
                  pseudo_heading: str = 'full',
+                 class_groups: Optional[Sequence[Sequence[int]]] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         BaseDetector.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -302,6 +311,7 @@ class TeacherStudent3D(TeacherStudent):
             raise ValueError(f"pseudo_heading='axis' needs a head whose loss reads yaw_axis "
                              f'(CenterHead3D); {type(head).__name__} has none')
         self.pseudo_heading = pseudo_heading
+        self.class_sets = self._class_sets(class_groups, num_classes, head)
         self.bank, self.latest_pasted = None, None
         if object_bank is not None:
             self.bank = ObjectBank(num_classes=num_classes, **object_bank)
@@ -314,6 +324,33 @@ class TeacherStudent3D(TeacherStudent):
         # the database is read at the first paste (a config builds without the data)
         self.labeled_paste = dict(labeled_paste) if labeled_paste is not None else None
         self.labeled_bank: Optional[ObjectBank] = None
+
+    @staticmethod
+    def _class_sets(groups: Optional[Sequence[Sequence[int]]], num_classes: Optional[int],
+                    head) -> Optional[Tensor]:
+        """``class_groups`` → (C, C) bool, row ``c`` the classes a pseudo box of class ``c``
+        teaches as one (its group, or itself); None without groups."""
+        if not groups:
+            return None
+        if not callable(getattr(head, 'partial_class_targets', None)):
+            raise ValueError(f'class_groups needs a head whose loss reads class_set '
+                             f'(CenterHead3D); {type(head).__name__} has none')
+        if num_classes is None:
+            raise ValueError('class_groups needs the number of classes (a policy or a head '
+                             'that names it)')
+        sets = torch.eye(num_classes, dtype=torch.bool)
+        seen = set()
+        for group in groups:
+            members = [int(c) for c in group]
+            if len(set(members)) < 2 or any(not 0 <= c < num_classes for c in members):
+                raise ValueError(f'each of class_groups must name at least two distinct '
+                                 f'classes in [0, {num_classes}), got {list(group)!r}')
+            if seen & set(members):
+                raise ValueError(f'class_groups must be disjoint, got {groups!r}')
+            seen |= set(members)
+            for c in members:
+                sets[c, members] = True
+        return sets
 
     def _check_signal_option(self, name: str, value: Optional[float], field: str,
                              upper: float, views_ok: bool = False) -> Optional[float]:
@@ -539,6 +576,8 @@ class TeacherStudent3D(TeacherStudent):
             counts['ambiguous'] = 0
         if self.min_yaw_norm is not None:
             counts['yaw_masked'] = 0
+        if self.class_sets is not None:
+            counts['partial_class'] = 0
         if self.pseudo_from in MIXED_SOURCES:
             predictions, tiers, counts['mixed'] = self._mix_labels(predictions, tiers,
                                                                    weak_samples)
@@ -586,6 +625,10 @@ class TeacherStudent3D(TeacherStudent):
                 yaw_weights = self._yaw_weights(pred)[keep_gt]
                 strong.gt_instances_3d.yaw_weights = yaw_weights
                 counts['yaw_masked'] += int((yaw_weights == 0).sum())
+            if self.class_sets is not None:
+                class_set = self.class_sets.to(moved.device)[pred.labels_3d[keep_gt].long()]
+                strong.gt_instances_3d.class_set = class_set
+                counts['partial_class'] += int((class_set.sum(dim=1) > 1).sum())
             if self.pseudo_heading == 'axis':
                 strong.gt_instances_3d.yaw_axis = torch.ones(int(keep_gt.sum()),
                                                              dtype=torch.bool,
@@ -711,6 +754,9 @@ class TeacherStudent3D(TeacherStudent):
             merged.yaw_weights = torch.cat([gt.yaw_weights, ones.to(gt.yaw_weights)])
         if 'yaw_axis' in gt:  # ... with its direction
             merged.yaw_axis = torch.cat([gt.yaw_axis, ones.new_zeros(len(boxes)).bool()])
+        if 'class_set' in gt:  # ... and its class
+            own = torch.nn.functional.one_hot(labels.long(), gt.class_set.shape[1]).bool()
+            merged.class_set = torch.cat([gt.class_set, own.to(gt.class_set.device)])
         strong.gt_instances_3d = merged
         return points, len(boxes)
 

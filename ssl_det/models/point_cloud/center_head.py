@@ -376,6 +376,9 @@ class CenterHead3D(nn.Module):
         weight_t = torch.stack(weights)[:, None].expand_as(heat_t)
         num_pos = max(float(sum(len(c) for c in codes)), 1.0)
         pred = heat_pred.sigmoid().clamp(1e-4, 1 - 1e-4)
+        if any('class_set' in ds.gt_instances_3d for ds in batch_data_samples):
+            pred, weight_t = self.partial_class_targets(pred, heat_t, weight_t,
+                                                        batch_data_samples)
         loss_heat = self.loss_heatmap(pred, heat_t, weight=weight_t, avg_factor=num_pos)
         codes_t, idx_t, bidx = torch.cat(codes), torch.cat(idx), torch.cat(batch_idx)
         if len(codes_t):
@@ -392,6 +395,43 @@ class CenterHead3D(nn.Module):
                 heat_pred[soft], torch.stack([batch_data_samples[i].soft_heatmap for i in soft]),
                 torch.stack([batch_data_samples[i].soft_heatmap_valid for i in soft]))
         return losses
+
+    def partial_class_targets(self, pred: Tensor, heat_t: Tensor, weight_t: Tensor,
+                              batch_data_samples: List) -> Tuple[Tensor, Tensor]:
+        """The heatmap probabilities and loss weights (both (B, C, H, W)) that partial-class
+        boxes teach: a box whose ``gt_instances_3d.class_set`` (an optional (K, C) bool
+        field) holds more than its own class teaches that one of those classes is there,
+        not which. Over its Gaussian's square (the radius :meth:`get_targets` gives it), its
+        own class's probability becomes the set's union, ``1 - prod(1 - p)``, and the set's
+        other classes are not taught as background (loss weight 0) where they have no
+        target of their own. A box whose set is its class alone changes nothing."""
+        h, w = pred.shape[-2:]
+        out, weight = pred.clone(), weight_t.clone()
+        for b, ds in enumerate(batch_data_samples):
+            gt = ds.gt_instances_3d
+            if 'class_set' not in gt or len(gt) == 0:
+                continue
+            boxes = gt.bboxes_3d.to(pred.device).float()
+            sets = gt.class_set.to(pred.device).bool()
+            labels = gt.labels_3d.to(pred.device).long()
+            _, _, ix, iy, inside = self._grid_cells(boxes, (h, w))
+            partial = inside & (sets.sum(dim=1) > 1)
+            if not bool(partial.any()):
+                continue
+            radii = self._radii(boxes)
+            for k in torch.nonzero(partial).flatten().tolist():
+                r = int(radii[k])
+                y0, y1 = max(int(iy[k]) - r, 0), min(int(iy[k]) + r + 1, h)
+                x0, x1 = max(int(ix[k]) - r, 0), min(int(ix[k]) + r + 1, w)
+                members = torch.nonzero(sets[k]).flatten()
+                window = pred[b, members, y0:y1, x0:x1]
+                out[b, labels[k], y0:y1, x0:x1] = 1 - (1 - window).prod(dim=0)
+                for c in members.tolist():
+                    if c != int(labels[k]):
+                        free = heat_t[b, c, y0:y1, x0:x1] == 0
+                        weight[b, c, y0:y1, x0:x1] = weight[b, c, y0:y1, x0:x1].masked_fill(
+                            free, 0.0)
+        return out.clamp(1e-4, 1 - 1e-4), weight
 
     @staticmethod
     def loss_soft_heatmap(logits: Tensor, target: Tensor, valid: Tensor) -> Tensor:
