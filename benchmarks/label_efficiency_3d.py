@@ -99,10 +99,10 @@ ABLATIONS = {
                                     'train_dataloader.sampler.source_ratio=[1,2]'],
                           '8 unlabeled scenes per iteration instead of 4 (the labeled 4 '
                           'unchanged)'),
-    'hssda_labeled_bn': ('hssda', ['model.strong_bn_stats=False'],
+    'hssda_labeled_bn': ('hssda', ['model.joint_batch=False', 'model.strong_bn_stats=False'],
                          "the strong scenes leave the student's BatchNorm running statistics "
                          'to the labeled scenes (2D default since 2026-12-03)'),
-    'hssda_strong_bn': ('hssda', ['model.labeled_bn_stats=False'],
+    'hssda_strong_bn': ('hssda', ['model.joint_batch=False', 'model.labeled_bn_stats=False'],
                         "the labeled scenes leave the student's BatchNorm running statistics "
                         'to the strong scenes'),
     'hssda_views_flip': ('hssda', ['model.teacher_views=[flip_y]', 'model.min_yaw_norm=None'],
@@ -112,9 +112,10 @@ ABLATIONS = {
                     "dense distillation: the student's heatmap on the strong scenes also "
                     "learns the teacher's whole heatmap (mapped weak -> strong, quality "
                     'focal loss), beside the tiers'),
-    'hssda_joint': ('hssda', ['model.joint_batch=True'],
-                    "one student pass over the labeled and strong scenes (HSSDA's student "
-                    'batch): BatchNorm normalises them together'),
+    # the default before 2026-12-07 (the joint batch won on every seed on an AVX-512 EPYC)
+    'hssda_two_passes': ('hssda', ['model.joint_batch=False'],
+                         'two student passes, one over the labeled scenes and one over the '
+                         'strong scenes (each batch normalised by its own statistics)'),
     # the keep-rate that won on DeepPCB's real scans (0.995 against 0.99, docs/benchmarks.md)
     'hssda_ema_0.995': ('hssda', ['custom_hooks.2.momentum_decay=0.995'],
                         'EMA keep-rate 0.995 instead of 0.99 (a slower teacher)'),
