@@ -112,7 +112,7 @@ ABLATIONS = {
                     "dense distillation: the student's heatmap on the strong scenes also "
                     "learns the teacher's whole heatmap (mapped weak -> strong, quality "
                     'focal loss), beside the tiers'),
-    # the default before 2026-12-07 (the joint batch won on every seed on an AVX-512 EPYC)
+    # the default before 2026-12-07 (one pass was above it on 5 seeds of 6, two machine types)
     'hssda_two_passes': ('hssda', ['model.joint_batch=False'],
                          'two student passes, one over the labeled scenes and one over the '
                          'strong scenes (each batch normalised by its own statistics)'),
