@@ -198,11 +198,11 @@ def signals(model, points: torch.Tensor, sample, matrix: np.ndarray, sizes: torc
 
 
 def score_checkpoint(config: str, checkpoint: str, limit: int, view: dict,
-                     shares, kinds_score: float = 0.4) -> dict:
+                     shares, kinds_score: float = 0.4, pool: str = 'unlabeled') -> dict:
     from ssl_det.models.utils.teacher_views import check_view, view_matrix
     cfg, model = tiers.load_model(config, checkpoint)
     matrix = view_matrix(**check_view(view))
-    dataset, picked = tiers.pool_scenes(cfg, limit)
+    dataset, picked = tiers.pool_scenes(cfg, limit, pool)
     classes = list(cfg.metainfo['classes'])
     thr = tiers.match_thresholds(cfg)
     per_class_thr = torch.tensor([thr[c] for c in classes], dtype=torch.float64)
@@ -224,7 +224,7 @@ def score_checkpoint(config: str, checkpoint: str, limit: int, view: dict,
         gathered['kind'].append(kind)
     data = {k: np.concatenate(v) for k, v in gathered.items() if v}
     used = [k for k in SIGNALS + HEAD_SIGNALS if k in data]
-    result = dict(checkpoint=checkpoint, scenes=len(picked), view=view,
+    result = dict(checkpoint=checkpoint, pool=pool, scenes=len(picked), view=view,
                   low_score_thr=model.low_score_thr, match_iou=thr, kinds_score=kinds_score,
                   per_class={})
     for k, c in enumerate(classes):
@@ -250,15 +250,18 @@ def main(argv=None):
     parser.add_argument('--view', type=json.loads, default={'flip_y': True, 'rot': 0.1},
                         help='the second view, as JSON (teacher_views keys)')
     parser.add_argument('--recalls', type=float, nargs='+', default=[0.5, 0.8])
+    parser.add_argument('--pool', choices=tiers.POOLS, default='unlabeled',
+                        help="the scenes scored: the unlabeled ones (their hidden labels; "
+                             "stage 2 trains on them), or 'val', which no run trains on")
     parser.add_argument('--kinds-score', type=float, default=0.4,
                         help='count the kinds of false box at or above this score')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'pseudo_label_filters_3d.json'))
     args = parser.parse_args(argv)
     runs = [score_checkpoint(args.config, c, args.scenes, args.view, args.recalls,
-                             args.kinds_score) for c in args.checkpoints]
+                             args.kinds_score, args.pool) for c in args.checkpoints]
 
-    print(f'{len(runs)} checkpoints, {runs[0]["scenes"]} unlabeled scenes each, second view '
+    print(f'{len(runs)} checkpoints, {runs[0]["scenes"]} {args.pool} scenes each, second view '
           f'{args.view}; mean ± std over the checkpoints')
     head = ' | '.join(['AUROC'] + [f'precision at {s:.0%} of the right' for s in args.recalls])
     for c in runs[0]['per_class']:

@@ -84,22 +84,32 @@ def load_model(config: str, checkpoint: str, cfg_options: Optional[dict] = None)
     return cfg, model
 
 
+POOLS = ('unlabeled', 'labeled', 'val')
+
+
 def pool_scenes(cfg, limit: int, pool: str = 'unlabeled'):
     """The scenes of the unlabeled (or labeled) split's annotation file, loaded with their
-    labels from ``train.json`` beside it (under that split's ``data_root``)."""
+    labels from ``train.json`` beside it (under that split's ``data_root``); ``'val'``: the
+    validation scenes (``val_dataloader``'s file), which no run trains on."""
     from ssl_det.datasets.point_cloud_dataset import PointCloudDataset
-    if pool not in ('unlabeled', 'labeled'):
-        raise ValueError(f"pool must be 'unlabeled' or 'labeled', got {pool!r}")
+    if pool not in POOLS:
+        raise ValueError(f'pool must be one of {POOLS}, got {pool!r}')
+    pipeline = [dict(type='LoadPointsFromFile'),
+                dict(type='PointsRangeFilter', point_cloud_range=cfg.point_cloud_range),
+                dict(type='PackPointCloudInputs',
+                     meta_keys=('frame_id', 'lidar_aug_matrix', 'bev_shuffle'))]
+    if pool == 'val':
+        val = cfg.val_dataloader.dataset
+        full = PointCloudDataset(data_root=osp.join(ROOT, val.data_root),
+                                 ann_file=val.ann_file, metainfo=cfg.metainfo,
+                                 pipeline=pipeline)
+        return full, list(range(min(limit, len(full))))
     root = osp.join(ROOT, cfg[f'{pool}_dataset'].data_root)
     ann_file = cfg[f'{pool}_dataset'].ann_file
     pool = json.load(open(osp.join(root, ann_file)))['data_list']
     wanted = {d['frame_id'] for d in pool}
-    full = PointCloudDataset(
-        data_root=root, ann_file='train.json', metainfo=cfg.metainfo,
-        pipeline=[dict(type='LoadPointsFromFile'),
-                  dict(type='PointsRangeFilter', point_cloud_range=cfg.point_cloud_range),
-                  dict(type='PackPointCloudInputs',
-                       meta_keys=('frame_id', 'lidar_aug_matrix', 'bev_shuffle'))])
+    full = PointCloudDataset(data_root=root, ann_file='train.json', metainfo=cfg.metainfo,
+                             pipeline=pipeline)
     picked = [i for i in range(len(full)) if full.get_data_info(i)['frame_id'] in wanted]
     if not picked:
         raise SystemExit(f'no scene of {ann_file} is in train.json')
@@ -269,9 +279,9 @@ def main(argv=None):
         ROOT, 'configs/point_cloud/hssda_pillar-center_demo3d_semi-10pct.py'))
     parser.add_argument('--scenes', type=int, default=100,
                         help='scenes scored per checkpoint')
-    parser.add_argument('--pool', choices=('unlabeled', 'labeled'), default='unlabeled',
+    parser.add_argument('--pool', choices=POOLS, default='unlabeled',
                         help='which split to score: the unlabeled scenes (their hidden '
-                             'labels) or the labeled ones')
+                             'labels), the labeled ones, or the validation scenes')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'pseudo_label_tiers_3d.json'))
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',

@@ -1,5 +1,6 @@
 """benchmarks/pseudo_label_tiers_3d.py scores a 3D teacher's tiers and ranking against the
 labels the unlabeled demo scenes hide."""
+import json
 import os.path as osp
 import sys
 
@@ -163,4 +164,28 @@ def test_precision_by_score_per_class_and_the_labeled_pool(setup, monkeypatch):
             if per[c]['hidden_boxes']:
                 assert per[c]['by_score']['0.30']['precision'] == 1.0
     with pytest.raises(ValueError, match='pool'):
-        pool_scenes(Config.fromfile(CFG), 5, 'val')
+        pool_scenes(Config.fromfile(CFG), 5, 'test')
+
+
+def test_the_val_pool_scores_the_validation_scenes_with_their_labels(setup, monkeypatch):
+    """``pool='val'`` reads the scenes of ``val_dataloader``'s file (no run trains on them),
+    with their labels: the perfect teacher is right on every box there, and none of the
+    scenes is a training scene."""
+    root, ckpt, _ = setup
+    monkeypatch.setattr(teacher_student_3d.TeacherStudent3D, 'teacher_predict', oracle())
+    cfg = Config.fromfile(CFG)
+    cfg.merge_from_dict({'val_dataloader.dataset.data_root': root + '/'})
+    dataset, picked = tiers.pool_scenes(cfg, 50, 'val')
+    val_ids = {dataset.get_data_info(i)['frame_id'] for i in picked}
+    with open(osp.join(root, 'train.json')) as f:
+        train_ids = {d['frame_id'] for d in json.load(f)['data_list']}
+    assert len(val_ids) == 2 and not val_ids & train_ids
+    result = tiers.score_checkpoint(CFG, ckpt, 50, {
+        'val_dataloader.dataset.data_root': root + '/',
+        'unlabeled_dataset.data_root': osp.join(root, 'missing/')}, pool='val')
+    assert (result['pool'], result['scenes']) == ('val', 2)
+    hidden = sum(v['hidden_boxes'] for v in result['per_class'].values())
+    assert hidden > 0
+    for per in result['per_class'].values():
+        if per['hidden_boxes']:
+            assert per['by_score']['0.30']['precision'] == 1.0
