@@ -99,6 +99,27 @@ ABLATIONS = {
                                     'train_dataloader.sampler.source_ratio=[1,2]'],
                           '8 unlabeled scenes per iteration instead of 4 (the labeled 4 '
                           'unchanged)'),
+    # the same 8 scenes a pass, 2 of them labeled: fewer passes over the 60 labeled scenes
+    # (the supervised stage 2 ends below its stage 1) and more unlabeled ones, at the cost of 4 + 4
+    'hssda_labeled_2': ('hssda', ['train_dataloader.sampler.source_ratio=[1,3]'],
+                        '2 labeled + 6 unlabeled scenes per iteration instead of 4 + 4'),
+    # the config's keep-rate since 2026-12-07 (above 0.99 on every seed): this name trained
+    # the runs of label_efficiency_3d.json before the change, and repeats them since
+    'hssda_ema_0.98': ('hssda', ['custom_hooks.2.momentum_decay=0.98'],
+                       'EMA keep-rate 0.98 instead of 0.99 (a faster teacher)'),
+    'hssda_ema_0.99': ('hssda', ['custom_hooks.2.momentum_decay=0.99'],
+                       'EMA keep-rate 0.99 (the default until 2026-12-07)'),
+    'hssda_ema_0.98_labeled_2': ('hssda', ['custom_hooks.2.momentum_decay=0.98',
+                                           'train_dataloader.sampler.source_ratio=[1,3]'],
+                                 'EMA keep-rate 0.98 and 2 labeled + 6 unlabeled scenes per '
+                                 'iteration'),
+    'hssda_ema_0.97': ('hssda', ['custom_hooks.2.momentum_decay=0.97'],
+                       'EMA keep-rate 0.97 (a faster teacher still)'),
+    'hssda_ema_0.98_unlabeled_8': ('hssda', ['custom_hooks.2.momentum_decay=0.98',
+                                             'train_dataloader.batch_size=12',
+                                             'train_dataloader.sampler.batch_size=12',
+                                             'train_dataloader.sampler.source_ratio=[1,2]'],
+                                   'EMA keep-rate 0.98 and 8 unlabeled scenes per iteration'),
     'hssda_labeled_bn': ('hssda', ['model.joint_batch=False', 'model.strong_bn_stats=False'],
                          "the strong scenes leave the student's BatchNorm running statistics "
                          'to the labeled scenes (2D default since 2026-12-03)'),

@@ -162,3 +162,19 @@ def test_gt_sampling_protocol_is_the_default_one_with_gt_sampling_configs():
                 assert value[0] == theirs[0]
                 value, theirs = value[1], theirs[1]
             assert value == theirs.replace('.py', '_gt-sample.py'), key
+
+
+def test_the_3d_hssda_config_changes_only_its_teachers_keep_rate():
+    """The 3D demo's HSSDA-style config keeps its base's hooks in their order (the
+    benchmark's ablations and the tests name ``custom_hooks.2``, the EMA hook) and sets the
+    EMA keep-rate alone: the built hook averages with it."""
+    base = Config.fromfile(osp.join(
+        ROOT, 'configs/point_cloud/mean-teacher_pillar-center_demo3d_semi-10pct.py'))
+    cfg = Config.fromfile(osp.join(
+        ROOT, 'configs/point_cloud/hssda_pillar-center_demo3d_semi-10pct.py'))
+    assert [h['type'] for h in cfg.custom_hooks] == [h['type'] for h in base.custom_hooks]
+    ema = cfg.custom_hooks[2]
+    assert ema['type'] == 'MeanTeacherHook'
+    assert dict(ema, momentum_decay=None) == dict(base.custom_hooks[2], momentum_decay=None)
+    assert base.custom_hooks[2]['momentum_decay'] == 0.99
+    assert HOOKS.build(ema).momentum_decay == 0.98
