@@ -115,6 +115,8 @@ ABLATIONS = {
                                  'iteration'),
     'hssda_ema_0.97': ('hssda', ['custom_hooks.2.momentum_decay=0.97'],
                        'EMA keep-rate 0.97 (a faster teacher still)'),
+    'hssda_ema_0.95': ('hssda', ['custom_hooks.2.momentum_decay=0.95'],
+                       'EMA keep-rate 0.95 (a window of about 20 iterations)'),
     'hssda_ema_0.98_unlabeled_8': ('hssda', ['custom_hooks.2.momentum_decay=0.98',
                                              'train_dataloader.batch_size=12',
                                              'train_dataloader.sampler.batch_size=12',
