@@ -255,3 +255,50 @@ def test_a_reg_branch_it_cannot_read_cell_by_cell_is_run_over_the_map():
     inds = torch.arange(36)[None]
     expected = head.reg(x).flatten(2).transpose(1, 2)
     torch.testing.assert_close(head.reg_at(x, inds), expected)
+
+
+def test_the_height_profile_gives_each_pillar_its_points_share_per_height_slice():
+    # two pillars of one frame and one of another: a post, evenly dense over five slices,
+    # and a person-like pillar whose points bunch at torso height; the range's z extent
+    # (-3, 1) in 8 slices of 0.5 m, slice 0 at the bottom
+    enc = MODELS.build(dict(type='PillarFeatureNet', in_channels=4, feat_channels=6,
+                            voxel_size=VOXEL, point_cloud_range=PCR, height_bins=8))
+    assert enc.out_channels == 14
+    post_z = torch.tensor([-2 + 0.5 * k + o for k in range(5) for o in (.05, .15, .25, .35)])
+    person_z = torch.tensor([-1.6, -0.6, -0.55, -0.45, -0.3, -0.2, 0.1, 0.9, 1.4])
+    z = torch.cat([post_z, person_z, torch.tensor([-5.0])])  # 1.4 and -5: edge slices
+    xy = torch.cat([torch.tensor([[1.1, 0.1]]).expand(20, 2),
+                    torch.tensor([[5.1, -2.3]]).expand(9, 2), torch.tensor([[1.1, 0.1]])])
+    points = torch.cat([xy, z[:, None], torch.rand(len(z), 1)], dim=1)
+    coors = torch.zeros(len(z), 4, dtype=torch.int32)
+    coors[:, 3] = (xy[:, 0] / 0.4).int()
+    coors[:, 2] = ((xy[:, 1] + 12.8) / 0.4).int()
+    coors[-1, 0] = 1  # the last point is another frame's pillar at the post's cell
+    enc.eval()
+    feats, pillar_coors = enc(points, coors)
+    assert feats.shape == (3, 14)
+    profile = {tuple(c.tolist()): f[6:] for c, f in zip(pillar_coors, feats)}
+    post = profile[(0, 0, int(0.1 / 0.4 + 32), int(1.1 / 0.4))]
+    assert torch.allclose(post, torch.tensor([0, 0, .2, .2, .2, .2, .2, 0]))
+    person = profile[(0, 0, int((-2.3 + 12.8) / 0.4), int(5.1 / 0.4))]
+    assert torch.allclose(person * 9, torch.tensor([0., 0, 1, 0, 2, 3, 1, 2]))
+    assert torch.allclose(profile[(1, 0, 32, 2)], torch.tensor([1., 0, 0, 0, 0, 0, 0, 0]))
+    # the learned features are the same with or without the profile
+    plain = MODELS.build(dict(type='PillarFeatureNet', in_channels=4, feat_channels=6,
+                              voxel_size=VOXEL, point_cloud_range=PCR)).eval()
+    plain.load_state_dict(enc.state_dict())
+    assert torch.allclose(plain(points, coors)[0], feats[:, :6])
+
+
+def test_a_detector_with_height_profiles_trains_and_predicts():
+    torch.manual_seed(0)
+    cfg = dict(type='PillarFeatureNet', in_channels=4, feat_channels=12, voxel_size=VOXEL,
+               point_cloud_range=PCR, height_bins=4)
+    model = small_detector()
+    model.voxel_encoder = MODELS.build(cfg)
+    points, sample = scene()
+    losses = model.loss(dict(points=[points]), [sample])
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.voxel_encoder.linear.weight.grad.abs().sum() > 0

@@ -63,17 +63,31 @@ class PillarFeatureNet(nn.Module):
     (3) and to the pillar's xy centre (2); a linear layer + BN1d + ReLU per point, then the
     max over the pillar's points.
 
+    With ``height_bins > 0`` each pillar also gets its height profile: the fraction of its
+    points in each of ``height_bins`` equal slices of the range's z extent (PIXOR's height
+    slices, as densities), appended after the learned features. A max over the points keeps
+    the highest and lowest point but not how the points spread between them: a post is as
+    dense at its top as at its foot, a person thins out at the legs and at the head.
+
     Args:
         in_channels (int): point width used (x, y, z + extra features).
-        feat_channels (int): output channels.
+        feat_channels (int): learned output channels.
         voxel_size, point_cloud_range: as in :class:`PillarVoxelizer`.
+        height_bins (int): height slices of the profile; 0 (default) adds none. The output
+            width is ``feat_channels + height_bins`` (:attr:`out_channels`).
     """
 
     def __init__(self, in_channels: int = 4, feat_channels: int = 64,
                  voxel_size: Sequence[float] = (0.32, 0.32, 4.0),
-                 point_cloud_range: Sequence[float] = (0, -32, -3, 64, 32, 1)):
+                 point_cloud_range: Sequence[float] = (0, -32, -3, 64, 32, 1),
+                 height_bins: int = 0):
         super().__init__()
+        if height_bins < 0:
+            raise ValueError(f'height_bins must be >= 0, got {height_bins}')
         self.in_channels = in_channels
+        self.height_bins = int(height_bins)
+        self.out_channels = feat_channels + self.height_bins
+        self.z_range = (float(point_cloud_range[2]), float(point_cloud_range[5]))
         self.linear = nn.Linear(in_channels + 5, feat_channels, bias=False)
         self.norm = nn.BatchNorm1d(feat_channels, eps=1e-3)
         self.register_buffer('voxel_xy', torch.tensor(voxel_size[:2], dtype=torch.float32),
@@ -98,8 +112,19 @@ class PillarFeatureNet(nn.Module):
         ids = occupied.cumsum(0) - 1
         return ids[key], int(ids[-1]) + 1
 
+    def height_profile(self, z: Tensor, inverse: Tensor, count: Tensor) -> Tensor:
+        """(V, height_bins): each pillar's fraction of points in each height slice (slice 0
+        at the range's bottom; points on or past an edge count in the edge's slice)."""
+        z_min, z_max = self.z_range
+        bins = ((z - z_min) * (self.height_bins / (z_max - z_min))).floor().long()
+        bins = bins.clamp_(0, self.height_bins - 1)
+        hist = z.new_zeros(len(count) * self.height_bins).index_add_(
+            0, inverse * self.height_bins + bins, torch.ones_like(z))
+        return hist.view(len(count), self.height_bins) / count[:, None]
+
     def forward(self, points: Tensor, coors: Tensor) -> Tuple[Tensor, Tensor]:
-        """Returns pillar features (V, C) and pillar coordinates (V, 4: batch, z, y, x)."""
+        """Returns pillar features (V, out_channels) and pillar coordinates (V, 4: batch, z,
+        y, x)."""
         points = points[:, :self.in_channels]
         inverse, num = self.pillar_index(coors)
         count = torch.zeros(num, device=points.device).index_add_(
@@ -110,6 +135,8 @@ class PillarFeatureNet(nn.Module):
         x = self.norm(self.linear(feats)).relu()
         out = x.new_zeros(num, x.shape[1]).scatter_reduce(
             0, inverse[:, None].expand_as(x), x, reduce='amax', include_self=False)
+        if self.height_bins:
+            out = torch.cat([out, self.height_profile(points[:, 2], inverse, count)], dim=1)
         pillar_coors = coors.new_zeros(num, 4)
         pillar_coors[inverse] = coors
         return out, pillar_coors
