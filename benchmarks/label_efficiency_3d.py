@@ -103,16 +103,19 @@ ABLATIONS = {
     # (the supervised stage 2 ends below its stage 1) and more unlabeled ones, at the cost of 4 + 4
     'hssda_labeled_2': ('hssda', ['train_dataloader.sampler.source_ratio=[1,3]'],
                         '2 labeled + 6 unlabeled scenes per iteration instead of 4 + 4'),
-    # the config's keep-rate since 2026-12-07 (above 0.99 on every seed): this name trained
-    # the runs of label_efficiency_3d.json before the change, and repeats them since
+    # the config's keep-rate in the thirty-third session (above 0.99 on every seed): this name
+    # trained the runs of label_efficiency_3d_2026-12-07_plain_pillars.json before that change
     'hssda_ema_0.98': ('hssda', ['custom_hooks.2.momentum_decay=0.98'],
-                       'EMA keep-rate 0.98 instead of 0.99 (a faster teacher)'),
+                       'EMA keep-rate 0.98 (the default of the thirty-third session)'),
     'hssda_ema_0.99': ('hssda', ['custom_hooks.2.momentum_decay=0.99'],
                        'EMA keep-rate 0.99 (the default until 2026-12-07)'),
     'hssda_ema_0.98_labeled_2': ('hssda', ['custom_hooks.2.momentum_decay=0.98',
                                            'train_dataloader.sampler.source_ratio=[1,3]'],
                                  'EMA keep-rate 0.98 and 2 labeled + 6 unlabeled scenes per '
                                  'iteration'),
+    # the config's keep-rate since the thirty-fourth session (with the pillars' height profile,
+    # above 0.98 on every seed): this name trained the runs of label_efficiency_3d.json before
+    # that change, and repeats them since
     'hssda_ema_0.97': ('hssda', ['custom_hooks.2.momentum_decay=0.97'],
                        'EMA keep-rate 0.97 (a faster teacher still)'),
     'hssda_ema_0.95': ('hssda', ['custom_hooks.2.momentum_decay=0.95'],

@@ -177,4 +177,25 @@ def test_the_3d_hssda_config_changes_only_its_teachers_keep_rate():
     assert ema['type'] == 'MeanTeacherHook'
     assert dict(ema, momentum_decay=None) == dict(base.custom_hooks[2], momentum_decay=None)
     assert base.custom_hooks[2]['momentum_decay'] == 0.99
-    assert HOOKS.build(ema).momentum_decay == 0.98
+    assert HOOKS.build(ema).momentum_decay == 0.97
+
+
+def test_every_3d_demo_config_has_the_same_detector_with_height_profiles():
+    """Both sides of the 3D demo's protocols (stage 1, supervised, oracle, the
+    teacher-student configs, GT sampling or not) build one detector, whose pillars carry
+    their height profiles into a BEV input as wide as the encoder's output; the KITTI
+    configs, which nothing here measured, keep the plain pillar features."""
+    detectors = {}
+    for path in sorted(glob.glob(osp.join(ROOT, 'configs/point_cloud/*demo3d*.py'))):
+        model = Config.fromfile(path).model
+        detectors[osp.basename(path)] = model.get('detector', model)
+    assert len(detectors) >= 10
+    first = next(iter(detectors.values()))
+    assert all(d == first for d in detectors.values()), [
+        name for name, d in detectors.items() if d != first]
+    assert first['voxel_encoder']['height_bins'] == 16
+    built = MODELS.build(first)
+    assert built.voxel_encoder.out_channels == 32 + 16 == built.middle_encoder.in_channels
+    for path in glob.glob(osp.join(ROOT, 'configs/point_cloud/*kitti*.py')):
+        model = Config.fromfile(path).model
+        assert model.get('detector', model)['voxel_encoder'].get('height_bins', 0) == 0
