@@ -99,6 +99,10 @@ ABLATIONS = {
                                     'train_dataloader.sampler.source_ratio=[1,2]'],
                           '8 unlabeled scenes per iteration instead of 4 (the labeled 4 '
                           'unchanged)'),
+    'hssda_unlabeled_12': ('hssda', ['train_dataloader.batch_size=16',
+                                     'train_dataloader.sampler.batch_size=16',
+                                     'train_dataloader.sampler.source_ratio=[1,3]'],
+                           '12 unlabeled scenes per iteration (the labeled 4 unchanged)'),
     # the same 8 scenes a pass, 2 of them labeled: fewer passes over the 60 labeled scenes
     # (the supervised stage 2 ends below its stage 1) and more unlabeled ones, at the cost of 4 + 4
     'hssda_labeled_2': ('hssda', ['train_dataloader.sampler.source_ratio=[1,3]'],
