@@ -39,7 +39,9 @@ def semi_3d_overrides(root: str, iters: int = 3, **extra) -> dict:
             'visualizer.name': f'vis_{uuid.uuid4().hex[:8]}',
             'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters,
             'default_hooks.checkpoint.interval': iters, 'default_hooks.logger.interval': 1,
+            # as many labeled as unlabeled scenes (the config takes twice as many unlabeled)
             'train_dataloader.batch_size': 4, 'train_dataloader.sampler.batch_size': 4,
+            'train_dataloader.sampler.source_ratio': [1, 1],
             'custom_hooks.2.burn_in_iters': 1, 'custom_hooks.3.interval': 2,
             'model.pseudo_label.init_high': 0.1, 'model.pseudo_label.init_low': 0.05,
             'model.pseudo_label.high_floor': 0.05, 'model.pseudo_label.low_floor': 0.01,

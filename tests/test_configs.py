@@ -96,6 +96,9 @@ def test_deeppcb_semi_runs_see_the_supervised_runs_labeled_batch(name):
     assert semi.train_cfg.max_iters == sup.train_cfg.max_iters
 
 
+# unlabeled scenes an iteration of the 3D demo's HSSDA-style config (the labeled 4 fixed)
+UNLABELED_3D = 8
+
 GT_SAMPLE = sorted(glob.glob(osp.join(ROOT, 'configs', 'point_cloud', '*_gt-sample.py')))
 
 
@@ -179,6 +182,26 @@ def test_the_3d_hssda_config_changes_only_its_teachers_keep_rate():
     assert base.custom_hooks[2]['momentum_decay'] == 0.99
     assert HOOKS.build(ema).momentum_decay == 0.97
 
+
+
+@pytest.mark.parametrize('name,unlabeled', [('hssda', UNLABELED_3D), ('mean-teacher', 4)])
+def test_3d_demo_semi_runs_see_the_supervised_runs_labeled_batch(name, unlabeled):
+    """The 3D protocol compares like with like: a teacher-student stage 2 takes as many
+    labeled scenes an iteration as the supervised stage 2 (4), the same labeled split and
+    iterations, and its unlabeled scenes on top (8 for the HSSDA-style config)."""
+    sup = Config.fromfile(osp.join(ROOT, 'configs', 'point_cloud',
+                                   'pillar-center_demo3d_sup-10pct_stage2.py'))
+    semi = Config.fromfile(osp.join(ROOT, 'configs', 'point_cloud',
+                                    f'{name}_pillar-center_demo3d_semi-10pct.py'))
+    sampler = semi.train_dataloader.sampler
+    from ssl_det.datasets.multi_source_sampler import split_batch
+    labeled, got = split_batch(sampler.batch_size, sampler.source_ratio)
+    assert labeled == sup.train_dataloader.batch_size == 4
+    assert got == unlabeled
+    assert semi.train_dataloader.batch_size == sampler.batch_size
+    assert semi.train_dataloader.dataset.datasets[0].ann_file == \
+        sup.train_dataloader.dataset.ann_file
+    assert semi.train_cfg.max_iters == sup.train_cfg.max_iters
 
 def test_every_3d_demo_config_has_the_same_detector_with_height_profiles():
     """Both sides of the 3D demo's protocols (stage 1, supervised, oracle, the
