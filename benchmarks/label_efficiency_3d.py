@@ -138,6 +138,11 @@ ABLATIONS = {
     'hssda_views_flip': ('hssda', ['model.teacher_views=[flip_y]', 'model.min_yaw_norm=None'],
                          'the teacher also labels each weak scene mirrored (y -> -y); the '
                          "two views' boxes fused (consensus scores)"),
+    # the same mirrored view alone: a fused box keeps its top box's yaw_norm, so the config's
+    # min_yaw_norm applies (its two-view consensus ranks Pedestrian and Cyclist boxes better)
+    'hssda_teacher_flip': ('hssda', ['model.teacher_views=[flip_y]'],
+                           'the teacher also labels each weak scene mirrored (y -> -y), the '
+                           "two views' boxes fused; headings masked as the default's"),
     'hssda_dense': ('hssda', ['model.dense_weight=4.0'],
                     "dense distillation: the student's heatmap on the strong scenes also "
                     "learns the teacher's whole heatmap (mapped weak -> strong, quality "
