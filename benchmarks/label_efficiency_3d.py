@@ -122,6 +122,10 @@ ABLATIONS = {
     # that change, and repeats them since
     'hssda_ema_0.97': ('hssda', ['custom_hooks.2.momentum_decay=0.97'],
                        'EMA keep-rate 0.97 (a faster teacher still)'),
+    # with 8 unlabeled scenes a step the student's weights are less noisy: does the teacher
+    # need less averaging?
+    'hssda_ema_0.96': ('hssda', ['custom_hooks.2.momentum_decay=0.96'],
+                       'EMA keep-rate 0.96 (a window of 25 iterations)'),
     'hssda_ema_0.95': ('hssda', ['custom_hooks.2.momentum_decay=0.95'],
                        'EMA keep-rate 0.95 (a window of about 20 iterations)'),
     'hssda_ema_0.98_unlabeled_8': ('hssda', ['custom_hooks.2.momentum_decay=0.98',
