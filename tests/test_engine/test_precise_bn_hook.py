@@ -116,8 +116,8 @@ def test_it_refuses_what_it_cannot_estimate_at_the_start():
         PreciseBNHook().before_train(runner)
     with pytest.raises(ValueError, match="fills the 'unsup_student' branch"):
         PreciseBNHook(branch=['sup', 'unsup_student']).before_train(runner)
-    model.joint_batch = True  # one pass over both branches in training: not two batches
-    with pytest.raises(ValueError, match='joint_batch'):
+    model.joint_batch = True  # one pass over both branches: forwarded together, not refused
+    with pytest.raises(ValueError, match="fills the 'unsup_student' branch"):
         PreciseBNHook(branch=['sup', 'unsup_student']).before_train(runner)
     for bad in ([], ['sup', 'sup'], [1]):
         with pytest.raises(ValueError, match='branch must be'):
@@ -293,17 +293,18 @@ def _fixed_view(pcr, pack):
             dict(type='PointsRangeFilter', point_cloud_range=pcr), pack]
 
 
-def test_the_training_mixture_alternates_labeled_and_strong_batches(scenes, tmp_path):
+@pytest.mark.parametrize('joint', [False, True])
+def test_the_training_mixture_alternates_labeled_and_strong_batches(scenes, tmp_path, joint):
     """By default the branches that update the student's statistics in training, here
     ``['sup', 'unsup_student']``: the teacher's statistics are the average over
     alternating batches of labeled views (the 2 labeled scenes cycled) and strong views, 2 a
-    batch each (as the training batch of 4 holds them). Both views are fixed transforms here,
-    so an estimate of our own is exact; it differs from either branch alone."""
+    batch each (as the training batch of 4 holds them). A ``joint_batch`` student (the
+    config's default) normalises one batch of each together in training: the hook forwards
+    them concatenated, labeled first. Both views are fixed transforms here, so an estimate
+    of our own is exact; it differs from either branch alone and from the other mode."""
     cfg = Config.fromfile(CFG)
     cfg.merge_from_dict(semi_3d_overrides(scenes, iters=3))
-    # two student passes, the batches that alternate (a joint_batch model, the config's
-    # default, normalises them together: the hook then needs one branch, tested above)
-    cfg.model.joint_batch = False
+    cfg.model.joint_batch = joint
     pcr = cfg.point_cloud_range
     labeled, unlabeled = cfg.train_dataloader.dataset.datasets
     labeled.pipeline = [dict(type='LoadPointsFromFile')] + _fixed_view(
@@ -322,7 +323,8 @@ def test_the_training_mixture_alternates_labeled_and_strong_batches(scenes, tmp_
     model = runner.model
     saved = _saved_bn(str(tmp_path / 'iter_3.pth'), model.teacher, 'teacher.')
     log = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
-    assert re.search(r"re-estimated on 8 batches of 'sup' and 'unsup_student' views", log)
+    assert re.search(r"re-estimated on %d batches of 'sup' and 'unsup_student' views%s"
+                     % ((4, r' \(one batch of each a pass') if joint else (8, '')), log)
 
     sources = runner.train_dataloader.dataset.datasets
     assert len(sources[0]) == 2  # 4 batches of 2 labeled views: each scene 4 times
@@ -331,7 +333,7 @@ def test_the_training_mixture_alternates_labeled_and_strong_batches(scenes, tmp_
         order = np.random.default_rng(0).permutation(len(dataset))
         return [[dataset[int(i)] for i in np.resize(order, 8)[k:k + 2]] for k in range(0, 8, 2)]
 
-    def estimate(branches):
+    def estimate(branches, together=False):
         detector = copy.deepcopy(model.teacher)
         per_branch = [[(b, {key: {b: [s[key][b] for s in batch]} for key in batch[0]})
                        for batch in views(src, b)] for b, src in zip(branches, sources)
@@ -342,12 +344,26 @@ def test_the_training_mixture_alternates_labeled_and_strong_batches(scenes, tmp_
             branch, batch = item
             data = model.data_preprocessor(batch, True)
             detector._forward(data['inputs'][branch], data['data_samples'][branch])
-        estimate_bn_stats(detector, ordered, forward)
+
+        def forward_together(group):  # one pass over the labeled then the strong views
+            points, samples = [], []
+            for branch, batch in group:
+                data = model.data_preprocessor(batch, True)
+                points += data['inputs'][branch]['points']
+                samples += data['data_samples'][branch]
+            detector._forward(dict(points=points), samples)
+        if together:
+            estimate_bn_stats(detector, list(zip(*per_branch)), forward_together)
+        else:
+            estimate_bn_stats(detector, ordered, forward)
         return [(m.running_mean, m.running_var) for m in bn_layers(detector)]
 
-    for (mean, var), (own_mean, own_var) in zip(saved, estimate(['sup', 'unsup_student'])):
+    for (mean, var), (own_mean, own_var) in zip(
+            saved, estimate(['sup', 'unsup_student'], together=joint)):
         torch.testing.assert_close(mean, own_mean)
         torch.testing.assert_close(var, own_var)
+    other = estimate(['sup', 'unsup_student'], together=not joint)
+    assert not torch.allclose(saved[0][1], other[0][1], rtol=1e-3)
     for alone in (['sup', None], [None, 'unsup_student']):
         assert not torch.allclose(saved[0][0], estimate(alone)[0][0], rtol=1e-3)
 

@@ -107,7 +107,9 @@ class PreciseBNHook(Hook):
     samples as the training batch holds of that source, through the same pipeline and data
     preprocessor as in training. With several branches, one batch of each is forwarded in
     turn, as the training step runs the student once on each (so each branch weighs as
-    much as in the student's running statistics). The samples are a fixed random
+    much as in the student's running statistics); a ``joint_batch`` model (one student pass
+    over the labeled and strong scenes) gets one batch of each concatenated into one
+    forward pass, as its training step normalises them together. The samples are a fixed random
     subset (``seed``); a data set smaller than that is cycled, each pass through the
     pipeline's own random augmentation. The global random states are restored
     afterwards, so training draws what it would have drawn. In a distributed run each rank
@@ -173,12 +175,7 @@ class PreciseBNHook(Hook):
                 raise ValueError(f'PreciseBNHook(student=True) needs a teacher-student model; '
                                  f'{type(model).__name__} has no teacher')
             return
-        branches = self.branches(runner)
-        if len(branches) > 1 and getattr(model, 'joint_batch', False):
-            raise ValueError('PreciseBNHook forwards each branch in its own batches; a '
-                             'joint_batch model normalises them together in training: '
-                             'name one branch')
-        for branch in branches:
+        for branch in self.branches(runner):
             self.source(runner, branch)  # fails now, not at the end of training
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
@@ -267,17 +264,39 @@ class PreciseBNHook(Hook):
         ``MultiBranchDataPreprocessor`` groups in training)."""
         return {key: {branch: [s[key][branch] for s in samples]} for key in samples[0]}
 
+    def joint(self, runner) -> bool:
+        """Whether the branches are forwarded together: a ``joint_batch`` model's student
+        normalises its labeled and strong scenes in one pass (several branches only)."""
+        return (self._has_teacher(runner) and len(self.branches(runner)) > 1
+                and bool(getattr(self._model(runner), 'joint_batch', False)))
+
     def batches(self, runner) -> Iterator:
         """(branch, batch) pairs, one batch of each branch in turn (``None`` for a
-        supervised model's batches)."""
+        supervised model's batches); for a :meth:`joint` model one pair a step, the tuple
+        of branches with one batch of each."""
         if not self._has_teacher(runner):
             for batch in self.plain_loader(runner):
                 yield None, batch
             return
         loaders = self.loaders(runner)
+        joint = self.joint(runner)
         for batches in zip(*(loader for _, loader in loaders)):
+            if joint:
+                yield tuple(branch for branch, _ in loaders), {
+                    key: {b: batch[key][b] for (b, _), batch in zip(loaders, batches)}
+                    for key in batches[0]}
+                continue
             for (branch, _), batch in zip(loaders, batches):
                 yield branch, batch
+
+    @staticmethod
+    def concat_branches(data: dict, branches: Sequence[str]) -> Tuple[dict, list]:
+        """The preprocessed branches' inputs (each field's lists joined) and data samples
+        as one batch, in the order of ``branches`` (``PillarDetector.loss_parts``' order)."""
+        first = data['inputs'][branches[0]]
+        inputs = {key: [x for b in branches for x in data['inputs'][b][key]] for key in first}
+        samples = [s for b in branches for s in data['data_samples'][b]]
+        return inputs, samples
 
     def update(self, runner) -> None:
         model = self._model(runner)
@@ -286,6 +305,8 @@ class PreciseBNHook(Hook):
             if self.student:
                 targets.append(('student', model.student))
             what = ' and '.join(repr(b) for b in self.branches(runner)) + ' views'
+            if self.joint(runner):
+                what += ' (one batch of each a pass, as joint_batch trains)'
         else:
             targets, what = [('model', model)], 'training'
 
@@ -296,6 +317,8 @@ class PreciseBNHook(Hook):
                 data = model.data_preprocessor(batch, True)
                 if branch is None:
                     detector._forward(data['inputs'], data['data_samples'])
+                elif isinstance(branch, tuple):
+                    detector._forward(*self.concat_branches(data, branch))
                 else:
                     detector._forward(data['inputs'][branch], data['data_samples'][branch])
             return run
