@@ -183,7 +183,6 @@ def test_the_3d_hssda_config_changes_only_its_teachers_keep_rate():
     assert HOOKS.build(ema).momentum_decay == 0.97
 
 
-
 @pytest.mark.parametrize('name,unlabeled', [('hssda', UNLABELED_3D), ('mean-teacher', 4)])
 def test_3d_demo_semi_runs_see_the_supervised_runs_labeled_batch(name, unlabeled):
     """The 3D protocol compares like with like: a teacher-student stage 2 takes as many
@@ -202,6 +201,7 @@ def test_3d_demo_semi_runs_see_the_supervised_runs_labeled_batch(name, unlabeled
     assert semi.train_dataloader.dataset.datasets[0].ann_file == \
         sup.train_dataloader.dataset.ann_file
     assert semi.train_cfg.max_iters == sup.train_cfg.max_iters
+
 
 def test_every_3d_demo_config_has_the_same_detector_with_height_profiles():
     """Both sides of the 3D demo's protocols (stage 1, supervised, oracle, the

@@ -294,7 +294,7 @@ def _fixed_view(pcr, pack):
 
 
 @pytest.mark.parametrize('joint', [False, True])
-def test_the_training_mixture_alternates_labeled_and_strong_batches(scenes, tmp_path, joint):
+def test_the_teacher_is_re_estimated_on_the_training_mixture(scenes, tmp_path, joint):
     """By default the branches that update the student's statistics in training, here
     ``['sup', 'unsup_student']``: the teacher's statistics are the average over
     alternating batches of labeled views (the 2 labeled scenes cycled) and strong views, 2 a
