@@ -78,26 +78,34 @@ def test_own_data_is_set_in_one_place(tmp_path):
         assert crops and all(s['crop_size'] == (160, 160) for s in crops), name
 
 
-@pytest.mark.parametrize('name', ['mean-teacher', 'soft-teacher'])
-def test_deeppcb_semi_runs_see_the_supervised_runs_labeled_batch(name):
-    """The protocol compares like with like: a semi-supervised stage 2 takes as many labeled
-    crops an iteration as the supervised stage 2 (4), and its unlabeled crops on top (12)."""
-    sup = Config.fromfile(osp.join(ROOT, 'configs', 'deeppcb',
-                                   'faster-rcnn_r18_fpn_deeppcb_sup.py'))
-    semi = Config.fromfile(osp.join(ROOT, 'configs', 'deeppcb',
-                                    f'{name}_faster-rcnn_r18_fpn_deeppcb_semi.py'))
+# unlabeled scenes an iteration of the 3D demo's HSSDA-style config (the labeled 4 fixed)
+UNLABELED_3D = 8
+SEMI_BATCHES = [
+    ('deeppcb/faster-rcnn_r18_fpn_deeppcb_sup.py',
+     f'deeppcb/{name}_faster-rcnn_r18_fpn_deeppcb_semi.py', 12)
+    for name in ('mean-teacher', 'soft-teacher')] + [
+    ('point_cloud/pillar-center_demo3d_sup-10pct_stage2.py',
+     f'point_cloud/{name}_pillar-center_demo3d_semi-10pct.py', unlabeled)
+    for name, unlabeled in (('hssda', UNLABELED_3D), ('mean-teacher', 4))]
+
+
+@pytest.mark.parametrize('sup_name,semi_name,unlabeled', SEMI_BATCHES)
+def test_semi_runs_see_the_supervised_runs_labeled_batch(sup_name, semi_name, unlabeled):
+    """The protocols compare like with like: a teacher-student stage 2 takes as many labeled
+    crops or scenes an iteration as the supervised stage 2 (4), the same labeled split and
+    iterations, and its unlabeled ones on top (12 DeepPCB crops; 8 scenes for the 3D demo's
+    HSSDA-style config, 4 for its mean teacher)."""
+    sup = Config.fromfile(osp.join(ROOT, 'configs', sup_name))
+    semi = Config.fromfile(osp.join(ROOT, 'configs', semi_name))
     sampler = semi.train_dataloader.sampler
     from ssl_det.datasets.multi_source_sampler import split_batch
-    labeled, unlabeled = split_batch(sampler.batch_size, sampler.source_ratio)
+    labeled, got = split_batch(sampler.batch_size, sampler.source_ratio)
     assert labeled == sup.train_dataloader.batch_size == 4
-    assert unlabeled == 12
+    assert got == unlabeled
+    assert semi.train_dataloader.batch_size == sampler.batch_size
     assert semi.train_dataloader.dataset.datasets[0].ann_file == \
         sup.train_dataloader.dataset.ann_file
     assert semi.train_cfg.max_iters == sup.train_cfg.max_iters
-
-
-# unlabeled scenes an iteration of the 3D demo's HSSDA-style config (the labeled 4 fixed)
-UNLABELED_3D = 8
 
 GT_SAMPLE = sorted(glob.glob(osp.join(ROOT, 'configs', 'point_cloud', '*_gt-sample.py')))
 
@@ -181,26 +189,6 @@ def test_the_3d_hssda_config_changes_only_its_teachers_keep_rate():
     assert dict(ema, momentum_decay=None) == dict(base.custom_hooks[2], momentum_decay=None)
     assert base.custom_hooks[2]['momentum_decay'] == 0.99
     assert HOOKS.build(ema).momentum_decay == 0.97
-
-
-@pytest.mark.parametrize('name,unlabeled', [('hssda', UNLABELED_3D), ('mean-teacher', 4)])
-def test_3d_demo_semi_runs_see_the_supervised_runs_labeled_batch(name, unlabeled):
-    """The 3D protocol compares like with like: a teacher-student stage 2 takes as many
-    labeled scenes an iteration as the supervised stage 2 (4), the same labeled split and
-    iterations, and its unlabeled scenes on top (8 for the HSSDA-style config)."""
-    sup = Config.fromfile(osp.join(ROOT, 'configs', 'point_cloud',
-                                   'pillar-center_demo3d_sup-10pct_stage2.py'))
-    semi = Config.fromfile(osp.join(ROOT, 'configs', 'point_cloud',
-                                    f'{name}_pillar-center_demo3d_semi-10pct.py'))
-    sampler = semi.train_dataloader.sampler
-    from ssl_det.datasets.multi_source_sampler import split_batch
-    labeled, got = split_batch(sampler.batch_size, sampler.source_ratio)
-    assert labeled == sup.train_dataloader.batch_size == 4
-    assert got == unlabeled
-    assert semi.train_dataloader.batch_size == sampler.batch_size
-    assert semi.train_dataloader.dataset.datasets[0].ann_file == \
-        sup.train_dataloader.dataset.ann_file
-    assert semi.train_cfg.max_iters == sup.train_cfg.max_iters
 
 
 def test_every_3d_demo_config_has_the_same_detector_with_height_profiles():
