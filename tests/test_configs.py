@@ -78,15 +78,14 @@ def test_own_data_is_set_in_one_place(tmp_path):
         assert crops and all(s['crop_size'] == (160, 160) for s in crops), name
 
 
-# unlabeled scenes an iteration of the 3D demo's HSSDA-style config (the labeled 4 fixed)
-UNLABELED_3D = 8
+# (supervised config, semi config, unlabeled samples an iteration beside the labeled 4)
 SEMI_BATCHES = [
     ('deeppcb/faster-rcnn_r18_fpn_deeppcb_sup.py',
      f'deeppcb/{name}_faster-rcnn_r18_fpn_deeppcb_semi.py', 12)
     for name in ('mean-teacher', 'soft-teacher')] + [
     ('point_cloud/pillar-center_demo3d_sup-10pct_stage2.py',
      f'point_cloud/{name}_pillar-center_demo3d_semi-10pct.py', unlabeled)
-    for name, unlabeled in (('hssda', UNLABELED_3D), ('mean-teacher', 4))]
+    for name, unlabeled in (('hssda', 8), ('mean-teacher', 4))]
 
 
 @pytest.mark.parametrize('sup_name,semi_name,unlabeled', SEMI_BATCHES)
@@ -106,6 +105,7 @@ def test_semi_runs_see_the_supervised_runs_labeled_batch(sup_name, semi_name, un
     assert semi.train_dataloader.dataset.datasets[0].ann_file == \
         sup.train_dataloader.dataset.ann_file
     assert semi.train_cfg.max_iters == sup.train_cfg.max_iters
+
 
 GT_SAMPLE = sorted(glob.glob(osp.join(ROOT, 'configs', 'point_cloud', '*_gt-sample.py')))
 

@@ -47,7 +47,7 @@ unsup_pipeline = [
 ]
 # 8 unlabeled scenes an iteration beside the 4 labeled ones (the supervised stage 2's 4, so
 # the labeled data and iterations are the same on both sides): above 4 + 4 on every seed of
-# the benchmark (teacher +0.008 / +0.014 / +0.002, gap closed 0.48 against 0.43), at 1.8
+# the benchmark (teacher +0.008 / +0.014 / +0.002, gap closed 0.48 against 0.43), at 1.7
 # times the run's time; 12 unlabeled scenes were below 8 on seed 1 (docs/benchmarks.md).
 # `--cfg-options train_dataloader.batch_size=8 train_dataloader.sampler.batch_size=8
 # train_dataloader.sampler.source_ratio=[1,1]` gives 4 + 4 back.
