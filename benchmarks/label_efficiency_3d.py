@@ -88,6 +88,10 @@ ABLATIONS = {
     'hssda_shuffle_3x3': ('hssda', ['train_dataloader.dataset.datasets.1.pipeline.1'
                                     '.unsup_student.3.grid=[3,3]'],
                           'patch shuffle over a 3 x 3 grid of BEV patches instead of 2 x 2'),
+    # the shuffle across the batch: each strong scene's patches filled from random scenes
+    'hssda_patch_mix': ('hssda', ['model.patch_mix=True'],
+                        "the strong scenes trade their shuffle's patches (a permutation of "
+                        'the scenes per patch)'),
     'hssda_unshuffle_features': ('hssda', ['train_dataloader.dataset.datasets.1.pipeline.1'
                                            '.unsup_student.3.mode=unshuffle_features'],
                                  "patch shuffle with HSSDA's feature un-shuffle: boxes stay, "

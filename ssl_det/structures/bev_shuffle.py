@@ -169,25 +169,29 @@ def shuffle_boxes(boxes, info: Dict):
     return _like(out, boxes), whole
 
 
-def shuffle_box_pieces(boxes, info: Dict):
+def shuffle_box_pieces(boxes, info: Dict, return_patch: bool = False):
     """For each box, one copy per patch its footprint touches (corners or centre), moved
     with that patch; returns ``(pieces, owner)`` with ``owner`` the source box index. The
-    union covers the box's parts after the shuffle (used for ignore regions)."""
+    union covers the box's parts after the shuffle (used for ignore regions). With
+    ``return_patch``, also each piece's patch after the shuffle (the patch whose part of
+    the box it stands for; -1 for a box wholly outside the range, returned unmoved)."""
     arr = _boxes(boxes)
     if len(arr) == 0:
-        return _like(arr.copy(), boxes), np.zeros(0, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        return (_like(arr.copy(), boxes), empty) + ((empty,) if return_patch else ())
     patches = np.concatenate([_corner_patches(arr, info),
                               patch_index(arr[:, :2], info)[:, None]], axis=1)
     # a box larger than a patch can touch patches none of its corners are in: add the
     # patches between the extreme corner patches
     offsets = patch_offsets(info)
     nx = info['grid'][0]
-    pieces, owner = [], []
+    pieces, owner, dst = [], [], []
     for i, row in enumerate(patches):
         valid = row[row >= 0]
         if len(valid) == 0:
             pieces.append(arr[i])
             owner.append(i)
+            dst.append(-1)
             continue
         ix, iy = valid % nx, valid // nx
         for yy in range(iy.min(), iy.max() + 1):
@@ -196,4 +200,26 @@ def shuffle_box_pieces(boxes, info: Dict):
                 piece[:2] += offsets[yy * nx + xx]
                 pieces.append(piece)
                 owner.append(i)
-    return _like(np.stack(pieces), boxes), np.asarray(owner, dtype=np.int64)
+                dst.append(info['perm'][yy * nx + xx])
+    out = (_like(np.stack(pieces), boxes), np.asarray(owner, dtype=np.int64))
+    return out + ((np.asarray(dst, dtype=np.int64),) if return_patch else ())
+
+
+def patch_sources(num_scenes: int, info: Dict, generator=None) -> np.ndarray:
+    """A cross-scene patch mix of ``num_scenes`` shuffled scenes of one grid: an
+    (num_scenes, K) array whose row ``m`` names, for each patch, the scene whose contents
+    fill that patch of mixed scene ``m``. Each column is a random permutation of the
+    scenes, so every scene's every patch lands in exactly one mixed scene (no point or box
+    is lost or doubled)."""
+    nx, ny = info['grid']
+    cols = [torch.randperm(num_scenes, generator=generator) for _ in range(nx * ny)]
+    return torch.stack(cols, dim=1).numpy().astype(np.int64)
+
+
+def taken_by(patches: np.ndarray, sources: np.ndarray, scene: int, mixed: int) -> np.ndarray:
+    """Which items of ``scene`` (their patches, -1 outside the grid) mixed scene ``mixed``
+    takes: those in a patch it fills from ``scene``; items outside the grid stay in their
+    own scene."""
+    patches = np.asarray(patches, dtype=np.int64)
+    inside = patches >= 0
+    return np.where(inside, sources[mixed][np.maximum(patches, 0)] == scene, scene == mixed)

@@ -81,6 +81,27 @@ def test_joint_batch_config_trains(scenes, tmp_path, joint):
         assert not calls
 
 
+def test_patch_mix_config_trains(scenes, tmp_path):
+    """``model.patch_mix=True`` (benchmark ablation ``hssda_patch_mix``): the strong scenes
+    trade their shuffle's patches in training, in the config's one student pass."""
+    args = train_tool.parse_args([CFG, '--work-dir', str(tmp_path), '--cfg-options',
+                                  *as_cli(overrides(scenes, iters=3)), 'model.patch_mix=True'])
+    runner = train_tool.build_runner(args)
+    mixes = []
+    mix = runner.model._mix_patches
+    runner.model._mix_patches = lambda points, samples: mixes.append(len(samples)) or mix(
+        points, samples)
+    runner.train()
+    # every iteration after the one burn-in iteration, over the batch's 2 strong scenes
+    assert mixes == [2, 2]
+    samples = runner.model.latest_pseudo['data_samples']
+    assert all(len(s.metainfo['bev_mix']['sources']) == 4 for s in samples)
+    log = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
+    for key in ('sup_loss_heatmap', 'unsup_loss_heatmap', 'unsup_loss_bbox'):
+        values = [float(v) for v in re.findall(rf' {key}: ([-\d.e+naif]+)', log)]
+        assert values and all(math.isfinite(v) for v in values), key
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

@@ -52,6 +52,15 @@ input, as HSSDA's student gets it. A pasted box touches (BEV overlap > 0) none o
 teacher's boxes of that scene (every score at or above ``low_score_thr``, and the pieces of a
 box the patch shuffle cut), so it is not pasted over an object the teacher saw; the scene's
 points under it are replaced by the object's.
+
+With ``patch_mix`` the pseudo-labeled strong scenes of a batch trade their patch shuffle's
+patches (the 3D form of mixed pseudo labels): each patch of each mixed scene is filled by
+that patch of a random scene of the batch, a permutation of the scenes per patch, so every
+scene's every patch lands in exactly one mixed scene. A patch's points, its whole pseudo
+boxes (with their weights and other fields) and its ignored pieces go together; no box is
+cut, because the shuffle has already ignored every box a patch border cuts. HSSDA's shuffle
+recombines the 4 patches of one scene; the mix recombines them across the batch, so an
+object is seen in many more contexts.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -67,7 +76,8 @@ from ssl_det.ops import overlaps_bev
 from ssl_det.registry import MODELS, TASK_UTILS
 from ssl_det.structures import (match_boxes_bev, points_in_boxes, transform_boxes3d,
                                 transform_points, weak_to_strong_matrix)
-from ssl_det.structures.bev_shuffle import (moves_boxes, shuffle_box_pieces, shuffle_boxes,
+from ssl_det.structures.bev_shuffle import (moves_boxes, patch_index, patch_sources,
+                                            shuffle_box_pieces, shuffle_boxes, taken_by,
                                             unshuffle_points)
 from ..point_cloud.center_head import best_other_class_score
 from ..utils.object_bank import ObjectBank, check_num_paste
@@ -189,6 +199,10 @@ class TeacherStudent3D(TeacherStudent):
             probability at it, and the group's other classes are not taught as background
             there. Labeled boxes, and labeled objects pasted into strong scenes, keep their
             class. Default: None (every pseudo box teaches its class).
+        patch_mix (bool): the strong scenes of a batch trade the patches of their patch
+            shuffle after the teacher has labeled them (see the module doc). Needs every
+            strong view shuffled (``BEVPatchShuffle``, ``mode='move_boxes'``) on one grid;
+            not with ``dense_weight`` or ``labeled_paste``. Default: False.
     """
 
     def __init__(self,
@@ -219,6 +233,7 @@ class TeacherStudent3D(TeacherStudent):
                  min_yaw_norm: Optional[float] = None,
                  pseudo_heading: str = 'full',
                  class_groups: Optional[Sequence[Sequence[int]]] = None,
+                 patch_mix: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         BaseDetector.__init__(self, data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -324,6 +339,11 @@ class TeacherStudent3D(TeacherStudent):
         # the database is read at the first paste (a config builds without the data)
         self.labeled_paste = dict(labeled_paste) if labeled_paste is not None else None
         self.labeled_bank: Optional[ObjectBank] = None
+        self.patch_mix = bool(patch_mix)
+        if self.patch_mix and (self.dense_weight > 0 or labeled_paste is not None):
+            raise ValueError('patch_mix moves pseudo boxes between scenes by whole patches: '
+                             "not with dense_weight (the teacher's heatmap stays with its "
+                             'scene) or labeled_paste (a pasted box may cross a patch border)')
 
     @staticmethod
     def _class_sets(groups: Optional[Sequence[Sequence[int]]], num_classes: Optional[int],
@@ -637,7 +657,7 @@ class TeacherStudent3D(TeacherStudent):
                 counts['ambiguous'] += int(ambiguous.sum())
             strong.ignored_instances_3d = self._ignored(boxes[ignore_mask],
                                                         pred.labels_3d[ignore_mask],
-                                                        box_shuffle)
+                                                        box_shuffle, self.patch_mix)
             if dense:
                 soft, valid = self.student.bbox_head.warp_heatmap(heatmaps[i], w2s, box_shuffle)
                 strong.soft_heatmap, strong.soft_heatmap_valid = soft, valid
@@ -668,6 +688,8 @@ class TeacherStudent3D(TeacherStudent):
             counts['middle'] += int((middle & whole).sum())
             counts['low'] += int(low.sum())
             counts['cut'] += int((gt_mask & ~whole).sum())
+        if self.patch_mix:
+            points_out = self._mix_patches(points_out, strong_samples)
         num_high = counts['high']
         stats = self.split_stats(split, scores, labels, num_high)
         stats.update({f'pseudo/num_{k}': float(v) for k, v in counts.items()})
@@ -789,10 +811,65 @@ class TeacherStudent3D(TeacherStudent):
         return per_class[labels.long()]
 
     @staticmethod
-    def _ignored(boxes: Tensor, labels: Tensor, shuffle: Optional[dict]) -> InstanceData:
-        """Ignored boxes in the strong view: with a shuffle, one piece per patch touched."""
+    def _ignored(boxes: Tensor, labels: Tensor, shuffle: Optional[dict],
+                 with_patch: bool = False) -> InstanceData:
+        """Ignored boxes in the strong view: with a shuffle, one piece per patch touched;
+        ``with_patch`` adds each piece's patch (``patch``, -1 without a shuffle)."""
         if shuffle is not None and len(boxes):
-            pieces, owner = shuffle_box_pieces(boxes, shuffle)
+            pieces, owner, patch = shuffle_box_pieces(boxes, shuffle, return_patch=True)
             owner = torch.as_tensor(owner, device=boxes.device)
-            return InstanceData(bboxes_3d=pieces, labels_3d=labels[owner])
-        return InstanceData(bboxes_3d=boxes, labels_3d=labels)
+            out = InstanceData(bboxes_3d=pieces, labels_3d=labels[owner])
+        else:
+            patch = -np.ones(len(boxes), dtype=np.int64)
+            out = InstanceData(bboxes_3d=boxes, labels_3d=labels)
+        if with_patch:
+            out.patch = torch.as_tensor(patch, dtype=torch.long, device=boxes.device)
+        return out
+
+    def _mix_patches(self, points: List[Tensor], samples: List) -> List[Tensor]:
+        """``patch_mix``: the strong scenes trade their shuffle's patches (the module doc).
+        Returns the mixed scenes' points; each sample gets its mixed scene's pseudo boxes,
+        ignored pieces and tier picture, and ``bev_mix`` (the batch position of the scene
+        that fills each patch). A point, box or piece outside the grid stays in its scene."""
+        infos = [s.metainfo.get('bev_shuffle') for s in samples]
+        if not all(moves_boxes(i) for i in infos):
+            raise ValueError("patch_mix needs every strong view shuffled with boxes moving "
+                             "(BEVPatchShuffle, mode='move_boxes') in the unlabeled pipeline")
+        info = infos[0]
+        if any(list(i['range']) != list(info['range']) or tuple(i['grid']) != tuple(info['grid'])
+               for i in infos):
+            raise ValueError('patch_mix needs one shuffle grid and range for every strong view')
+        num = len(samples)
+        sources = patch_sources(num, info)
+
+        def patches(xy: Tensor) -> np.ndarray:  # the patch of each BEV position
+            return patch_index(xy.detach().cpu().double().numpy()[:, :2].reshape(-1, 2), info)
+
+        def taken(items, item_patches: np.ndarray, scene: int, mixed: int):
+            mask = torch.as_tensor(taken_by(item_patches, sources, scene, mixed))
+            return items[mask.to(items.device) if isinstance(items, Tensor) else mask]
+
+        gts = [s.gt_instances_3d for s in samples]
+        ignored = [s.ignored_instances_3d for s in samples]
+        tiers = [s.metainfo['pseudo_tiers'] for s in samples]
+        point_patches = [patches(p) for p in points]
+        gt_patches = [patches(g.bboxes_3d) for g in gts]
+        ignored_patches = [i.patch.cpu().numpy() for i in ignored]
+        for i in ignored:
+            del i.patch
+        out = []
+        for m, sample in enumerate(samples):
+            scenes = range(num)
+            out.append(torch.cat([taken(points[s], point_patches[s], s, m) for s in scenes]))
+            sample.gt_instances_3d = InstanceData.cat(
+                [taken(gts[s], gt_patches[s], s, m) for s in scenes])
+            sample.ignored_instances_3d = InstanceData.cat(
+                [taken(ignored[s], ignored_patches[s], s, m) for s in scenes])
+            picture = {}
+            for tier in ('high', 'middle', 'low'):
+                for key in (tier, f'{tier}_labels'):
+                    picture[key] = torch.cat([
+                        taken(t[key], patches(t[tier]), s, m) for s, t in enumerate(tiers)])
+            sample.set_metainfo(dict(pseudo_tiers=picture,
+                                     bev_mix=dict(sources=sources[m].tolist())))
+        return out
