@@ -176,7 +176,9 @@ def test_hssda_threshold_rule_and_feature_unshuffle_train(scenes, tmp_path):
                  'model.pseudo_label.type': 'MatchedScoreThreshold',
                  'model.pseudo_label.match_iou': 0.01, 'model.pseudo_label.min_count': 1,
                  'train_dataloader.dataset.datasets.1.pipeline.1.unsup_student.3.mode':
-                     'unshuffle_features'})
+                     'unshuffle_features',
+                 # its patch borders fall on whole feature-map cells: HSSDA's 2 x 2
+                 'train_dataloader.dataset.datasets.1.pipeline.1.unsup_student.3.grid': [2, 2]})
     runner = train_tool.build_runner(train_tool.parse_args(
         [CFG, '--work-dir', str(tmp_path), '--cfg-options', *as_cli(opts)]))
     assert type(runner.model.pseudo_label).__name__ == 'MatchedScoreThreshold'
