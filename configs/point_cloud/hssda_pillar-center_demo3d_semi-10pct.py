@@ -37,7 +37,7 @@ custom_hooks = [dict(hook, momentum_decay=0.97) if hook['type'] == 'MeanTeacherH
 point_cloud_range = {{_base_.point_cloud_range}}
 view_meta_keys = {{_base_.view_meta_keys}}
 # The patch shuffle on a 3 x 3 grid (HSSDA's is 2 x 2): above 2 x 2 on every seed of the
-# benchmark (teacher +0.005 / +0.003 / +0.002, gap closed 0.51 against 0.48;
+# benchmark (teacher +0.004 / +0.003 / +0.002, gap closed 0.51 against 0.48;
 # docs/benchmarks.md). Its borders cut a quarter of the pseudo boxes, which are ignored
 # (2 x 2: a fifth). `--cfg-options
 # train_dataloader.dataset.datasets.1.pipeline.1.unsup_student.3.grid=[2,2]` gives 2 x 2
