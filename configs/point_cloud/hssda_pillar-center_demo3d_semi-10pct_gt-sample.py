@@ -3,12 +3,11 @@
 # pillar-center_demo3d_sup-10pct_stage2_gt-sample.py; the unlabeled scenes are unchanged (no
 # labels to paste around; the database holds no unlabeled frame).
 # It inherits the student's one pass over labeled and strong scenes (joint_batch), the
-# teacher's keep-rate 0.97, 8 unlabeled scenes an iteration and the 3 x 3 patch shuffle, the
-# defaults since 2026-12-07; this protocol's published tables were trained with two passes,
-# 0.99, 4 unlabeled scenes and 2 x 2 patches (`--cfg-options model.joint_batch=False
-# custom_hooks.2.momentum_decay=0.99 train_dataloader.batch_size=8
-# train_dataloader.sampler.batch_size=8 train_dataloader.sampler.source_ratio=[1,1]
-# train_dataloader.dataset.datasets.1.pipeline.1.unsup_student.3.grid=[2,2]`).
+# teacher's keep-rate 0.97 and 8 unlabeled scenes an iteration, the defaults since
+# 2026-12-07; this protocol's published tables were trained with two passes, 0.99 and 4
+# unlabeled scenes (`--cfg-options model.joint_batch=False custom_hooks.2.momentum_decay=0.99
+# train_dataloader.batch_size=8 train_dataloader.sampler.batch_size=8
+# train_dataloader.sampler.source_ratio=[1,1]`).
 _base_ = ['./hssda_pillar-center_demo3d_semi-10pct.py']
 
 sup_pipeline = _base_.sup_pipeline[:1] + [_base_.db_sampler] + _base_.sup_pipeline[1:]
