@@ -857,6 +857,8 @@ class TeacherStudent3D(TeacherStudent):
         ignored_patches = [i.patch.cpu().numpy() for i in ignored]
         for i in ignored:
             del i.patch
+        tier_patches = [{tier: patches(t[tier]) for tier in ('high', 'middle', 'low')}
+                        for t in tiers]
         out = []
         for m, sample in enumerate(samples):
             scenes = range(num)
@@ -868,8 +870,8 @@ class TeacherStudent3D(TeacherStudent):
             picture = {}
             for tier in ('high', 'middle', 'low'):
                 for key in (tier, f'{tier}_labels'):
-                    picture[key] = torch.cat([
-                        taken(t[key], patches(t[tier]), s, m) for s, t in enumerate(tiers)])
+                    picture[key] = torch.cat([taken(t[key], tier_patches[s][tier], s, m)
+                                              for s, t in enumerate(tiers)])
             sample.set_metainfo(dict(pseudo_tiers=picture,
                                      bev_mix=dict(sources=sources[m].tolist())))
         return out
