@@ -98,6 +98,10 @@ ABLATIONS = {
     'hssda_patch_mix': ('hssda', ['model.patch_mix=True'],
                         "the strong scenes trade their shuffle's patches (a permutation of "
                         'the scenes per patch)'),
+    # the teacher's scores times how well points reach each box's top
+    'hssda_top_support': ('hssda', ['model.top_support=0.5'],
+                          "teacher scores times exp(-gap / (0.5 dz)), gap: the box's top "
+                          'above its highest point'),
     # the feature maps' cells must split along the patch borders: 2 x 2 patches
     'hssda_unshuffle_features': ('hssda', ['train_dataloader.dataset.datasets.1.pipeline.1'
                                            '.unsup_student.3.mode=unshuffle_features',

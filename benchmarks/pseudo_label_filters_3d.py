@@ -54,7 +54,8 @@ sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
 import pseudo_label_tiers_3d as tiers  # noqa: E402
 
 SIGNALS = ('score', 'view_iou', 'view_score', 'score_x_iou', 'points', 'size_fit',
-           'clash_margin')
+           'clash_margin', 'above', 'top_gap', 'low_share', 'score_x_above')
+ABOVE = 1.0  # metres above a box's top searched for points of a taller thing
 HEAD_SIGNALS = ('class_margin', 'yaw_norm', 'score_x_yaw_norm')
 CLASH_DISTANCE = 0.5  # metres between BEV centres: one spot
 KINDS = ('right', 'on_nothing', 'other_class', 'heading', 'misplaced')
@@ -158,6 +159,32 @@ def clash_margin(boxes: torch.Tensor, labels: torch.Tensor,
     return scores - best
 
 
+def column_shape(points: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor) -> dict:
+    """Signals from the points of each box's BEV column (negated where fewer is likelier
+    an object): ``above``, minus the points within ``ABOVE`` m over its top (a post or a
+    tree that goes on up); ``top_gap``, minus the distance between its top and its highest
+    point inside (a post shorter than the box); ``low_share``, minus the share of its
+    points in its lower half (a person stands on two thin legs, a post is as dense at its
+    foot); ``score_x_above``, the score over one plus the points above."""
+    from ssl_det.structures import points_in_boxes
+    if not len(boxes):
+        empty = torch.zeros_like(scores)
+        return dict(above=empty, top_gap=empty, low_share=empty, score_x_above=empty)
+    up = boxes.clone()
+    up[:, 2] = boxes[:, 2] + boxes[:, 5] / 2 + ABOVE / 2
+    up[:, 5] = ABOVE
+    above = points_in_boxes(points, up.float()).sum(dim=0).double()
+    inside = points_in_boxes(points, boxes.float()).bool()  # (N, M)
+    z = points[:, 2].double()[:, None]
+    top = boxes[:, 2] + boxes[:, 5] / 2
+    highest = torch.where(inside, z, torch.full_like(z, -1e9)).amax(dim=0)
+    top_gap = torch.where(inside.any(dim=0), top - highest, boxes[:, 5])
+    low = inside & (z < boxes[:, 2][None])
+    low_share = low.sum(dim=0).double() / inside.sum(dim=0).clamp(min=1).double()
+    return dict(above=-above, top_gap=-top_gap.abs(), low_share=-low_share,
+                score_x_above=scores / (1 + above))
+
+
 def signals(model, points: torch.Tensor, sample, matrix: np.ndarray, sizes: torch.Tensor):
     """(boxes, labels, {signal: values}) of the teacher's boxes on one scene; ``sizes`` are
     the labeled boxes' :func:`size_stats`."""
@@ -187,7 +214,8 @@ def signals(model, points: torch.Tensor, sample, matrix: np.ndarray, sizes: torc
     values = dict(score=scores, view_iou=best_iou, view_score=(scores + other_score) / 2,
                   score_x_iou=scores * best_iou, points=inside,
                   size_fit=size_fit(boxes, labels, sizes.to(boxes)),
-                  clash_margin=clash_margin(boxes, labels, scores))
+                  clash_margin=clash_margin(boxes, labels, scores),
+                  **column_shape(points, boxes, scores))
     if 'class_scores' in pred and 'yaw_norm' in pred:
         from ssl_det.models.point_cloud import best_other_class_score
         other = best_other_class_score(pred.class_scores[keep].double(), labels)

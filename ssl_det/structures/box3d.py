@@ -201,6 +201,23 @@ def points_in_boxes(points: ArrayLike, boxes: ArrayLike, margin: float = 0.0) ->
     return inside
 
 
+def top_gaps(points: ArrayLike, boxes: ArrayLike) -> ArrayLike:
+    """(M,) how far below each box's top its highest point inside lies (metres, >= 0); a box
+    with no point inside gets its full height ``dz``. A box fitted to an object whose top the
+    sensor sees (a person's head, a car's roof) has a small gap; a box of a taller class drawn
+    over a shorter thing (a person's box on a knee-high post) a large one."""
+    pts = _np(points)[:, :3].astype(np.float64)
+    arr = _boxes(boxes)
+    gaps = arr[:, 5].copy()
+    if len(pts) and len(arr):
+        inside = _np(points_in_boxes(pts, arr))
+        highest = np.where(inside, pts[:, 2:3], -np.inf).max(axis=0)
+        seen = inside.any(axis=0)
+        top = arr[:, 2] + arr[:, 5] / 2
+        gaps[seen] = np.clip(top[seen] - highest[seen], 0.0, None)
+    return _like(gaps, boxes)
+
+
 def _points_in_boxes_dense(pts: np.ndarray, arr: np.ndarray, margin: float) -> np.ndarray:
     """:func:`points_in_boxes` on every (point, box) pair: (N, 3) and (M, 7+) float64."""
     rel = pts[:, None, :] - arr[None, :, :3]
