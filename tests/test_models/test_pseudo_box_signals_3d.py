@@ -288,3 +288,48 @@ def test_axis_only_pseudo_headings_are_flagged_on_the_strong_boxes():
             assert 'yaw_axis' not in gt
     with pytest.raises(ValueError, match='pseudo_heading must be one of'):
         build(pseudo_heading='direction')
+
+
+def test_top_support_scales_the_teachers_scores_by_the_weak_views_points():
+    from ssl_det.structures import top_gaps
+    from test_models.test_teacher_student_3d import fake_teacher
+    points, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=True)
+    teacher_boxes = boxes.copy()
+    teacher_boxes[1, 2] += 0.4  # box 1's top 0.8 m above its object's: a taller class's box
+    teacher_boxes[1, 5] += 0.8
+    model = build(middle='weight', low='off', top_support=0.5)
+    fake_teacher(model, weak, teacher_boxes, [0.9] * 6)
+    _, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    # the gaps in the scene's own frame: the weak view (mirrored) keeps every height, the
+    # strong one (turned, scaled 1.07, shuffled) would not
+    gaps = top_gaps(points, teacher_boxes.astype(np.float64))
+    assert gaps[1] > 0.8 and (np.delete(gaps, 1) < 0.25).all()
+    expected = 0.9 * np.exp(-gaps / (0.5 * teacher_boxes[:, 5]))
+    gt = samples[0].gt_instances_3d
+    whole = [0, 1, 2, 3, 5]  # box 4 is cut by the shuffle's border
+    np.testing.assert_allclose(sorted(gt.scores_3d.tolist()), sorted(expected[whole]),
+                               rtol=1e-5)
+    # box 1 falls from the high tier (0.7) to the middle one, weighted by its new score
+    assert stats['pseudo/num_high'] == 4 and stats['pseudo/num_middle'] == 1
+    middle = gt.weights < 1
+    np.testing.assert_allclose(gt.weights[middle].tolist(), [expected[1]], rtol=1e-5)
+    assert 0.4 <= expected[1] < 0.7
+    assert stats['pseudo/top_support'] == pytest.approx(float((expected / 0.9).mean()),
+                                                        rel=1e-5)
+
+
+def test_top_support_is_off_by_default_and_checked():
+    from test_models.test_teacher_student_3d import fake_teacher
+    _, boxes, (weak_pts, weak), (strong_pts, strong) = weak_and_strong(shuffle=False)
+    model = build(middle='weight', low='off')
+    fake_teacher(model, weak, boxes, [0.9] * 6)
+    _, samples, stats = model.pseudo_instances(
+        dict(points=[weak_pts]), [weak], dict(points=[strong_pts]), [strong])
+    assert samples[0].gt_instances_3d.scores_3d.tolist() == pytest.approx([0.9] * 6)
+    assert 'pseudo/top_support' not in stats
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match='top_support must be > 0'):
+            build(top_support=bad)
+    with pytest.raises(ValueError, match="pseudo_from='ground_truth'"):
+        build(top_support=0.5, pseudo_from='ground_truth')

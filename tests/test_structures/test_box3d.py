@@ -190,3 +190,22 @@ def test_match_boxes_bev_needs_the_class_and_the_iou_of_the_labeled_boxs_class()
     assert finds.tolist() == [[False, False], [False, True], [False, False], [False, False]]
     iou, finds = match_boxes_bev(boxes, labels, gt[:0], torch.zeros(0), 0.5)
     assert iou.shape == finds.shape == (4, 0)
+
+
+def test_top_gaps_measure_from_the_highest_point_inside_each_box():
+    from ssl_det.structures import top_gaps
+    # a box turned 45 degrees: (1.2, 0, ...) lies inside its footprint, (0.9, 0.9) outside
+    boxes = torch.tensor([[0.0, 0.0, 0.0, 2.0, 0.5, 2.0, np.pi / 4],
+                          [10.0, 0.0, 0.5, 1.0, 1.0, 3.0, 0.0],
+                          [20.0, 0.0, 0.0, 1.0, 1.0, 1.5, 0.0]], dtype=torch.float64)
+    points = torch.tensor([[0.5, 0.5, 0.7, 1.0],    # inside box 0, 0.3 below its top
+                           [0.1, 0.1, -0.9, 1.0],   # inside box 0, lower
+                           [0.9, -0.9, 0.95, 1.0],  # outside box 0's turned footprint
+                           [0.0, 0.0, 1.5, 1.0],    # above box 0: not inside
+                           [10.0, 0.2, -0.5, 1.0]])  # box 1: 2.5 m below its top at 2.0
+    gaps = top_gaps(points, boxes)
+    assert isinstance(gaps, torch.Tensor)
+    # box 2 holds no point: its whole height
+    np.testing.assert_allclose(gaps.numpy(), [0.3, 2.5, 1.5], atol=1e-6)
+    np.testing.assert_allclose(top_gaps(points.numpy(), boxes.numpy()), [0.3, 2.5, 1.5],
+                               atol=1e-6)
