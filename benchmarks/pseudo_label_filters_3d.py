@@ -22,15 +22,18 @@ boxes are mapped back. Each box at or above the model's ``low_score_thr`` gets:
 - ``clash_margin``: its score minus the highest score of the teacher's boxes of another
   class on the same spot (BEV overlap, or centres within ``CLASH_DISTANCE`` m; two objects
   cannot share it); its score when there is none;
+- ``above``, ``top_gap``, ``low_share`` and ``score_x_top_support``: the shape of the points
+  in the box's column (:func:`column_shape`);
 - with a head that gives them (``CenterHead3D``): ``class_margin``, its score minus the
   best other class's probability at its peak (``class_scores``); ``yaw_norm``, the length
   of its regressed (sin, cos); and ``score_x_yaw_norm``.
 
 A box is right when its BEV IoU with a hidden box of its class reaches the metric's
 threshold for the class (``pseudo_label_tiers_3d.match``). Per class and signal: the
-AUROC of right against false boxes, and the precision of the boxes a threshold on the
-signal keeps when it keeps a given share (``--recalls``) of the right ones, beside the
-score's: a signal that beats the score at the same share is one a filter could use.
+AUROC of right against false boxes (over every box, and over the boxes the teacher scores
+at or above ``--kinds-score``, the ones the tiers keep), and the precision of the boxes a
+threshold on the signal keeps when it keeps a given share (``--recalls``) of the right
+ones, beside the score's: a signal that beats the score at the same share is one a filter could use.
 Per class also the kinds of false box at or above ``--kinds-score`` (``KINDS``): on no
 hidden object, on another class's, or on one of its class but misplaced, by its heading
 alone (the hidden box's heading would make it right) or otherwise.
@@ -54,7 +57,7 @@ sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
 import pseudo_label_tiers_3d as tiers  # noqa: E402
 
 SIGNALS = ('score', 'view_iou', 'view_score', 'score_x_iou', 'points', 'size_fit',
-           'clash_margin', 'above', 'top_gap', 'low_share', 'score_x_above')
+           'clash_margin', 'above', 'top_gap', 'low_share', 'score_x_top_support')
 ABOVE = 1.0  # metres above a box's top searched for points of a taller thing
 HEAD_SIGNALS = ('class_margin', 'yaw_norm', 'score_x_yaw_norm')
 CLASH_DISTANCE = 0.5  # metres between BEV centres: one spot
@@ -160,29 +163,27 @@ def clash_margin(boxes: torch.Tensor, labels: torch.Tensor,
 
 
 def column_shape(points: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor) -> dict:
-    """Signals from the points of each box's BEV column (negated where fewer is likelier
-    an object): ``above``, minus the points within ``ABOVE`` m over its top (a post or a
-    tree that goes on up); ``top_gap``, minus the distance between its top and its highest
-    point inside (a post shorter than the box); ``low_share``, minus the share of its
-    points in its lower half (a person stands on two thin legs, a post is as dense at its
-    foot); ``score_x_above``, the score over one plus the points above."""
-    from ssl_det.structures import points_in_boxes
+    """Signals from the points of each box's BEV column (negated where more is likelier a
+    false box): ``above``, minus the points within ``ABOVE`` m over its top (a post or a tree
+    that goes on up); ``top_gap``, minus how far below its top its highest point inside lies
+    (:func:`~ssl_det.structures.top_gaps`: a post shorter than the box); ``low_share``, minus
+    the share of its points in its lower half (a person stands on two thin legs, a post is
+    as dense at its foot); ``score_x_top_support``, the score times
+    ``exp(-gap / (0.5 * dz))``, what ``TeacherStudent3D(top_support=0.5)`` gives the tiers."""
+    from ssl_det.structures import points_in_boxes, top_gaps
     if not len(boxes):
         empty = torch.zeros_like(scores)
-        return dict(above=empty, top_gap=empty, low_share=empty, score_x_above=empty)
+        return dict(above=empty, top_gap=empty, low_share=empty, score_x_top_support=empty)
     up = boxes.clone()
     up[:, 2] = boxes[:, 2] + boxes[:, 5] / 2 + ABOVE / 2
     up[:, 5] = ABOVE
     above = points_in_boxes(points, up.float()).sum(dim=0).double()
     inside = points_in_boxes(points, boxes.float()).bool()  # (N, M)
-    z = points[:, 2].double()[:, None]
-    top = boxes[:, 2] + boxes[:, 5] / 2
-    highest = torch.where(inside, z, torch.full_like(z, -1e9)).amax(dim=0)
-    top_gap = torch.where(inside.any(dim=0), top - highest, boxes[:, 5])
-    low = inside & (z < boxes[:, 2][None])
+    gap = top_gaps(points, boxes).to(scores)
+    low = inside & (points[:, 2].double()[:, None] < boxes[:, 2][None])
     low_share = low.sum(dim=0).double() / inside.sum(dim=0).clamp(min=1).double()
-    return dict(above=-above, top_gap=-top_gap.abs(), low_share=-low_share,
-                score_x_above=scores / (1 + above))
+    return dict(above=-above, top_gap=-gap, low_share=-low_share,
+                score_x_top_support=scores * torch.exp(-gap / (0.5 * boxes[:, 5])))
 
 
 def signals(model, points: torch.Tensor, sample, matrix: np.ndarray, sizes: torch.Tensor):
@@ -258,11 +259,15 @@ def score_checkpoint(config: str, checkpoint: str, limit: int, view: dict,
     for k, c in enumerate(classes):
         mine = data['label'] == k
         right = data['right'][mine].astype(bool)
-        sure = data['kind'][mine & (data['score'] >= kinds_score)]
+        confident = data['score'] >= kinds_score
+        sure = data['kind'][mine & confident]
         result['per_class'][c] = dict(
             boxes=int(mine.sum()), right=int(right.sum()),
             kinds={name: int((sure == n).sum()) for n, name in enumerate(KINDS)},
             auroc={s: auroc(data[s][mine], right) for s in used},
+            auroc_confident={s: auroc(data[s][mine & confident],
+                                      data['right'][mine & confident].astype(bool))
+                             for s in used},
             precision_at={f'{share:.2f}': {s: precision_at(data[s][mine], right, share)
                                            for s in used} for share in shares})
     return result
@@ -282,7 +287,8 @@ def main(argv=None):
                         help="the scenes scored: the unlabeled ones (their hidden labels; "
                              "stage 2 trains on them), or 'val', which no run trains on")
     parser.add_argument('--kinds-score', type=float, default=0.4,
-                        help='count the kinds of false box at or above this score')
+                        help='count the kinds of false box, and rank the boxes again, at or '
+                             'above this score')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'pseudo_label_filters_3d.json'))
     args = parser.parse_args(argv)
@@ -291,7 +297,8 @@ def main(argv=None):
 
     print(f'{len(runs)} checkpoints, {runs[0]["scenes"]} {args.pool} scenes each, second view '
           f'{args.view}; mean ± std over the checkpoints')
-    head = ' | '.join(['AUROC'] + [f'precision at {s:.0%} of the right' for s in args.recalls])
+    head = ' | '.join(['AUROC', f'AUROC at score >= {args.kinds_score}']
+                      + [f'precision at {s:.0%} of the right' for s in args.recalls])
     for c in runs[0]['per_class']:
         rows = [r['per_class'][c] for r in runs]
         print(f'\n{c}: boxes {tiers.spread([r["boxes"] for r in rows])}, right '
@@ -299,9 +306,10 @@ def main(argv=None):
               + ', '.join(f'{k} {tiers.spread([r["kinds"][k] for r in rows])}'
                           for k in KINDS))
         print(f'| signal | {head} |')
-        print('| --- |' + ' --- |' * (1 + len(args.recalls)))
+        print('| --- |' + ' --- |' * (2 + len(args.recalls)))
         for s in rows[0]['auroc']:
-            cells = [tiers.spread([r['auroc'][s] for r in rows])] + [
+            cells = [tiers.spread([r['auroc'][s] for r in rows]),
+                     tiers.spread([r['auroc_confident'][s] for r in rows])] + [
                 tiers.spread([r['precision_at'][f'{share:.2f}'][s] for r in rows])
                 for share in args.recalls]
             print(f'| {s} | ' + ' | '.join(cells) + ' |')

@@ -143,3 +143,26 @@ def test_clash_margin_reads_other_classes_on_the_same_spot():
     torch.testing.assert_close(filters.clash_margin(boxes, labels, scores),
                                torch.tensor([-0.2, 0.2, 0.4, -0.4, 0.4, 0.3],
                                             dtype=torch.float64))
+
+
+def test_column_shape_reads_the_points_over_under_and_inside_each_box():
+    """A person-sized box over a knee-high post (points only in its lower part), one on a
+    person (points to its top, thin at the legs), one under a tall pole (points above it)."""
+    boxes = torch.tensor([[0.0, 0.0, 0.0, 0.6, 0.6, 2.0, 0],
+                          [5.0, 0.0, 0.0, 0.6, 0.6, 2.0, 0],
+                          [10.0, 0.0, 0.0, 0.6, 0.6, 2.0, 0]], dtype=torch.float64)
+    post = [[0.0, 0.0, z, 1] for z in (-0.9, -0.6, -0.3, 0.0)]  # 1.0 m below, 3 of 4 low
+    person = [[5.0, 0.0, z, 1] for z in (-0.5, 0.2, 0.5, 0.8, 0.95)]     # 1 of 5 low
+    pole = [[10.0, 0.0, z, 1] for z in (-0.8, 0.0, 0.9, 1.2, 1.6, 2.4)]  # 2 within 1 m over
+    points = torch.tensor(post + person + pole, dtype=torch.float32)
+    scores = torch.tensor([0.8, 0.6, 0.5], dtype=torch.float64)
+    got = filters.column_shape(points, boxes, scores)
+    torch.testing.assert_close(got['top_gap'], torch.tensor([-1.0, -0.05, -0.1],
+                                                            dtype=torch.float64))
+    torch.testing.assert_close(got['above'], torch.tensor([0.0, 0.0, -2.0],
+                                                          dtype=torch.float64))
+    torch.testing.assert_close(got['low_share'], torch.tensor([-0.75, -0.2, -1 / 3],
+                                                              dtype=torch.float64))
+    torch.testing.assert_close(got['score_x_top_support'],
+                               scores * torch.exp(torch.tensor([-1.0, -0.05, -0.1],
+                                                               dtype=torch.float64)))
