@@ -333,3 +333,27 @@ def test_top_support_is_off_by_default_and_checked():
             build(top_support=bad)
     with pytest.raises(ValueError, match="pseudo_from='ground_truth'"):
         build(top_support=0.5, pseudo_from='ground_truth')
+
+
+def test_top_support_rescales_the_labeled_scenes_scores_for_matched_thresholds():
+    """HSSDA's threshold source reads the teacher's scores on labeled scenes: with
+    top_support they are rescaled as the unlabeled views' are, from the labeled points."""
+    from ssl_det.structures import top_gaps
+    from test_models.test_teacher_student_3d import fake_teacher
+    points, boxes, (weak_pts, weak), _ = weak_and_strong(shuffle=False)
+    labeled = copy.deepcopy(weak)
+    labeled.gt_instances_3d = InstanceData(
+        bboxes_3d=torch.as_tensor(transform_boxes3d(boxes, weak.lidar_aug_matrix)),
+        labels_3d=torch.arange(len(boxes)) % 3)
+    model = build(top_support=0.5, pseudo_label=dict(
+        type='MatchedScoreThreshold', num_classes=3, init_high=0.5, init_low=0.3,
+        min_count=100, momentum=0.5, num_bins=1000))
+    fake_teacher(model, labeled, boxes, [0.9] * 6)
+    model.update_from_labeled(dict(points=[weak_pts]), [labeled])
+    gaps = top_gaps(points, boxes.astype(np.float64))
+    expected = 0.9 * np.exp(-gaps / (0.5 * boxes[:, 5]))
+    hist = model.pseudo_label.score_hist
+    assert hist.sum().item() == 6
+    for label, score in zip((np.arange(6) % 3).tolist(), expected.tolist()):
+        assert hist[label, int(score * 1000)] >= 1
+    assert hist[:, 900].sum().item() == 0  # no raw score reached the histogram

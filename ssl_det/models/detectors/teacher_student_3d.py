@@ -497,10 +497,15 @@ class TeacherStudent3D(TeacherStudent):
         """HSSDA's threshold source: the teacher predicts on the labeled scenes, and the
         scores of its boxes whose BEV IoU with a ground-truth box of their class reaches the
         policy's ``match_iou`` update the policy (with none when the batch has no labeled
-        scene, so that every rank still takes part in the policy's sync)."""
+        scene, so that every rank still takes part in the policy's sync). With
+        ``top_support`` the scores are rescaled as the unlabeled scenes' are, from the labeled
+        scenes' points, so the thresholds split scores of one kind."""
         scores, labels = [], []
         if inputs is not None and data_samples:
-            for pred, sample in zip(self.teacher_predict(inputs, data_samples), data_samples):
+            predictions = self.teacher_predict(inputs, data_samples)
+            if self.top_support is not None:
+                predictions, _ = self._support_scores(predictions, inputs['points'])
+            for pred, sample in zip(predictions, data_samples):
                 gt = sample.gt_instances_3d
                 if len(pred) == 0 or len(gt) == 0:
                     continue
