@@ -98,6 +98,10 @@ ABLATIONS = {
     'hssda_patch_mix': ('hssda', ['model.patch_mix=True'],
                         "the strong scenes trade their shuffle's patches (a permutation of "
                         'the scenes per patch)'),
+    # a sparser student view: 30% of its points dropped instead of 10%
+    'hssda_dropout_0.3': ('hssda', ['train_dataloader.dataset.datasets.1.pipeline.1'
+                                    '.unsup_student.2.drop_ratio=0.3'],
+                          "30% of the strong view's points dropped (the config's 10%)"),
     # the teacher's scores times how well points reach each box's top
     'hssda_top_support': ('hssda', ['model.top_support=0.5'],
                           "teacher scores times exp(-gap / (0.5 dz)), gap: the box's top "
