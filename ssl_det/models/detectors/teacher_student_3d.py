@@ -212,7 +212,8 @@ class TeacherStudent3D(TeacherStudent):
             a box fitted to its object's top keeps it. Middle boxes' weights follow the
             new scores; validation scores the teacher as it is. On the demo's validation
             scenes, with 0.5, the teacher's confident pedestrian boxes rank right against
-            false at AUROC 0.76-0.79 against 0.69 by the score alone (``docs/benchmarks.md``).
+            false at AUROC 0.77 against 0.69 by the score alone, but the trained teacher was
+            level with the demo config's over four seeds (``docs/benchmarks.md``).
             None: off. Default: None.
     """
 
