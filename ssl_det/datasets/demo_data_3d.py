@@ -16,6 +16,7 @@ full box in ssl_det's convention (z = centre) whatever is visible, with ``num_li
 things) and a KITTI-like ``difficulty``; boxes with no point are dropped and counted.
 The same seed gives the same bytes; frame ``i`` of a split does not depend on the count.
 """
+import json
 import os.path as osp
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -512,6 +513,32 @@ def ensure_demo_data_3d(data_root: str) -> None:
             and osp.isfile(osp.join(data_root, 'semi_anns', 'train.1@10-unlabeled.json'))):
         print_log(f'[demo3d] generating the 3D demo scenes in {data_root}', logger='current')
         make_demo_data_3d(data_root)
+
+
+#: The held-out test split of the 3D demo: its own folder under the data root, frames drawn
+#: from generator stream 2 (train is 0, val 1), so no frame of it is a train or val frame.
+DEMO_TEST_DIR = 'test'
+DEMO_TEST_FRAMES = 600
+
+
+def ensure_demo_test_3d(data_root: str, num_frames: int = DEMO_TEST_FRAMES) -> str:
+    """Write the 3D demo's held-out test scenes into ``{data_root}/test`` unless they are
+    there with ``num_frames`` frames; returns the folder (``test.json`` and ``points/``).
+
+    The 120 val scenes leave a paired difference between two runs' AP with about as much
+    noise from the scenes as from training; these are five times as many, from the same
+    scene generator and seed as train and val. Frame ids go on after the default train and
+    val frames (``000720`` on), so they are unique in the data root too."""
+    out_dir = osp.join(data_root, DEMO_TEST_DIR)
+    info = osp.join(out_dir, 'test.json')
+    if osp.isfile(info):
+        with open(info) as f:
+            if len(json.load(f)['data_list']) == num_frames:
+                return out_dir
+    print_log(f'[demo3d] generating {num_frames} held-out test scenes in {out_dir}',
+              logger='current')
+    make_split_3d(out_dir, 'test', num_frames, seed=0, split_index=2, first_frame=720)
+    return out_dir
 
 
 #: ObjectSample's databases of the demo's GT-sampling configs (``*_gt-sample.py``):
