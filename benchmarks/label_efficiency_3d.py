@@ -98,6 +98,11 @@ ABLATIONS = {
     'hssda_patch_mix': ('hssda', ['model.patch_mix=True'],
                         "the strong scenes trade their shuffle's patches (a permutation of "
                         'the scenes per patch)'),
+    # the two candidates of the thirty-sixth and thirty-seventh sessions together
+    'hssda_3x3_top_support': ('hssda', ['train_dataloader.dataset.datasets.1.pipeline.1'
+                                        '.unsup_student.3.grid=[3,3]', 'model.top_support=0.5'],
+                              'patch shuffle on a 3 x 3 grid and the teacher scores times '
+                              "how well points reach each box's top"),
     # a sparser student view: 30% of its points dropped instead of 10%
     'hssda_dropout_0.3': ('hssda', ['train_dataloader.dataset.datasets.1.pipeline.1'
                                     '.unsup_student.2.drop_ratio=0.3'],
