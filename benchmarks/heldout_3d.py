@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from ssl_det.utils import experiment  # noqa: E402
 
 METRIC = 'ap3d/3d/mAP@set1/R40'  # the benchmark's ap3d/mAP
 DATA_ROOT = osp.join(ROOT, 'data', 'demo3d')
@@ -48,16 +49,6 @@ def run_dirs(results: dict, work_dir: str, names: Optional[List[str]] = None) ->
                 osp.normpath(rec['work_dir'])))
             out.setdefault(name, {})[rec['seed']] = folder
     return out
-
-
-def final_checkpoint(folder: str) -> Optional[str]:
-    """The checkpoint ``last_checkpoint`` names (its file name, in ``folder``), or None."""
-    pointer = osp.join(folder, 'last_checkpoint')
-    if not osp.isfile(pointer):
-        return None
-    with open(pointer) as f:
-        ckpt = osp.join(folder, osp.basename(f.read().strip()))
-    return ckpt if osp.isfile(ckpt) else None
 
 
 def evaluate(config: str, checkpoint: str, test_dir: str, side: Optional[str]) -> dict:
@@ -135,7 +126,7 @@ def main(argv=None, evaluate_fn: Callable = evaluate, ensure_test: Optional[Call
     missing = []
     for name, per_seed in run_dirs(results, args.work_dir, names).items():
         for seed, folder in sorted(per_seed.items()):
-            ckpt = final_checkpoint(folder)
+            ckpt = experiment.final_checkpoint(folder)
             configs = sorted(glob.glob(osp.join(folder, '*.py')))
             if ckpt is None or not configs:
                 missing.append(folder)

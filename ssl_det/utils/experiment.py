@@ -109,13 +109,15 @@ def _stem(config: str) -> str:
     return osp.splitext(osp.basename(config))[0]
 
 
-def _checkpoint(work_dir: str) -> Optional[str]:
-    """The checkpoint a finished run of ``work_dir`` saved last (mmengine's record)."""
+def final_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint a finished run of ``work_dir`` saved last (mmengine's record); when the
+    recorded path is gone (the work dir was moved or copied), that file in ``work_dir``."""
     record = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(record):
         path = open(record).read().strip()
-        if osp.isfile(path):
-            return path
+        for candidate in (path, osp.join(work_dir, osp.basename(path))):
+            if osp.isfile(candidate):
+                return candidate
     return None
 
 
@@ -168,7 +170,7 @@ def run_once(config: str, run_dir: str, cfg_options: List[str], root: str,
         saved = json.load(open(spec_file))
         if {key: saved.get(key) for key in spec} == spec:
             done = last_metrics(run_dir, marker)
-    if done and (not need_checkpoint or _checkpoint(run_dir)):
+    if done and (not need_checkpoint or final_checkpoint(run_dir)):
         print(f'[reuse] {run_dir}', flush=True)
         result = dict(metrics=done, seconds=saved.get('seconds'), reused=True)
     else:
@@ -235,7 +237,7 @@ def two_stage(protocol: dict, runs: Iterable[str], seed: int, work_dir: str,
             opts + list(options.get(f'pretrain_{labels}', [])))
     for name, key in parsed:
         labels, config = stage2[key]
-        checkpoint = _checkpoint(results[f'pretrain_{labels}']['work_dir'])
+        checkpoint = final_checkpoint(results[f'pretrain_{labels}']['work_dir'])
         if checkpoint is None:
             raise RuntimeError(f'stage 1 of {name} saved no checkpoint in '
                                f'{results[f"pretrain_{labels}"]["work_dir"]}')

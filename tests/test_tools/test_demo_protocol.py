@@ -248,7 +248,7 @@ def test_a_stage_one_trained_again_is_not_followed_by_reused_stage_twos(
                     work_dir=run_dir, config=config)
 
     monkeypatch.setattr(experiment, 'run_once', fake_run_once)
-    monkeypatch.setattr(experiment, '_checkpoint', lambda work_dir: 'stage1.pth')
+    monkeypatch.setattr(experiment, 'final_checkpoint', lambda work_dir: 'stage1.pth')
     experiment.two_stage(DEMO, ['sup', 'mean_teacher'], 0, str(tmp_path), options={},
                          reuse=True)
     assert calls[0] == (True, True)  # stage 1 asked to reuse
