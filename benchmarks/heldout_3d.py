@@ -32,6 +32,8 @@ from typing import Callable, Dict, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from ssl_det.datasets.demo_data_3d import (DEMO_TEST_FRAMES,  # noqa: E402
+                                           ensure_demo_test_3d)
 from ssl_det.utils import experiment  # noqa: E402
 
 METRIC = 'ap3d/3d/mAP@set1/R40'  # the benchmark's ap3d/mAP
@@ -101,26 +103,22 @@ def summarise(results: dict, scores: Dict[str, Dict[int, float]], against: Optio
     return out
 
 
-def main(argv=None, evaluate_fn: Callable = evaluate, ensure_test: Optional[Callable] = None):
+def main(argv=None, evaluate_fn: Callable = evaluate,
+         ensure_test: Callable = ensure_demo_test_3d):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('results', help="a label_efficiency_3d.py JSON")
     parser.add_argument('--work-dir', required=True,
                         help='where its runs are: {work_dir}/seed{seed}/{run folder}')
     parser.add_argument('--runs', nargs='+', help='run names to evaluate (default: all)')
     parser.add_argument('--against', help='a run name: paired differences with it')
-    parser.add_argument('--scenes', type=int, default=None,
-                        help='held-out scenes (default: ensure_demo_test_3d\'s 600)')
+    parser.add_argument('--scenes', type=int, default=DEMO_TEST_FRAMES,
+                        help='held-out scenes (written once; another count writes them anew)')
     parser.add_argument('--data-root', default=DATA_ROOT)
     parser.add_argument('--out', help='default: the results JSON with _heldout before .json')
     args = parser.parse_args(argv)
     with open(args.results) as f:
         results = json.load(f)
-    if ensure_test is None:
-        from ssl_det.datasets.demo_data_3d import DEMO_TEST_FRAMES, ensure_demo_test_3d
-        ensure_test = ensure_demo_test_3d
-        args.scenes = args.scenes or DEMO_TEST_FRAMES
-    test_dir = ensure_test(args.data_root, args.scenes) if args.scenes else \
-        ensure_test(args.data_root)
+    test_dir = ensure_test(args.data_root, args.scenes)
     names = args.runs and sorted(set(args.runs) | {'sup', 'oracle'})
     scores: Dict[str, Dict[int, float]] = {}
     missing = []

@@ -54,7 +54,7 @@ def test_heldout_scores_every_run_and_side_and_the_gap_closed(tmp_path):
     out = str(tmp_path / 'out.json')
     summary = heldout_3d.main([results, '--work-dir', work_dir, '--against', 'hssda',
                                '--out', out], evaluate_fn=fake_evaluate(calls),
-                              ensure_test=lambda root, n=None: 'TEST')
+                              ensure_test=lambda root, n: 'TEST')
     assert sorted(calls) == sorted(
         [(f, s, None) for f in ('sup', 'oracle') for s in (0, 1)]
         + [(f, s, side) for f in ('semi', 'semi_x') for s in (0, 1)
@@ -76,14 +76,14 @@ def test_a_run_without_its_checkpoint_is_skipped_and_counted(tmp_path):
     results, work_dir = fake_work_dir(tmp_path, skip=[('hssda_x', 1)])
     summary = heldout_3d.main([results, '--work-dir', work_dir, '--out',
                                str(tmp_path / 'o.json')], evaluate_fn=fake_evaluate([]),
-                              ensure_test=lambda root, n=None: 'TEST')
+                              ensure_test=lambda root, n: 'TEST')
     assert summary['skipped'] == [osp.join(work_dir, 'seed1', 'semi_x')]
     assert summary['runs']['hssda_x']['seeds'] == [0]
     assert summary['runs']['hssda_x']['gap_closed_heldout'] == pytest.approx(0.6)
     results, work_dir = fake_work_dir(tmp_path / 'b', skip=[('sup', 0), ('sup', 1)])
     with pytest.raises(SystemExit, match='sup and oracle'):
         heldout_3d.main([results, '--work-dir', work_dir, '--out', str(tmp_path / 'p.json')],
-                        evaluate_fn=fake_evaluate([]), ensure_test=lambda root, n=None: 'TEST')
+                        evaluate_fn=fake_evaluate([]), ensure_test=lambda root, n: 'TEST')
 
 
 def test_demo_test_scenes_are_their_own_frames_and_are_made_once(tmp_path):
