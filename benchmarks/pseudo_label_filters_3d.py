@@ -33,7 +33,8 @@ threshold for the class (``pseudo_label_tiers_3d.match``). Per class and signal:
 AUROC of right against false boxes (over every box, and over the boxes the teacher scores
 at or above ``--kinds-score``, the ones the tiers keep), and the precision of the boxes a
 threshold on the signal keeps when it keeps a given share (``--recalls``) of the right
-ones, beside the score's: a signal that beats the score at the same share is one a filter could use.
+ones, beside the score's: a signal that beats the score at the same share is one a filter
+could use.
 Per class also the kinds of false box at or above ``--kinds-score`` (``KINDS``): on no
 hidden object, on another class's, or on one of its class but misplaced, by its heading
 alone (the hidden box's heading would make it right) or otherwise.
@@ -170,7 +171,7 @@ def column_shape(points: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor
     the share of its points in its lower half (a person stands on two thin legs, a post is
     as dense at its foot); ``score_x_top_support``, the score times
     ``exp(-gap / (0.5 * dz))``, what ``TeacherStudent3D(top_support=0.5)`` gives the tiers."""
-    from ssl_det.structures import points_in_boxes, top_gaps
+    from ssl_det.structures import points_in_boxes, top_gaps, top_support
     if not len(boxes):
         empty = torch.zeros_like(scores)
         return dict(above=empty, top_gap=empty, low_share=empty, score_x_top_support=empty)
@@ -183,7 +184,7 @@ def column_shape(points: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor
     low = inside & (points[:, 2].double()[:, None] < boxes[:, 2][None])
     low_share = low.sum(dim=0).double() / inside.sum(dim=0).clamp(min=1).double()
     return dict(above=-above, top_gap=-gap, low_share=-low_share,
-                score_x_top_support=scores * torch.exp(-gap / (0.5 * boxes[:, 5])))
+                score_x_top_support=scores * top_support(points, boxes, 0.5).to(scores))
 
 
 def signals(model, points: torch.Tensor, sample, matrix: np.ndarray, sizes: torch.Tensor):

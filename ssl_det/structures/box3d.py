@@ -218,6 +218,14 @@ def top_gaps(points: ArrayLike, boxes: ArrayLike) -> ArrayLike:
     return _like(gaps, boxes)
 
 
+def top_support(points: ArrayLike, boxes: ArrayLike, scale: float) -> ArrayLike:
+    """(M,) ``exp(-gap / (scale * dz))`` of each box, ``gap`` its :func:`top_gaps`: 1 for a
+    box whose top its points reach, lower the emptier the box stands above them."""
+    gaps = _np(top_gaps(points, boxes))
+    height = np.maximum(_boxes(boxes)[:, 5], 1e-3)
+    return _like(np.exp(-gaps / (scale * height)), boxes)
+
+
 def _points_in_boxes_dense(pts: np.ndarray, arr: np.ndarray, margin: float) -> np.ndarray:
     """:func:`points_in_boxes` on every (point, box) pair: (N, 3) and (M, 7+) float64."""
     rel = pts[:, None, :] - arr[None, :, :3]

@@ -209,3 +209,12 @@ def test_top_gaps_measure_from_the_highest_point_inside_each_box():
     np.testing.assert_allclose(gaps.numpy(), [0.3, 2.5, 1.5], atol=1e-6)
     np.testing.assert_allclose(top_gaps(points.numpy(), boxes.numpy()), [0.3, 2.5, 1.5],
                                atol=1e-6)
+
+
+def test_top_support_is_one_at_a_reached_top_and_falls_with_the_gap():
+    from ssl_det.structures import top_support
+    boxes = np.array([[0.0, 0.0, 0.0, 1.0, 1.0, 2.0, 0.0],
+                      [5.0, 0.0, 0.0, 1.0, 1.0, 2.0, 0.0]])
+    points = np.array([[0.0, 0.0, 1.0, 1.0],      # at box 0's top
+                       [5.0, 0.0, -0.5, 1.0]])    # 1.5 m below box 1's top
+    np.testing.assert_allclose(top_support(points, boxes, 0.5), [1.0, np.exp(-1.5)])

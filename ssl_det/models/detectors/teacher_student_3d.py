@@ -74,8 +74,9 @@ from torch import Tensor
 
 from ssl_det.ops import overlaps_bev
 from ssl_det.registry import MODELS, TASK_UTILS
-from ssl_det.structures import (match_boxes_bev, points_in_boxes, top_gaps,
-                                transform_boxes3d, transform_points, weak_to_strong_matrix)
+from ssl_det.structures import (match_boxes_bev, points_in_boxes, transform_boxes3d,
+                                transform_points, weak_to_strong_matrix)
+from ssl_det.structures import top_support as top_support_factors
 from ssl_det.structures.bev_shuffle import (moves_boxes, patch_index, patch_sources,
                                             shuffle_box_pieces, shuffle_boxes, taken_by,
                                             unshuffle_points)
@@ -731,10 +732,8 @@ class TeacherStudent3D(TeacherStudent):
         ``exp(-gap / (top_support * dz))``, and the factors of all the boxes."""
         out, factors = [], []
         for pred, pts in zip(predictions, points):
-            boxes = pred.bboxes_3d
-            gap = top_gaps(pts, boxes.double()).to(pred.scores_3d)
-            height = boxes[:, 5].to(pred.scores_3d).clamp(min=1e-3)
-            factor = torch.exp(-gap / (self.top_support * height))
+            factor = top_support_factors(pts, pred.bboxes_3d.double(),
+                                         self.top_support).to(pred.scores_3d)
             new = pred.clone()
             new.scores_3d = pred.scores_3d * factor
             out.append(new)
