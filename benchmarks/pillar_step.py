@@ -108,6 +108,11 @@ def semi_over_sup(args):
     frames (see the module doc)."""
     import tempfile
 
+    with tempfile.TemporaryDirectory(prefix='pillar_step_') as tmp:  # the scenes, removed after
+        return _semi_over_sup(args, tmp)
+
+
+def _semi_over_sup(args, tmp):
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import init_default_scope
@@ -123,7 +128,6 @@ def semi_over_sup(args):
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     frames, steps = args.frames, args.semi_steps
-    tmp = tempfile.mkdtemp(prefix='pillar_step_')
     num = max(frames, 16)
     files = make_demo_data_3d(tmp, num_train=num, num_val=0, seed=3, labeled_percent=None,
                               splits=('train',), verbose=False, **KITTI_SCALE)

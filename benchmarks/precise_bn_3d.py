@@ -31,6 +31,11 @@ sys.path.insert(0, ROOT)
 
 
 def evaluate(run_dir: str, num_samples: int, seed: int, branch=None) -> dict:
+    with tempfile.TemporaryDirectory(prefix='precise_bn_') as work_dir:  # logs, removed after
+        return _evaluate(run_dir, num_samples, seed, branch, work_dir)
+
+
+def _evaluate(run_dir, num_samples, seed, branch, work_dir):
     from mmengine.config import Config
     from mmengine.runner import Runner
 
@@ -46,7 +51,7 @@ def evaluate(run_dir: str, num_samples: int, seed: int, branch=None) -> dict:
     if not osp.isabs(checkpoint):
         checkpoint = osp.join(run_dir, osp.basename(checkpoint))
     cfg = Config.fromfile(configs[0])
-    cfg.work_dir = tempfile.mkdtemp(prefix='precise_bn_')
+    cfg.work_dir = work_dir
     cfg.load_from, cfg.resume = checkpoint, False
     cfg.custom_hooks = [h for h in cfg.get('custom_hooks', [])
                         if h['type'] not in ('PseudoLabelVisHook', 'PreciseBNHook')]

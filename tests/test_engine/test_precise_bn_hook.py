@@ -6,6 +6,7 @@ import json
 import os.path as osp
 import re
 import sys
+import tempfile
 import uuid
 from types import SimpleNamespace
 
@@ -177,7 +178,8 @@ def scenes(tmp_path_factory):
     return root + '/'
 
 
-def test_the_teacher_is_validated_and_saved_with_the_strong_views_statistics(scenes, tmp_path):
+def test_the_teacher_is_validated_and_saved_with_the_strong_views_statistics(scenes, tmp_path,
+                                                                            monkeypatch):
     """Three iterations of the 3D HSSDA-style config with the hook. The strong view here is a
     fixed rotation and scaling (no random step), the weak view the scene itself, so the two
     branches' statistics differ and an estimate can be repeated exactly."""
@@ -269,6 +271,9 @@ def test_the_teacher_is_validated_and_saved_with_the_strong_views_statistics(sce
     (scaled / 'last_checkpoint').write_text(str(scaled / 'iter_3.pth'))
     (scaled / 'cfg.py').write_text(open(path).read())
     out = tmp_path / 'precise_bn.json'
+    scratch = tmp_path / 'scratch'  # its runner's work dir goes here and is removed after
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
     rows = precise_bn_3d.main([str(tmp_path), str(scaled), '--num-samples', '8',
                                '--branch', 'unsup_student', '--out', str(out)])
     assert json.load(open(out))['runs'] == rows and len(rows) == 2
@@ -276,6 +281,7 @@ def test_the_teacher_is_validated_and_saved_with_the_strong_views_statistics(sce
     assert rows[0]['bn_var_ratio_median'] == pytest.approx(1.0, abs=1e-3)
     assert rows[1]['bn_var_ratio_median'] == pytest.approx(0.25, abs=1e-3)
     assert rows[1]['after'] == rows[0]['after']
+    assert list(scratch.iterdir()) == []
     for row in rows:
         assert row['gain'] == pytest.approx(row['after']['teacher/ap3d/mAP']
                                             - row['before']['teacher/ap3d/mAP'], abs=1e-4)

@@ -27,8 +27,10 @@ def finite_positive(value):
 
 @pytest.mark.slow
 def test_cpu_dry_run_writes_every_result(tmp_path):
+    scratch = tmp_path / 'scratch'  # the stages' temporary files, removed when they end
+    scratch.mkdir()
     env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable, OMP_NUM_THREADS='1',
-               THREADS='1')
+               THREADS='1', TMPDIR=str(scratch))
     done = subprocess.run(['bash', osp.join(ROOT, 'benchmarks', 'gpu_check.sh'), '--device',
                            'cpu', '--quick'], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
@@ -43,6 +45,7 @@ def test_cpu_dry_run_writes_every_result(tmp_path):
     assert set(summary['files']) == {'gpu_ops.json', 'gpu_soft_teacher_step.json',
                                      'gpu_soft_teacher_step_amp.json', 'gpu_pillar_step.json'}
     assert (tmp_path / 'gpu_check.log').stat().st_size > 0
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith('pillar_step_')]
 
     for name, amp in (('gpu_soft_teacher_step.json', False),
                       ('gpu_soft_teacher_step_amp.json', True)):
