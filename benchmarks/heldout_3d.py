@@ -10,7 +10,10 @@ comes from), and evaluates each run's final checkpoint on them with ``tools/test
 teacher and the student of teacher-student runs. It writes, per run name, the per-seed
 ``ap3d/mAP`` (the benchmark's metric), its mean and spread, the paired difference with
 ``--against`` and the gap closed ``(semi - sup) / (oracle - sup)`` of the means, beside the
-JSON's val figures. A run is found at ``{work_dir}/seed{seed}/{its run folder}`` (the JSON's
+JSON's val figures. With ``--folds K`` the teachers are also scored on K disjoint sets of
+the held-out scenes (every K-th scene), and the paired difference with ``--against`` is
+given per set: how far one draw of ``scenes / K`` scenes (120 of 600: the val set's size)
+moves that difference. A run is found at ``{work_dir}/seed{seed}/{its run folder}`` (the JSON's
 ``work_dir`` may be relative to another checkout); runs whose checkpoint is gone are
 skipped and counted.
 
@@ -18,7 +21,8 @@ Usage::
 
     python benchmarks/heldout_3d.py benchmarks/results/label_efficiency_3d.json \\
         --work-dir work_dirs/label_efficiency_3d [--runs sup oracle hssda] \\
-        [--against hssda] [--out benchmarks/results/label_efficiency_3d_heldout.json]
+        [--against hssda] [--folds 5] \
+        [--out benchmarks/results/label_efficiency_3d_heldout.json]
 """
 import argparse
 import glob
@@ -53,13 +57,15 @@ def run_dirs(results: dict, work_dir: str, names: Optional[List[str]] = None) ->
     return out
 
 
-def evaluate(config: str, checkpoint: str, test_dir: str, side: Optional[str]) -> dict:
-    """``tools/test.py`` on the held-out scenes: the metrics dict it writes."""
+def evaluate(config: str, checkpoint: str, test_dir: str, side: Optional[str],
+             ann_file: str = 'test.json') -> dict:
+    """``tools/test.py`` on the held-out scenes of ``ann_file`` in ``test_dir``: the
+    metrics dict it writes."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, osp.join(ROOT, 'tools', 'test.py'), config, checkpoint,
                '--work-dir', tmp, '--cfg-options',
                f'test_dataloader.dataset.data_root={test_dir}/',
-               'test_dataloader.dataset.ann_file=test.json', 'channels_last=False']
+               f'test_dataloader.dataset.ann_file={ann_file}', 'channels_last=False']
         if side is not None:
             cmd[4:4] = ['--predict-on', side]
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -68,6 +74,38 @@ def evaluate(config: str, checkpoint: str, test_dir: str, side: Optional[str]) -
             raise RuntimeError(f'tools/test.py failed on {checkpoint}:\n{done.stderr[-2000:]}')
         with open(found[0]) as f:
             return json.load(f)
+
+
+def write_folds(test_dir: str, folds: int) -> List[str]:
+    """``folds`` annotation files beside ``test.json`` in ``test_dir``, fold ``i`` with every
+    ``folds``-th scene from the ``i``-th: disjoint, together every scene. Their names."""
+    with open(osp.join(test_dir, 'test.json')) as f:
+        info = json.load(f)
+    names = []
+    for i in range(folds):
+        names.append(f'test_fold{i}of{folds}.json')
+        with open(osp.join(test_dir, names[-1]), 'w') as f:
+            json.dump(dict(info, data_list=info['data_list'][i::folds]), f)
+    return names
+
+
+def fold_differences(scores: Dict[str, Dict[int, List[float]]], against: str) -> dict:
+    """Per run, the paired difference with ``against`` on each fold: per seed (the seeds
+    both have), their mean per fold, and how many (seed, fold) pairs are above 0."""
+    out = {}
+    for name, per in scores.items():
+        if name == against:
+            continue
+        seeds = sorted(set(per) & set(scores[against]))
+        diffs = {s: [a - b for a, b in zip(per[s], scores[against][s])] for s in seeds}
+        if not diffs:
+            continue
+        means = [statistics.mean(d[i] for d in diffs.values())
+                 for i in range(len(next(iter(diffs.values()))))]
+        out[name] = dict(seeds=seeds, per_seed=[diffs[s] for s in seeds], fold_means=means,
+                         above=sum(x > 0 for d in diffs.values() for x in d),
+                         pairs=sum(len(d) for d in diffs.values()))
+    return out
 
 
 def spread(values: List[float]) -> dict:
@@ -113,12 +151,19 @@ def main(argv=None, evaluate_fn: Callable = evaluate,
     parser.add_argument('--against', help='a run name: paired differences with it')
     parser.add_argument('--scenes', type=int, default=DEMO_TEST_FRAMES,
                         help='held-out scenes (written once; another count writes them anew)')
+    parser.add_argument('--folds', type=int, default=0,
+                        help='also score the teachers on this many disjoint sets of the '
+                        'scenes: the paired difference with --against per set')
     parser.add_argument('--data-root', default=DATA_ROOT)
     parser.add_argument('--out', help='default: the results JSON with _heldout before .json')
     args = parser.parse_args(argv)
     with open(args.results) as f:
         results = json.load(f)
+    if args.folds and (args.folds < 2 or not args.against):
+        parser.error('--folds needs 2 or more sets and --against')
     test_dir = ensure_test(args.data_root, args.scenes)
+    fold_files = write_folds(test_dir, args.folds) if args.folds else []
+    fold_scores: Dict[str, Dict[int, List[float]]] = {}
     names = args.runs and sorted(set(args.runs) | {'sup', 'oracle'})
     scores: Dict[str, Dict[int, float]] = {}
     missing = []
@@ -135,6 +180,10 @@ def main(argv=None, evaluate_fn: Callable = evaluate,
                 key = name + ('_student' if side == 'student' else '')
                 scores.setdefault(key, {})[seed] = metrics[METRIC]
                 print(f'[seed {seed}] {key}: {METRIC} = {metrics[METRIC]:.4f}', flush=True)
+            if fold_files and name not in ('sup', 'oracle'):  # its teacher on each fold
+                fold_scores.setdefault(name, {})[seed] = [
+                    evaluate_fn(configs[0], ckpt, test_dir, 'teacher', ann_file=a)[METRIC]
+                    for a in fold_files]
     if missing:
         print(f'{len(missing)} runs skipped, no final checkpoint: {missing}', flush=True)
     if not {'sup', 'oracle'} <= set(scores):
@@ -143,6 +192,12 @@ def main(argv=None, evaluate_fn: Callable = evaluate,
     summary = summarise(results, scores, args.against)
     summary.update(results_file=osp.relpath(osp.abspath(args.results), ROOT),
                    test_scenes=args.scenes, skipped=missing)
+    if fold_files:
+        if args.against not in fold_scores:
+            raise SystemExit(f'--folds: no teacher of {args.against!r} was scored')
+        summary['folds'] = dict(folds=args.folds, scenes_per_fold=args.scenes // args.folds,
+                                against=args.against,
+                                runs=fold_differences(fold_scores, args.against))
     print(f'\nheld-out scenes: {args.scenes}')
     print('| run | seeds | held-out, mean ± std | per seed | val, mean ± std | gap closed '
           'held-out / val |')
@@ -155,6 +210,14 @@ def main(argv=None, evaluate_fn: Callable = evaluate,
                  ' / '.join(f'{x:.4f}' for x in h['per_seed']),
                  f'{v["mean"]:.4f} ± {v["std"]:.4f}' if v else '-', gaps]
         print('| ' + ' | '.join(cells) + ' |')
+    if fold_files:
+        print(f'\nteacher minus {args.against}, mean over seeds, on {args.folds} disjoint sets '
+              f'of about {args.scenes // args.folds} of the scenes:')
+        print('| run | seeds | per set | (seed, set) pairs above |\n| --- | --- | --- | --- |')
+        for name, row in summary['folds']['runs'].items():
+            print(f"| {name} | {' '.join(map(str, row['seeds']))} | "
+                  + ' / '.join(f'{x:+.4f}' for x in row['fold_means'])
+                  + f" | {row['above']} of {row['pairs']} |")
     out = args.out or args.results[:-len('.json')] + '_heldout.json'
     with open(out, 'w') as f:
         json.dump(summary, f, indent=1)

@@ -103,3 +103,45 @@ def test_demo_test_scenes_are_their_own_frames_and_are_made_once(tmp_path):
     assert os.stat(osp.join(out, 'test.json')).st_mtime_ns == stamp  # not written again
     ensure_demo_test_3d(str(tmp_path), num_frames=4)  # another count: written anew
     assert len(json.load(open(osp.join(out, 'test.json')))['data_list']) == 4
+
+
+def test_folds_give_the_paired_difference_on_disjoint_sets_of_the_scenes(tmp_path):
+    """``--folds 3``: the teachers are scored on three disjoint sets that hold every scene,
+    and the paired difference with ``--against`` comes per set, per seed and as a mean."""
+    results, work_dir = fake_work_dir(tmp_path)
+    test_dir = tmp_path / 'test'
+    test_dir.mkdir()
+    scenes = [dict(frame_id=f'{i:06d}') for i in range(7)]
+    (test_dir / 'test.json').write_text(json.dumps(dict(metainfo={}, data_list=scenes)))
+    calls = []
+
+    def evaluate(config, checkpoint, where, side, ann_file='test.json'):
+        folder = osp.basename(osp.dirname(checkpoint))
+        seed = int(osp.basename(osp.dirname(osp.dirname(checkpoint)))[len('seed'):])
+        calls.append((folder, seed, side, ann_file))
+        ids = [int(f['frame_id']) for f in json.load(open(osp.join(where, ann_file)))['data_list']]
+        # a fold's score: the run's own, plus 0.015 times its first scene for semi_x
+        return {heldout_3d.METRIC: HELDOUT[(folder, side)][seed]
+                + (0.015 * ids[0] if folder == 'semi_x' and ann_file != 'test.json' else 0)}
+
+    summary = heldout_3d.main([results, '--work-dir', work_dir, '--against', 'hssda',
+                               '--folds', '3', '--out', str(tmp_path / 'o.json')],
+                              evaluate_fn=evaluate, ensure_test=lambda root, n: str(test_dir))
+    folds = [json.load(open(test_dir / f'test_fold{i}of3.json'))['data_list'] for i in range(3)]
+    assert [[f['frame_id'] for f in fold] for fold in folds] == [
+        ['000000', '000003', '000006'], ['000001', '000004'], ['000002', '000005']]
+    # only the teachers of the teacher-student runs, on each fold
+    on_folds = sorted(c for c in calls if c[3] != 'test.json')
+    assert on_folds == sorted((f, s, 'teacher', f'test_fold{i}of3.json') for f in ('semi', 'semi_x')
+                              for s in (0, 1) for i in range(3))
+    row = summary['folds']['runs']['hssda_x']
+    # semi_x - semi: seed 0 0.02 + (0, 0.015, 0.03), seed 1 -0.01 + the same
+    assert row['per_seed'] == [pytest.approx([0.02, 0.035, 0.05]),
+                               pytest.approx([-0.01, 0.005, 0.02])]
+    assert row['fold_means'] == pytest.approx([0.005, 0.02, 0.035])
+    assert (row['above'], row['pairs']) == (5, 6)
+    assert summary['folds']['against'] == 'hssda' and 'hssda' not in summary['folds']['runs']
+    assert json.load(open(tmp_path / 'o.json'))['folds']['folds'] == 3
+    with pytest.raises(SystemExit):  # folds need a run to compare with
+        heldout_3d.main([results, '--work-dir', work_dir, '--folds', '3'],
+                        evaluate_fn=evaluate, ensure_test=lambda root, n: str(test_dir))
