@@ -87,18 +87,21 @@ ABLATIONS = {
     # the shuffle is the part that matters most (-0.020 without it, 3 seeds): finer patches.
     # 3 x 3 was above 2 x 2 on seeds 0-2 and below on seed 3 (level over four seeds); the
     # config's grid was 3 x 3 for part of the thirty-sixth session, when hssda_shuffle_2x2
-    # (now the config itself) trained label_efficiency_3d_seed3.json's 2 x 2 run
+    # trained label_efficiency_3d_seed3.json's 2 x 2 run, and is 3 x 3 again since the
+    # thirty-eighth, with the top support (hssda_3x3_top_support's rows are the config's)
     'hssda_shuffle_3x3': ('hssda', ['train_dataloader.dataset.datasets.1.pipeline.1'
                                     '.unsup_student.3.grid=[3,3]'],
                           'patch shuffle over a 3 x 3 grid of BEV patches instead of 2 x 2'),
     'hssda_shuffle_2x2': ('hssda', ['train_dataloader.dataset.datasets.1.pipeline.1'
                                     '.unsup_student.3.grid=[2,2]'],
-                          "patch shuffle over HSSDA's 2 x 2 grid (the config's)"),
+                          "patch shuffle over HSSDA's 2 x 2 grid"),
     # the shuffle across the batch: each strong scene's patches filled from random scenes
     'hssda_patch_mix': ('hssda', ['model.patch_mix=True'],
                         "the strong scenes trade their shuffle's patches (a permutation of "
                         'the scenes per patch)'),
-    # the two candidates of the thirty-sixth and thirty-seventh sessions together
+    # the two candidates of the thirty-sixth and thirty-seventh sessions together: the
+    # config since the thirty-eighth (above the default before it on every seed of the
+    # held-out scenes, level on val); hssda_2x2_no_top_support is that default
     'hssda_3x3_top_support': ('hssda', ['train_dataloader.dataset.datasets.1.pipeline.1'
                                         '.unsup_student.3.grid=[3,3]', 'model.top_support=0.5'],
                               'patch shuffle on a 3 x 3 grid and the teacher scores times '
@@ -107,10 +110,18 @@ ABLATIONS = {
     'hssda_dropout_0.3': ('hssda', ['train_dataloader.dataset.datasets.1.pipeline.1'
                                     '.unsup_student.2.drop_ratio=0.3'],
                           "30% of the strong view's points dropped (the config's 10%)"),
-    # the teacher's scores times how well points reach each box's top
+    # the teacher's scores times how well points reach each box's top (the config's since
+    # the thirty-eighth session, with the 3 x 3 grid)
     'hssda_top_support': ('hssda', ['model.top_support=0.5'],
                           "teacher scores times exp(-gap / (0.5 dz)), gap: the box's top "
                           'above its highest point'),
+    'hssda_no_top_support': ('hssda', ['model.top_support=None'],
+                             "the teacher's scores as they are (no top support)"),
+    'hssda_2x2_no_top_support': ('hssda', ['train_dataloader.dataset.datasets.1.pipeline.1'
+                                           '.unsup_student.3.grid=[2,2]',
+                                           'model.top_support=None'],
+                                 "HSSDA's 2 x 2 patches and the teacher's scores as they are "
+                                 '(the config until the thirty-eighth session)'),
     # the feature maps' cells must split along the patch borders: 2 x 2 patches
     'hssda_unshuffle_features': ('hssda', ['train_dataloader.dataset.datasets.1.pipeline.1'
                                            '.unsup_student.3.mode=unshuffle_features',
@@ -206,6 +217,7 @@ ABLATIONS = {
     # a diagnostic, not a method: the unlabeled scenes' hidden labels as the pseudo labels
     # (score 1, all high boxes), everything else the default's: the recipe's ceiling
     'hssda_gt_pseudo': ('hssda', ['model.pseudo_from=ground_truth', 'model.min_yaw_norm=None',
+                                  'model.top_support=None',
                                   'train_dataloader.dataset.datasets.1.ann_file='
                                   + UNLABELED_WITH_LABELS],
                         "diagnostic: the unlabeled scenes' own labels as pseudo labels (perfect "

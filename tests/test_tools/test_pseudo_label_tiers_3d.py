@@ -30,7 +30,9 @@ def setup(tmp_path_factory):
     model = MODELS.build(Config.fromfile(CFG).model)
     ckpt = osp.join(root, 'untrained.pth')
     torch.save(dict(state_dict=model.state_dict()), ckpt)
-    return root, ckpt, {'unlabeled_dataset.data_root': root + '/'}
+    # the fake teachers' scores as they give them: the config's top support off here (the
+    # first test turns it back on)
+    return root, ckpt, {'unlabeled_dataset.data_root': root + '/', 'model.top_support': None}
 
 
 def oracle(shift_every_other=False, only_class=None):
@@ -69,6 +71,10 @@ def test_a_perfect_teacher_scores_one_and_wrong_boxes_lower_it(setup, monkeypatc
     assert half['recall_high'] == 1.0
     # every wrong box outranks every right one: the ranking metric sees it
     assert half['teacher_ap'] < 0.7
+    # with the config's top support the wrong boxes, on empty ground, lose their scores
+    supported = tiers.score_checkpoint(CFG, ckpt, 50, {
+        k: v for k, v in opts.items() if k != 'model.top_support'})
+    assert supported['high']['precision'] > 0.9 > half['high']['precision']
 
 
 def test_cfg_options_reach_the_model_teacher_views_included(setup, monkeypatch, tmp_path):
@@ -145,7 +151,7 @@ def test_precision_by_score_per_class_and_the_labeled_pool(setup, monkeypatch):
     # each pool reads its own split's data_root: the unlabeled one's is missing here
     labeled = tiers.score_checkpoint(CFG, ckpt, 50, {
         'unlabeled_dataset.data_root': osp.join(root, 'missing/'),
-        'labeled_dataset.data_root': root + '/'}, pool='labeled')
+        'labeled_dataset.data_root': root + '/', 'model.top_support': None}, pool='labeled')
     assert (unlabeled['pool'], unlabeled['scenes']) == ('unlabeled', 18)
     assert (labeled['pool'], labeled['scenes']) == ('labeled', 2)
     assert len(seen[1]) == 2 and not seen[0] & seen[1]

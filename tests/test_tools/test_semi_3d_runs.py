@@ -95,9 +95,9 @@ def test_patch_mix_config_trains(scenes, tmp_path):
     # every iteration after the one burn-in iteration, over the batch's 2 strong scenes
     assert mixes == [2, 2]
     samples = runner.model.latest_pseudo['data_samples']
-    # one source scene for each patch of the config's grid
+    # one source scene for each patch of the config's 3 x 3 grid
     assert all(len(s.metainfo['bev_mix']['sources']) == len(s.metainfo['bev_shuffle']['perm'])
-               == 4 for s in samples)
+               == 9 for s in samples)
     log = open(glob.glob(str(tmp_path / '*' / '*.log'))[0]).read()
     for key in ('sup_loss_heatmap', 'unsup_loss_heatmap', 'unsup_loss_bbox'):
         values = [float(v) for v in re.findall(rf' {key}: ([-\d.e+naif]+)', log)]
@@ -180,7 +180,9 @@ def test_hssda_threshold_rule_and_feature_unshuffle_train(scenes, tmp_path):
                  'train_dataloader.dataset.datasets.1.pipeline.1.unsup_student.3.mode':
                      'unshuffle_features',
                  # its patch borders fall on whole feature-map cells: HSSDA's 2 x 2
-                 'train_dataloader.dataset.datasets.1.pipeline.1.unsup_student.3.grid': [2, 2]})
+                 'train_dataloader.dataset.datasets.1.pipeline.1.unsup_student.3.grid': [2, 2],
+                 # the untrained teacher's few matched boxes keep their scores
+                 'model.top_support': None})
     runner = train_tool.build_runner(train_tool.parse_args(
         [CFG, '--work-dir', str(tmp_path), '--cfg-options', *as_cli(opts)]))
     assert type(runner.model.pseudo_label).__name__ == 'MatchedScoreThreshold'
