@@ -16,7 +16,8 @@ or the shuffle off). ``gap_closed = (semi - sup) / (oracle - sup)``. The stage-1
 kept under ``stage1``.
 
 Runs go to ``{work_dir}/seed{seed}/{config name}[_{variant}]``; ``--reuse`` takes a
-finished run whose resolved config and options are unchanged. ``--cfg-options`` go to every
+finished run whose resolved config and options are unchanged, or whose settings with its
+options are (a variant whose options became the config's defaults). ``--cfg-options`` go to every
 run, stage 1 included (``channels_last=False`` repeats runs made before the CPU weights went
 channels-last). ``--merge`` takes the seeds an earlier JSON of this script holds and
 ``--seeds`` does not name, as they are: a 3-seed protocol split over days or machines (with

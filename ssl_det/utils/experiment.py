@@ -150,12 +150,31 @@ def config_digest(config: str, root: str = '') -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def settings_digest(config: str, cfg_options: List[str], root: str = '') -> str:
+    """SHA-256 of the settings a run of ``config`` with ``cfg_options`` (``KEY=VALUE``, as
+    tools/train.py parses them) reads: the same for two runs whose options and config
+    defaults differ but resolve alike (a default that moved into the config, and the run
+    that had set it by option)."""
+    import argparse
+
+    from mmengine.config import Config, DictAction
+    cfg = Config.fromfile(osp.join(root, config))
+    if cfg_options:
+        parser = argparse.ArgumentParser()
+        parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+        cfg.merge_from_dict(parser.parse_args(['--cfg-options', *cfg_options]).cfg_options)
+    text = json.dumps(run_settings(cfg.to_dict()), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def run_once(config: str, run_dir: str, cfg_options: List[str], root: str,
              reuse: bool = False, need_checkpoint: bool = False,
              marker: str = 'bbox_mAP') -> dict:
     """Train ``config`` (relative to the repository ``root``) in ``run_dir`` once, or with
     ``reuse`` take the finished run found there when it came from the same resolved config
-    and options (``ssl_det_run.json``) and, with ``need_checkpoint``, left its checkpoint.
+    and options (``ssl_det_run.json``), or from the same config whose settings with the
+    options resolve alike (``settings_sha``), and, with ``need_checkpoint``, left its
+    checkpoint.
 
     Returns:
         dict: ``metrics`` (the final evaluation), ``seconds`` (the run's training and
@@ -165,10 +184,12 @@ def run_once(config: str, run_dir: str, cfg_options: List[str], root: str,
     spec_file = osp.join(run_dir, 'ssl_det_run.json')
     spec = dict(config=config, cfg_options=list(cfg_options),
                 config_sha=config_digest(config, root))
+    settings_sha = settings_digest(config, list(cfg_options), root)
     done, saved = {}, {}
     if reuse and osp.isfile(spec_file):
         saved = json.load(open(spec_file))
-        if {key: saved.get(key) for key in spec} == spec:
+        if {key: saved.get(key) for key in spec} == spec or (
+                saved.get('config') == config and saved.get('settings_sha') == settings_sha):
             done = last_metrics(run_dir, marker)
     if done and (not need_checkpoint or final_checkpoint(run_dir)):
         print(f'[reuse] {run_dir}', flush=True)
@@ -177,7 +198,7 @@ def run_once(config: str, run_dir: str, cfg_options: List[str], root: str,
         metrics, seconds = train(config, run_dir, root, list(cfg_options), marker=marker)
         result = dict(metrics=metrics, seconds=seconds, reused=False)
         with open(spec_file, 'w') as f:
-            json.dump(dict(spec, seconds=round(seconds, 1)), f)
+            json.dump(dict(spec, settings_sha=settings_sha, seconds=round(seconds, 1)), f)
     result.update(work_dir=run_dir, config=config)
     return result
 

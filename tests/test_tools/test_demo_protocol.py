@@ -289,6 +289,16 @@ def test_run_once_reuses_only_the_same_resolved_config_and_options(tmp_path, mon
     assert changed['metrics'] == {'coco/bbox_mAP': pytest.approx(0.3)}
     assert run(['randomness.seed=1'])['reused'] and len(trained) == 3
 
+    # a default that moved into the config: the run that set it by option resolves to the
+    # same settings, so it is reused under the new config with the same options (not under
+    # other settings)
+    config.write_text('train_cfg = dict(max_iters=5)\nmodel = dict(grid=2)\n')
+    assert not run(['randomness.seed=1', 'model.grid=3'])['reused'] and len(trained) == 4
+    config.write_text('train_cfg = dict(max_iters=5)\nmodel = dict(grid=3)\n')
+    moved = run(['randomness.seed=1', 'model.grid=3'])
+    assert moved['reused'] and moved['metrics'] == {'coco/bbox_mAP': pytest.approx(0.4)}
+    assert not run(['randomness.seed=1', 'model.grid=2'])['reused'] and len(trained) == 5
+
 
 def test_a_shorter_run_moves_the_lr_step_with_its_iterations():
     """iteration_options: a stage-2 run of 400 iterations instead of the config's 1000 has
