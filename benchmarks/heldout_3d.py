@@ -21,7 +21,7 @@ Usage::
 
     python benchmarks/heldout_3d.py benchmarks/results/label_efficiency_3d.json \\
         --work-dir work_dirs/label_efficiency_3d [--runs sup oracle hssda] \\
-        [--against hssda] [--folds 5] \
+        [--against hssda] [--folds 5] \\
         [--out benchmarks/results/label_efficiency_3d_heldout.json]
 """
 import argparse

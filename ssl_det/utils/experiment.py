@@ -144,10 +144,7 @@ def config_digest(config: str, root: str = '') -> str:
     """SHA-256 of the settings a run of ``config`` (absolute, or relative to ``root``)
     reads, with its bases resolved (:func:`run_settings`): a reused run must come from the
     same settings, not only from a file of the same name."""
-    from mmengine.config import Config
-    settings = run_settings(Config.fromfile(osp.join(root, config)).to_dict())
-    text = json.dumps(settings, sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return settings_digest(config, [], root)
 
 
 def settings_digest(config: str, cfg_options: List[str], root: str = '') -> str:
