@@ -4,7 +4,8 @@ and augmentation of the labeled scenes on every side.
 
     python benchmarks/label_efficiency_3d.py [--method sup | --method semi [--methods ...]]
         [--ablations ...] [--seeds 0 1 2] [--work-dir DIR] [--reuse] [--out FILE]
-        [--cfg-options KEY=VALUE ...] [--merge EARLIER.json] [--protocol PROTOCOL.json]
+        [--cfg-options KEY=VALUE ...] [--detector-options KEY=VALUE ...]
+        [--merge EARLIER.json] [--protocol PROTOCOL.json]
 
 The demo's two-stage protocol (as in 2D). Stage 1, per seed: supervised from scratch on
 10% of the labeled frames and on all of them, 1,200 iterations each. Stage 2 continues each
@@ -19,7 +20,9 @@ Runs go to ``{work_dir}/seed{seed}/{config name}[_{variant}]``; ``--reuse`` take
 finished run whose resolved config and options are unchanged, or whose settings with its
 options are (a variant whose options became the config's defaults). ``--cfg-options`` go to every
 run, stage 1 included (``channels_last=False`` repeats runs made before the CPU weights went
-channels-last). ``--merge`` takes the seeds an earlier JSON of this script holds and
+channels-last). ``--detector-options`` change the detector on every side, stage 1 included
+(``bbox_head.iou_branch=True`` gives every run the head's IoU branch): ``model.KEY`` in
+the supervised configs, ``model.detector.KEY`` in the teacher-student ones. ``--merge`` takes the seeds an earlier JSON of this script holds and
 ``--seeds`` does not name, as they are: a 3-seed protocol split over days or machines (with
 the same code and options) becomes one table. The metric is
 ``Box3DAPMetric``'s headline ``ap3d/mAP`` (3D AP averaged over the classes, R40, at the IoU
@@ -310,10 +313,21 @@ def runs_of_seed(seed: int, names, args) -> dict:
     """Stage 1 (10% and all labels) and every stage-2 run of one seed (the demo protocol)."""
     specs = [f'{n}={ABLATIONS[n][0]}' if n in ABLATIONS else n for n in names]
     extra = list(getattr(args, 'cfg_options', None) or [])
-    options = {n: ABLATIONS.get(n, (None, []))[1] + extra for n in names}
-    options.update({f'pretrain_{labels}': extra for labels in PROTOCOL['pretrain']})
+    detector = list(getattr(args, 'detector_options', None) or [])
+    options = {n: ABLATIONS.get(n, (None, []))[1] + extra
+               + detector_options(detector, has_student(n)) for n in names}
+    options.update({f'pretrain_{labels}': extra + detector_options(detector, False)
+                    for labels in PROTOCOL['pretrain']})
     return experiment.two_stage(PROTOCOL, specs, seed, args.work_dir, args.iters,
                                 args.stage2_iters, options, args.reuse)
+
+
+def detector_options(options, teacher_student: bool) -> list:
+    """``--detector-options``: options of the detector (``KEY=VALUE``, keys under the
+    detector's config) as the run's config names them: ``model.KEY`` in a detector's config,
+    ``model.detector.KEY`` in a teacher-student one. The same detector on every side."""
+    prefix = 'model.detector.' if teacher_student else 'model.'
+    return [prefix + option for option in options]
 
 
 def record(res: dict, seed: int, val: float) -> dict:
@@ -340,11 +354,12 @@ def use_protocol(path: str) -> None:
     STAGE2 = PROTOCOL['stage2']
 
 
-def merged_seeds(path: str, names, seeds, cfg_options=(), iterations=None) -> dict:
+def merged_seeds(path: str, names, seeds, cfg_options=(), iterations=None,
+                 detector_opts=()) -> dict:
     """The seeds of an earlier JSON of this script that ``seeds`` does not name, as
     ``{seed: (stage-1 values, {run name: record})}``. Every run of ``names`` must be there for
     each such seed, with a student value for the semi-supervised ones, and the earlier runs
-    must have had the same ``--cfg-options`` and, when ``iterations`` is given, the same
+    must have had the same ``--cfg-options`` and ``--detector-options`` and, when ``iterations`` is given, the same
     iterations (an earlier JSON that records none ran the configs' own)."""
     with open(path) as f:
         earlier = json.load(f)
@@ -358,6 +373,10 @@ def merged_seeds(path: str, names, seeds, cfg_options=(), iterations=None) -> di
     if list(earlier.get('cfg_options', [])) != list(cfg_options):
         raise ValueError(f"{path}: its runs had --cfg-options {earlier.get('cfg_options', [])}, "
                          f'these have {list(cfg_options)}')
+    if list(earlier.get('detector_options', [])) != list(detector_opts):
+        raise ValueError(f"{path}: its runs had --detector-options "
+                         f"{earlier.get('detector_options', [])}, these have "
+                         f'{list(detector_opts)}')
     if iterations is not None:
         theirs = earlier.get('iterations') or config_iterations()
         if theirs != iterations:
@@ -398,6 +417,11 @@ def main(argv=None):
     parser.add_argument('--reuse', action='store_true')
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help='options for every run, stage 1 included')
+    parser.add_argument('--detector-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help="options of the detector in every run, stage 1 included (keys "
+                             "under the detector's config, e.g. bbox_head.iou_branch=True"
+                             "): model.KEY in the supervised configs, model.detector.KEY in "
+                             'the teacher-student ones')
     parser.add_argument('--merge', metavar='JSON',
                         help='an earlier output of this script: its seeds that --seeds does '
                              'not name join the table as they are')
@@ -433,8 +457,8 @@ def main(argv=None):
     iterations = config_iterations()
     iterations = dict(stage1=args.iters or iterations['stage1'],
                       stage2=args.stage2_iters or iterations['stage2'])
-    earlier = (merged_seeds(args.merge, names, args.seeds, args.cfg_options, iterations)
-               if args.merge else {})
+    earlier = (merged_seeds(args.merge, names, args.seeds, args.cfg_options, iterations,
+                            args.detector_options) if args.merge else {})
     args.seeds = sorted(set(args.seeds) | set(earlier))
     for seed in args.seeds:
         if seed in earlier:
@@ -469,6 +493,8 @@ def main(argv=None):
                   iterations=iterations, protocol_file=PROTOCOL['file'])
     if args.cfg_options:
         result['cfg_options'] = args.cfg_options
+    if args.detector_options:
+        result['detector_options'] = args.detector_options
     if earlier:
         result['merged'] = dict(path=osp.relpath(osp.abspath(args.merge), ROOT),
                                 seeds=sorted(earlier))

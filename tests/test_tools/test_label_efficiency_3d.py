@@ -55,6 +55,26 @@ def test_cfg_options_reach_every_run_stage_one_included(calls, tmp_path):
     assert result['cfg_options'] == ['channels_last=False']
 
 
+def test_detector_options_reach_the_detector_of_every_run(calls, tmp_path):
+    """``--detector-options``: ``model.KEY`` in the supervised configs (stage 1 included),
+    ``model.detector.KEY`` in the teacher-student ones; a merge needs the same."""
+    result = main(tmp_path, 'a.json', '--seeds', '0', '--ablations', 'hssda_no_middle',
+                  '--cfg-options', 'channels_last=False',
+                  '--detector-options', 'bbox_head.iou_branch=True')
+    options = calls[0]['options']
+    for name in ('pretrain_10pct', 'pretrain_all', 'sup', 'oracle'):
+        assert options[name] == ['channels_last=False', 'model.bbox_head.iou_branch=True']
+    assert options['hssda'] == ['channels_last=False',
+                                'model.detector.bbox_head.iou_branch=True']
+    assert options['hssda_no_middle'] == le3d.ABLATIONS['hssda_no_middle'][1] + [
+        'channels_last=False', 'model.detector.bbox_head.iou_branch=True']
+    assert result['detector_options'] == ['bbox_head.iou_branch=True']
+    with pytest.raises(ValueError, match='detector-options'):
+        main(tmp_path, 'b.json', '--seeds', '1', '--merge', str(tmp_path / 'a.json'),
+             '--cfg-options', 'channels_last=False')
+    assert len(calls) == 1
+
+
 def test_merge_adds_the_earlier_seeds_under_their_own_seed(calls, tmp_path):
     main(tmp_path, 'a.json', '--seeds', '0', '1')
     calls.clear()

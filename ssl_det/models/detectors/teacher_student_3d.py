@@ -535,6 +535,9 @@ class TeacherStudent3D(TeacherStudent):
         pseudo box) and prefixed (``unsup_``), with the pseudo-label statistics."""
         num_pseudo = sum(len(s.gt_instances_3d) for s in strong_samples)
         weight = self.unsup_weight if num_pseudo > 0 else 0.0
+        # the head's IoU branch learns from labels only (3DIoUMatch): a pseudo box would teach
+        # the teacher's own false boxes as well placed
+        losses = {k: v for k, v in losses.items() if k != 'loss_iou'}
         if 'loss_heatmap_soft' in losses:
             losses = dict(losses, loss_heatmap_soft=losses['loss_heatmap_soft'] * self.dense_weight)
         device = strong_inputs['points'][0].device

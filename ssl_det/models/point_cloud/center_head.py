@@ -12,6 +12,15 @@ background); an instance with a ``weights`` value below 1 (a teacher's soft pseu
 scales the heatmap loss over its Gaussian and its code loss.
 Decoding: local maxima, top-k, then class-wise rotated NMS on ssl_det's BEV IoU kernel.
 
+IoU branch (``iou_branch``, off by default; CIA-SSD's and AFDetV2's IoU-aware score,
+3DIoUMatch's localisation filter for pseudo labels): one more channel of the ``reg`` branch
+predicts, at a cell, the 3D IoU of the box decoded there with the object it stands for.
+It learns (binary cross-entropy against the IoU) at the labels' centre cells and at each
+frame's own top heatmap peaks, where a peak on no object of its class has target 0: the
+head's false boxes are its negatives. Decoding then scores a box
+``score ** (1 - power) * iou ** power``, so a teacher's thresholds and tiers see how well
+each box is placed, not only how sure the heatmap is that something is there.
+
 Dense distillation (a teacher's whole heatmap as a soft target, ``TeacherStudent3D``'s
 ``dense_weight``): a sample that carries ``soft_heatmap`` (C, H, W, the teacher's
 probabilities on the student's cells, :meth:`CenterHead3D.warp_heatmap`) and
@@ -30,7 +39,7 @@ from mmdet.models.utils.gaussian_target import (gaussian2D, gaussian_radius,
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from ssl_det.ops import rotated_iou_bev
+from ssl_det.ops import iou_3d, rotated_iou_bev
 from ssl_det.registry import MODELS
 from ssl_det.structures.bev_shuffle import unshuffle_points
 from ssl_det.structures.box3d import points_in_boxes, transform_points
@@ -92,6 +101,12 @@ class CenterHead3D(nn.Module):
         min_radius (int): smallest Gaussian radius in cells; min_overlap: gaussian_radius's.
         test_cfg (dict): ``max_per_img`` top-k peaks, ``score_thr``, ``nms_thr`` (BEV IoU),
             ``max_num`` boxes kept after NMS.
+        iou_branch (dict | bool, optional): the IoU branch (module docstring); None or False:
+            off, True: on with the defaults. Keys:
+            ``loss_weight`` (1.0) of ``loss_iou``; ``num_peaks`` (16), the top heatmap peaks
+            of each frame that learn their IoU beside the labels' centre cells; ``power``
+            (0.5), the IoU's exponent in a decoded box's score (0: the heatmap's score, the
+            IoU only reported as ``iou_scores``).
     """
 
     def __init__(self, in_channels: int, num_classes: int, point_cloud_range: Sequence[float],
@@ -100,7 +115,8 @@ class CenterHead3D(nn.Module):
                  loss_bbox: dict = dict(type='L1Loss', reduction='mean', loss_weight=0.25),
                  code_weights: Optional[Sequence[float]] = None, min_radius: int = 2,
                  min_overlap: float = 0.1,
-                 test_cfg: Optional[dict] = None, heading: str = 'sincos'):
+                 test_cfg: Optional[dict] = None, heading: str = 'sincos',
+                 iou_branch: Optional[dict] = None):
         super().__init__()
         if heading not in HEADINGS:
             raise ValueError(f'heading must be one of {HEADINGS}, got {heading!r}')
@@ -111,6 +127,24 @@ class CenterHead3D(nn.Module):
             raise ValueError(f'code_weights must have one weight a code channel: '
                              f'{self.code_size} with heading={heading!r}, got '
                              f'{len(code_weights)}')
+        self.iou_cfg = None
+        if iou_branch is True:  # the defaults (``--cfg-options ...iou_branch=True``)
+            iou_branch = {}
+        if iou_branch is not None and iou_branch is not False:
+            if not isinstance(iou_branch, dict):
+                raise TypeError(f'iou_branch must be a dict, True or None, got {iou_branch!r}')
+            unknown = set(iou_branch) - {'loss_weight', 'num_peaks', 'power'}
+            if unknown:
+                raise ValueError(f'iou_branch takes loss_weight, num_peaks and power; got '
+                                 f'{sorted(unknown)}')
+            self.iou_cfg = dict(loss_weight=1.0, num_peaks=16, power=0.5)
+            self.iou_cfg.update(iou_branch)
+            if not 0.0 <= float(self.iou_cfg['power']) <= 1.0:
+                raise ValueError(f"iou_branch power must be in [0, 1], got "
+                                 f"{self.iou_cfg['power']!r}")
+            if int(self.iou_cfg['num_peaks']) < 0:
+                raise ValueError(f"iou_branch num_peaks must be >= 0, got "
+                                 f"{self.iou_cfg['num_peaks']!r}")
         self.num_classes = num_classes
         self.pc_range = [float(v) for v in point_cloud_range]
         self.cell = (voxel_size[0] * out_size_factor, voxel_size[1] * out_size_factor)
@@ -124,12 +158,18 @@ class CenterHead3D(nn.Module):
                                      nn.Conv2d(feat_channels, num_classes, 1))
         self.reg = nn.Sequential(nn.Conv2d(feat_channels, feat_channels, 3, padding=1),
                                  nn.ReLU(inplace=True),
-                                 nn.Conv2d(feat_channels, self.code_size, 1))
+                                 nn.Conv2d(feat_channels,
+                                           self.code_size + self.iou_channels, 1))
         nn.init.constant_(self.heatmap[-1].bias, -2.19)
         self.loss_heatmap = MODELS.build(loss_heatmap)
         self.loss_bbox = MODELS.build(loss_bbox)
         self.register_buffer('code_weights', torch.tensor(code_weights, dtype=torch.float32),
                              persistent=False)
+
+    @property
+    def iou_channels(self) -> int:
+        """1 with the IoU branch (the ``reg`` map's last channel, a logit), else 0."""
+        return 0 if self.iou_cfg is None else 1
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         x = self.shared(x)
@@ -382,19 +422,81 @@ class CenterHead3D(nn.Module):
         loss_heat = self.loss_heatmap(pred, heat_t, weight=weight_t, avg_factor=num_pos)
         codes_t, idx_t, bidx = torch.cat(codes), torch.cat(idx), torch.cat(batch_idx)
         if len(codes_t):
-            reg = reg_pred.flatten(2)[bidx, :, idx_t]  # (K, 8)
+            reg = reg_pred.flatten(2)[bidx, :self.code_size, idx_t]  # (K, code size)
             codes_t = self.nearer_heading(reg, codes_t, torch.cat(axis))
             w_t = self.code_weights[None] * torch.cat(code_w)
             loss_bbox = self.loss_bbox(reg, codes_t, weight=w_t, avg_factor=num_pos)
         else:
             loss_bbox = reg_pred.sum() * 0
         losses = dict(loss_heatmap=loss_heat, loss_bbox=loss_bbox)
+        if self.iou_cfg is not None:
+            logits, targets = self.iou_targets(heat_pred, reg_pred, batch_data_samples,
+                                               torch.stack(weights), idx)
+            losses['loss_iou'] = (nn.functional.binary_cross_entropy_with_logits(
+                logits, targets, reduction='sum') / max(len(targets), 1)
+                * float(self.iou_cfg['loss_weight']))
         soft = [i for i, ds in enumerate(batch_data_samples) if 'soft_heatmap' in ds]
         if soft:
             losses['loss_heatmap_soft'] = self.loss_soft_heatmap(
                 heat_pred[soft], torch.stack([batch_data_samples[i].soft_heatmap for i in soft]),
                 torch.stack([batch_data_samples[i].soft_heatmap_valid for i in soft]))
         return losses
+
+    def decode_boxes(self, reg: Tensor, xs: Tensor, ys: Tensor) -> Tensor:
+        """(..., 7) boxes ``(x, y, z, dx, dy, dz, yaw)`` from codes (..., code size, IoU
+        channel aside) at cells (``xs``, ``ys``: column and row)."""
+        x = (xs + reg[..., 0]) * self.cell[0] + self.pc_range[0]
+        y = (ys + reg[..., 1]) * self.cell[1] + self.pc_range[1]
+        dims = reg[..., 3:6].clamp(max=6).exp()
+        return torch.cat([x[..., None], y[..., None], reg[..., 2:3], dims,
+                          self.decode_yaw(reg)[..., None]], dim=-1)
+
+    def iou_targets(self, heat_pred: Tensor, reg_pred: Tensor, batch_data_samples: List,
+                    weights: Tensor, centres: List[Tensor]) -> Tuple[Tensor, Tensor]:
+        """The IoU branch's logits and targets, both (N,): at each frame's labels' centre
+        cells (``centres``, flat, in :meth:`get_targets`' order), the 3D IoU of the box
+        decoded there with its label; at the frame's top ``num_peaks`` heatmap peaks (any
+        class), the best 3D IoU of the box decoded there with a label of the peak's class
+        (0 where none overlaps). Peaks where the heatmap's loss weight (``weights``,
+        (B, H, W)) is 0 (ignored regions) are left out. The decoded boxes take no
+        gradient."""
+        b, _, h, w = heat_pred.shape
+        logits, targets = [], []
+        num_peaks = min(int(self.iou_cfg['num_peaks']), h * w)
+        if num_peaks > 0:
+            peaks = get_local_maximum(heat_pred.detach().sigmoid(), kernel=3)
+            _, peak_idx, peak_cls, _, _ = get_topk_from_heatmap(peaks, k=num_peaks)
+        for i, ds in enumerate(batch_data_samples):
+            gt = ds.gt_instances_3d
+            boxes = gt.bboxes_3d.to(reg_pred.device).float()
+            labels = gt.labels_3d.to(reg_pred.device).long()
+            inside = self._grid_cells(boxes, (h, w))[4]
+            boxes, labels = boxes[inside], labels[inside]
+            flat = reg_pred[i].flatten(1)  # (code size + 1, H * W)
+            cells = [centres[i]]
+            if num_peaks > 0:
+                keep = weights[i].flatten()[peak_idx[i]] > 0
+                cells.append(peak_idx[i][keep])
+            cells = torch.cat(cells).long()
+            if len(cells) == 0:
+                continue
+            code = flat[:self.code_size, cells].T.detach()
+            dec = self.decode_boxes(code, (cells % w).to(code), (cells // w).to(code))
+            target = dec.new_zeros(len(cells))
+            n_gt = len(centres[i])
+            if n_gt:
+                target[:n_gt] = iou_3d(dec[:n_gt].double(), boxes.double(),
+                                       aligned=True).to(target)
+            if len(cells) > n_gt and len(boxes):
+                cls = peak_cls[i][keep].long()
+                iou = iou_3d(dec[n_gt:].double(), boxes.double()).to(target)
+                iou = iou.masked_fill(cls[:, None] != labels[None, :], 0.0)
+                target[n_gt:] = iou.amax(dim=1)
+            logits.append(flat[self.code_size, cells])
+            targets.append(target.clamp(0.0, 1.0))
+        if not logits:
+            return reg_pred.new_zeros(0), reg_pred.new_zeros(0)
+        return torch.cat(logits), torch.cat(targets)
 
     def partial_class_targets(self, pred: Tensor, heat_t: Tensor, weight_t: Tensor,
                               batch_data_samples: List) -> Tuple[Tensor, Tensor]:
@@ -486,7 +588,9 @@ class CenterHead3D(nn.Module):
         teacher's pseudo labels can use: ``class_scores`` (num_classes,), every class's
         heatmap probability at its peak (its own class's is its score), and ``yaw_norm``,
         the length of its regressed (sin, cos): near 1 where the heading is sure, smaller
-        where the head averages two headings (a car's front against its back)."""
+        where the head averages two headings (a car's front against its back). With the IoU
+        branch, ``scores_3d`` is the IoU-aware score and ``iou_scores`` the predicted IoU
+        (``class_scores`` stay the heatmap's)."""
         x = self.shared(feats)
         heat_pred = self.heatmap(x).contiguous()  # NCHW, as forward's
         cfg = self.test_cfg
@@ -497,19 +601,21 @@ class CenterHead3D(nn.Module):
         reg = self.reg_at(x, inds)  # (B, k, code size)
         # every class's probability at each peak: how sure the class is against the others
         at_peak = probs.flatten(2).gather(2, inds[:, None].expand(-1, probs.shape[1], -1))
+        if self.iou_cfg is not None:
+            iou = reg[..., self.code_size].sigmoid()
+            power = float(self.iou_cfg['power'])
+            scores = scores.pow(1.0 - power) * iou.pow(power)
         results = []
         for b in range(heat.shape[0]):
             r = reg[b]
-            x = (xs[b] + r[:, 0]) * self.cell[0] + self.pc_range[0]
-            y = (ys[b] + r[:, 1]) * self.cell[1] + self.pc_range[1]
-            dims = r[:, 3:6].clamp(max=6).exp()
-            yaw = self.decode_yaw(r)
-            boxes = torch.cat([x[:, None], y[:, None], r[:, 2:3], dims, yaw[:, None]], dim=1)
+            boxes = self.decode_boxes(r[:, :self.code_size], xs[b], ys[b])
             keep = scores[b] > cfg['score_thr']
             boxes, sc, lab = boxes[keep], scores[b][keep], labels[b][keep].long()
             class_sc, yaw_norm = at_peak[b].T[keep], r[keep, 6:8].norm(dim=1)
+            fields = dict(iou_scores=iou[b][keep]) if self.iou_cfg is not None else {}
             keep = rotated_nms(boxes, sc, lab, cfg['nms_thr'])[:cfg['max_num']]
             results.append(InstanceData(bboxes_3d=boxes[keep].float(), scores_3d=sc[keep],
                                         labels_3d=lab[keep], class_scores=class_sc[keep],
-                                        yaw_norm=yaw_norm[keep]))
+                                        yaw_norm=yaw_norm[keep],
+                                        **{k: v[keep] for k, v in fields.items()}))
         return (results, probs) if with_heatmap else results
